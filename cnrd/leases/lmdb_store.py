@@ -1,0 +1,164 @@
+"""The LMDB lease store: leases, a client index, lease events and state.
+
+One LMDB environment in the server's data-dir with four named databases:
+
+``leases``
+    4-byte big-endian address -> :meth:`Lease.pack` record.
+``clients``
+    client key (client-id, else hardware address; see
+    :func:`cnrd.leases.model.client_key`) + 4-byte address -> b"" — a
+    duplicate-free index so a client bound to several addresses (in several
+    scopes) keeps each entry.
+``events``
+    8-byte big-endian sequence -> :meth:`LeaseEvent.pack`; bounded to
+    ``event_history`` entries (the oldest are pruned in the same transaction).
+``state``
+    UTF-8 key -> bytes, for small values (failover state, start times).
+
+The environment is opened with ``sync=True``: each :meth:`commit` ends with
+an fsync of the data file, so a lease is on disk when ``commit`` returns.
+Callers group many leases into one commit to amortise that sync.
+
+Pure module (lmdb is allowed here only).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterable, Iterator
+
+import lmdb
+
+from cnrd.leases.model import Lease, LeaseEvent
+from cnrd.leases.store import StoreError
+
+_ADDR = struct.Struct("!I")
+_SEQ = struct.Struct("!Q")
+
+
+class LmdbLeaseStore:
+    """A durable :class:`~cnrd.leases.store.LeaseStore` in an LMDB environment."""
+
+    def __init__(
+        self, path: str, map_size: int = 4 << 30, event_history: int = 100000, *, readonly: bool = False
+    ) -> None:
+        try:
+            if not readonly:
+                os.makedirs(path, mode=0o750, exist_ok=True)
+            self._env = lmdb.open(
+                path,
+                map_size=map_size,
+                readonly=readonly,
+                max_dbs=8,
+                sync=True,
+                metasync=True,
+                writemap=False,
+                map_async=False,
+                readahead=False,
+                lock=True,
+            )
+        except (OSError, lmdb.Error) as e:
+            raise StoreError(f"cannot open lease store in {path}: {e}") from e
+        self.path = path
+        try:
+            self._leases = self._env.open_db(b"leases", create=not readonly)
+            self._clients = self._env.open_db(b"clients", create=not readonly)
+            self._events = self._env.open_db(b"events", create=not readonly)
+            self._state = self._env.open_db(b"state", create=not readonly)
+        except lmdb.Error as e:
+            self._env.close()
+            raise StoreError(f"cannot open lease store in {path}: {e}") from e
+        self._history = event_history
+        with self._env.begin(db=self._events) as txn:
+            cur = txn.cursor()
+            self._seq = _SEQ.unpack(cur.key())[0] if cur.last() else 0
+        # Previous record per address, so the client index can drop stale keys
+        # without a read per write.  Filled by load(), kept by commit().
+        self._keys: dict[int, bytes | None] = {}
+
+    def load(self) -> Iterator[Lease]:
+        with self._env.begin(db=self._leases, buffers=True) as txn:
+            for _, value in txn.cursor():
+                lease = Lease.unpack(value)
+                self._keys[lease.address] = lease.key
+                yield lease
+
+    def commit(
+        self,
+        leases: Iterable[Lease],
+        events: Iterable[LeaseEvent] = (),
+        state: dict[str, bytes] | None = None,
+    ) -> None:
+        try:
+            with self._env.begin(write=True) as txn:
+                put = txn.put
+                keys = self._keys
+                for lease in leases:
+                    addr = _ADDR.pack(lease.address)
+                    put(addr, lease.pack(), db=self._leases)
+                    new_key = lease.key
+                    old_key = keys.get(lease.address)
+                    if old_key != new_key:
+                        if old_key is not None:
+                            txn.delete(old_key + addr, db=self._clients)
+                        if new_key is not None:
+                            put(new_key + addr, b"", db=self._clients)
+                        keys[lease.address] = new_key
+                for event in events:
+                    self._seq += 1
+                    put(_SEQ.pack(self._seq), event.pack(), db=self._events)
+                if self._seq > self._history:
+                    self._prune(txn, self._seq - self._history)
+                if state:
+                    for k, v in state.items():
+                        put(k.encode(), v, db=self._state)
+        except lmdb.Error as e:
+            raise StoreError(f"lease store write failed: {e}") from e
+
+    def _prune(self, txn: lmdb.Transaction, below: int) -> None:
+        cur = txn.cursor(db=self._events)
+        limit = _SEQ.pack(below)
+        # Bounded per commit so one commit never does unbounded work.
+        for _ in range(10000):
+            if not cur.first() or cur.key() > limit:
+                break
+            cur.delete()
+
+    def events(self, after: int = 0, limit: int = 1000) -> list[tuple[int, LeaseEvent]]:
+        out: list[tuple[int, LeaseEvent]] = []
+        with self._env.begin(db=self._events) as txn:
+            cur = txn.cursor()
+            if not cur.set_range(_SEQ.pack(after + 1)):
+                return out
+            for key, value in cur:
+                out.append((_SEQ.unpack(key)[0], LeaseEvent.unpack(value)))
+                if len(out) >= limit:
+                    break
+        return out
+
+    def addresses_of(self, key: bytes) -> list[int]:
+        """Addresses the client index holds for a client key."""
+        out = []
+        with self._env.begin(db=self._clients) as txn:
+            cur = txn.cursor()
+            if cur.set_range(key):
+                for k in cur.iternext(values=False):
+                    if not k.startswith(key):
+                        break
+                    if len(k) != len(key) + 4:
+                        continue  # a longer key that shares this prefix
+                    out.append(_ADDR.unpack(k[-4:])[0])
+        return out
+
+    def get_state(self, key: str) -> bytes | None:
+        with self._env.begin(db=self._state) as txn:
+            value = txn.get(key.encode())
+            return bytes(value) if value is not None else None
+
+    def lease_count(self) -> int:
+        with self._env.begin(db=self._leases) as txn:
+            return int(txn.stat(self._leases)["entries"])
+
+    def close(self) -> None:
+        self._env.close()

@@ -1,0 +1,194 @@
+"""Leases: what the server knows about each address.
+
+A :class:`Lease` is the record kept per address.  Its ``state`` uses Cisco
+Network Registrar's lease-state names; where a state exists on the failover
+wire the enum value is that binding-state code (draft-ietf-dhc-failover-12
+§5.11: FREE=1, ACTIVE=2, EXPIRED=3, RELEASED=4, ABANDONED=5, RESET=6,
+BACKUP=7), so the failover codec maps without a table.  States the failover
+protocol never carries (offered, reserved) get values above 100.
+
+Every lease keeps the client-last-transaction-time and the potential
+expiration told to a failover partner from the start, so the failover issues
+build on the same record.  Times are integer seconds since the epoch, passed
+in by callers; nothing here reads a clock.
+
+Pure module.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+
+
+class LeaseState(enum.IntEnum):
+    """CNR lease states; values are failover binding-state codes where one exists."""
+
+    AVAILABLE = 1  # FTS_FREE
+    LEASED = 2  # FTS_ACTIVE
+    EXPIRED = 3
+    RELEASED = 4
+    UNAVAILABLE = 5  # FTS_ABANDONED: declined, or otherwise not to be used
+    RESET = 6
+    BACKUP = 7  # available, but for the failover backup server to allocate
+    OFFERED = 101  # an OFFER is outstanding; never persisted as such
+    RESERVED = 102  # held by a reservation
+
+    @property
+    def label(self) -> str:
+        """The CNR spelling, e.g. ``leased``."""
+        return self.name.lower()
+
+
+#: States in which no client holds the address and it may be handed out.
+FREE_STATES = frozenset({LeaseState.AVAILABLE, LeaseState.EXPIRED, LeaseState.RELEASED})
+
+
+class LeaseFlag(enum.IntFlag):
+    """Per-lease flags."""
+
+    NONE = 0
+    BOOTP = 1  # granted to a BOOTP client (no expiry)
+    RESERVED = 2  # the address belongs to a reservation
+    DYNAMIC_BOOTP = 4
+
+
+def client_key(client_id: bytes | None, hw: bytes) -> bytes:
+    """The key a client is known by: its client-id, else its hardware address.
+
+    ``hw`` is the htype byte followed by chaddr.  The first byte of the key
+    tells the two kinds apart so a client-id can never collide with a MAC.
+    """
+    if client_id:
+        return b"\x01" + client_id
+    return b"\x00" + hw
+
+
+@dataclass(slots=True)
+class Lease:
+    """One address and what the server knows of it."""
+
+    address: int
+    state: LeaseState = LeaseState.AVAILABLE
+    scope: str = ""
+    hw: bytes = b""  # htype byte + chaddr; empty when no client
+    client_id: bytes | None = None
+    start: int = 0  # start of the current lease (failover STOS)
+    expiration: int = 0  # when the client's lease ends (0 = none, -1 = never)
+    cltt: int = 0  # client-last-transaction-time
+    potential_expiration: int = 0  # latest expiration told to the failover partner
+    host_name: str = ""
+    flags: LeaseFlag = LeaseFlag.NONE
+    relay_info: bytes = b""  # option 82 as received, for lease queries
+
+    INFINITE = 0xFFFFFFFF
+
+    @property
+    def key(self) -> bytes | None:
+        """The client key (see :func:`client_key`), or None when no client is bound."""
+        if not self.hw and not self.client_id:
+            return None
+        return client_key(self.client_id, self.hw)
+
+    def expired_at(self, now: int) -> bool:
+        """True when a leased or offered address has run out by ``now``."""
+        return 0 < self.expiration <= now and self.expiration != self.INFINITE
+
+    # -- persistence -------------------------------------------------------
+    # A fixed header and length-prefixed variable fields; version byte first
+    # so the layout can change without a migration of old stores.
+    _HEAD = struct.Struct("!BIBIqqqqIBB")  # ver, addr, state, flags, start, exp, cltt, pet, scope-len, hw-len, cid-len(255=None)
+    _VERSION = 1
+
+    def pack(self) -> bytes:
+        """Serialise for the lease store."""
+        scope = self.scope.encode()
+        host = self.host_name.encode()
+        cid = self.client_id
+        cid_len = 255 if cid is None else len(cid)
+        head = self._HEAD.pack(
+            self._VERSION,
+            self.address,
+            int(self.state),
+            int(self.flags),
+            self.start,
+            self.expiration,
+            self.cltt,
+            self.potential_expiration,
+            len(scope),
+            len(self.hw),
+            cid_len,
+        )
+        return b"".join(
+            (
+                head,
+                scope,
+                self.hw,
+                cid or b"",
+                struct.pack("!HH", len(host), len(self.relay_info)),
+                host,
+                self.relay_info,
+            )
+        )
+
+    @classmethod
+    def unpack(cls, data: bytes) -> "Lease":
+        """Inverse of :meth:`pack`."""
+        (ver, addr, state, flags, start, exp, cltt, pet, slen, hlen, clen) = cls._HEAD.unpack_from(data)
+        if ver != cls._VERSION:
+            raise ValueError(f"unknown lease record version {ver}")
+        off = cls._HEAD.size
+        scope = str(data[off : off + slen], "utf-8")
+        off += slen
+        hw = bytes(data[off : off + hlen])
+        off += hlen
+        cid: bytes | None = None
+        if clen != 255:
+            cid = bytes(data[off : off + clen])
+            off += clen
+        host_len, relay_len = struct.unpack_from("!HH", data, off)
+        off += 4
+        host = str(data[off : off + host_len], "utf-8", "replace")
+        off += host_len
+        relay = bytes(data[off : off + relay_len])
+        return cls(
+            address=addr,
+            state=LeaseState(state),
+            scope=scope,
+            hw=hw,
+            client_id=cid,
+            start=start,
+            expiration=exp,
+            cltt=cltt,
+            potential_expiration=pet,
+            host_name=host,
+            flags=LeaseFlag(flags),
+            relay_info=relay,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseEvent:
+    """One change to a lease, kept in the event history (and, with failover, sent as BNDUPD)."""
+
+    time: int
+    address: int
+    state: LeaseState
+    key: bytes  # client key, b"" when none
+    expiration: int
+    what: str  # "ack", "renew", "release", "decline", "expire", "bootp", ...
+
+    _HEAD = struct.Struct("!qIBqB")
+
+    def pack(self) -> bytes:
+        what = self.what.encode()
+        return self._HEAD.pack(self.time, self.address, int(self.state), self.expiration, len(what)) + what + self.key
+
+    @classmethod
+    def unpack(cls, data: bytes) -> "LeaseEvent":
+        time, addr, state, exp, wlen = cls._HEAD.unpack_from(data)
+        off = cls._HEAD.size
+        what = str(data[off : off + wlen], "utf-8")
+        key = bytes(data[off + wlen :])
+        return cls(time, addr, LeaseState(state), key, exp, what)

@@ -1,0 +1,325 @@
+"""The server's working set of leases, and the address allocator.
+
+:class:`LeaseTable` holds every lease record in memory (the LMDB store is
+where they become durable), indexes them by client, picks free addresses
+per scope (:class:`Pool`), and tracks which records changed since the last
+commit so the DHCP adapter can write them in one transaction.
+
+Allocation follows CNR: by default the address free the longest is handed
+out first (least recently used), so a returning client often finds its old
+address still unused; with ``allocate-first-available`` the lowest free
+address is used.  Addresses that never had a record come before any that
+did, without materialising a record for every address of a large pool.
+
+Pure module: callers pass ``now`` (integer seconds).
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+
+from cnrd.config import Range
+from cnrd.leases.model import FREE_STATES, Lease, LeaseEvent, LeaseFlag, LeaseState
+
+
+class Pool:
+    """The free addresses of one scope's ranges.
+
+    In the default (least recently used) mode, never-used addresses are
+    walked by a cursor and only freed ones are tracked, so a /8 pool costs
+    nothing until it is used.  In first-available mode every free address is
+    kept in a heap, lowest first.
+    """
+
+    def __init__(self, scope: str, ranges: Iterable[Range], first_available: bool) -> None:
+        self.scope = scope
+        self.ranges = tuple(sorted(ranges, key=lambda r: r.first))
+        self.first_available = first_available
+        self.size = sum(len(r) for r in self.ranges)
+        self._range_index = 0
+        self._cursor = self.ranges[0].first if self.ranges else 0
+        self._skip: set[int] = set()  # LRU mode: addresses that have a record
+        self._lru: OrderedDict[int, None] = OrderedDict()
+        self._free: set[int] = set()
+        self._heap: list[int] = []
+        if first_available:
+            for r in self.ranges:
+                self._heap.extend(range(r.first, r.last + 1))
+            self._free = set(self._heap)
+
+    def __contains__(self, address: int) -> bool:
+        for r in self.ranges:
+            if r.first <= address <= r.last:
+                return True
+        return False
+
+    def exclude(self, address: int) -> None:
+        """``address`` now has a record: it is free only once :meth:`add_free` says so."""
+        if self.first_available:
+            self._free.discard(address)
+        else:
+            self._skip.add(address)
+
+    def add_free(self, address: int) -> None:
+        """``address`` (which has a record) became free."""
+        if address in self._free:
+            return
+        self._free.add(address)
+        if self.first_available:
+            heapq.heappush(self._heap, address)
+        else:
+            self._lru[address] = None
+
+    def remove_free(self, address: int) -> None:
+        """``address`` is no longer free (taken by a client, reserved...)."""
+        if address in self._free:
+            self._free.discard(address)
+            if not self.first_available:
+                self._lru.pop(address, None)
+            # first-available: the stale heap entry is dropped when popped
+
+    def candidates(self) -> Iterator[int]:
+        """Free addresses, best first; the caller takes one and closes the iterator."""
+        if self.first_available:
+            yield from self._heap_candidates()
+            return
+        while self._range_index < len(self.ranges):
+            r = self.ranges[self._range_index]
+            while self._cursor <= r.last:
+                address = self._cursor
+                self._cursor += 1
+                if address not in self._skip:
+                    # Offered now, so it will have a record: never fresh again.
+                    self._skip.add(address)
+                    yield address
+            self._range_index += 1
+            if self._range_index < len(self.ranges):
+                self._cursor = self.ranges[self._range_index].first
+        for address in list(self._lru):
+            yield address
+
+    def _heap_candidates(self) -> Iterator[int]:
+        heap = self._heap
+        popped: list[int] = []
+        seen: set[int] = set()
+        try:
+            while heap:
+                address = heapq.heappop(heap)
+                if address not in self._free or address in seen:
+                    continue  # stale or duplicate entry
+                seen.add(address)
+                popped.append(address)
+                yield address
+        finally:
+            for address in popped:
+                if address in self._free:
+                    heapq.heappush(heap, address)
+
+    def free_count(self) -> int:
+        """Free addresses: never-used ones plus freed ones."""
+        if self.first_available:
+            return len(self._free)
+        return self.size - len(self._skip) + len(self._free)
+
+
+class LeaseTable:
+    """Every lease in memory, indexed by address and by client, with per-scope pools."""
+
+    def __init__(self) -> None:
+        self.leases: dict[int, Lease] = {}
+        self.by_client: dict[bytes, list[int]] = {}
+        self.pools: dict[str, Pool] = {}
+        self._expiry: list[tuple[int, int]] = []  # (time, address) heap; stale entries skipped
+        self._dirty: dict[int, Lease] = {}
+        self._events: list[LeaseEvent] = []
+        self.reserved: dict[int, bytes] = {}  # address -> client key
+
+    # -- setup -------------------------------------------------------------
+    def add_pool(self, pool: Pool) -> None:
+        self.pools[pool.scope] = pool
+
+    def reserve(self, address: int, key: bytes) -> None:
+        """Hold ``address`` for one client (a reservation): never allocated to others."""
+        self.reserved[address] = key
+        for pool in self.pools.values():
+            if address in pool:
+                pool.exclude(address)
+                pool.remove_free(address)
+
+    def pool_of(self, address: int) -> Pool | None:
+        for pool in self.pools.values():
+            if address in pool:
+                return pool
+        return None
+
+    def load(self, leases: Iterable[Lease], now: int) -> int:
+        """Take records from the store at start-up; returns how many were loaded."""
+        n = 0
+        for lease in leases:
+            n += 1
+            if lease.state is LeaseState.OFFERED:
+                # Offers are not durable promises: after a restart the address is free again.
+                lease.state = LeaseState.AVAILABLE
+            self._insert(lease)
+        return n
+
+    def _insert(self, lease: Lease) -> None:
+        self.leases[lease.address] = lease
+        key = lease.key
+        if key is not None:
+            addrs = self.by_client.setdefault(key, [])
+            if lease.address not in addrs:
+                addrs.append(lease.address)
+        pool = self.pool_of(lease.address)
+        if pool is not None:
+            pool.exclude(lease.address)
+            if lease.state in FREE_STATES and lease.address not in self.reserved:
+                pool.add_free(lease.address)
+        self._schedule(lease)
+
+    def _schedule(self, lease: Lease) -> None:
+        if lease.state in (LeaseState.LEASED, LeaseState.OFFERED, LeaseState.UNAVAILABLE):
+            if 0 < lease.expiration != Lease.INFINITE:
+                heapq.heappush(self._expiry, (lease.expiration, lease.address))
+
+    # -- queries -----------------------------------------------------------
+    def get(self, address: int) -> Lease | None:
+        return self.leases.get(address)
+
+    def of_client(self, key: bytes) -> list[Lease]:
+        """The client's leases (any state) that still carry its key."""
+        return [self.leases[a] for a in self.by_client.get(key, ())]
+
+    def is_available(self, address: int, key: bytes, hw_key: bytes | None = None) -> bool:
+        """True when ``address`` may be given to the client with ``key``.
+
+        ``hw_key`` is the client's hardware-address key when it also sent a
+        client-id: a reservation by MAC still matches it.
+        """
+        owner = self.reserved.get(address)
+        if owner is not None:
+            return owner == key or (hw_key is not None and owner == hw_key)
+        lease = self.leases.get(address)
+        if lease is None:
+            return self.pool_of(address) is not None
+        if lease.state in FREE_STATES:
+            return True
+        return lease.key == key and lease.state in (LeaseState.OFFERED, LeaseState.LEASED)
+
+    def allocate(self, scope: str, key: bytes, accept=None) -> int | None:
+        """A free address in ``scope`` for a new client, or None when the pool is empty.
+
+        ``accept(address) -> bool`` lets the caller veto candidates (for
+        example addresses another client-class may not use).
+        """
+        pool = self.pools.get(scope)
+        if pool is None:
+            return None
+        candidates = pool.candidates()
+        try:
+            for address in candidates:
+                if address in self.reserved:
+                    continue
+                lease = self.leases.get(address)
+                if lease is not None and lease.state not in FREE_STATES:
+                    pool.remove_free(address)
+                    continue
+                if accept is None or accept(address):
+                    return address
+                if lease is None:
+                    pool.add_free(address)  # vetoed but unused: keep it allocatable
+        finally:
+            candidates.close()
+        return None
+
+    # -- changes -----------------------------------------------------------
+    def update(self, address: int, *, durable: bool, event: str | None = None, now: int = 0, **fields: object) -> Lease:
+        """Change (or create) the record for ``address`` and keep every index right.
+
+        ``durable`` marks it for the next commit; ``event`` appends a lease
+        event (the history, and with failover the binding update).
+        """
+        lease = self.leases.get(address)
+        if lease is None:
+            lease = Lease(address=address)
+            self.leases[address] = lease
+            pool = self.pool_of(address)
+            if pool is not None:
+                pool.exclude(address)
+        old_key = lease.key
+        for name, value in fields.items():
+            setattr(lease, name, value)
+        new_key = lease.key
+        if old_key != new_key:
+            if old_key is not None:
+                addrs = self.by_client.get(old_key)
+                if addrs is not None:
+                    if address in addrs:
+                        addrs.remove(address)
+                    if not addrs:
+                        del self.by_client[old_key]
+            if new_key is not None:
+                addrs = self.by_client.setdefault(new_key, [])
+                if address not in addrs:
+                    addrs.append(address)
+        pool = self.pool_of(address)
+        if pool is not None:
+            if lease.state in FREE_STATES and address not in self.reserved:
+                pool.add_free(address)
+            else:
+                pool.remove_free(address)
+        self._schedule(lease)
+        if durable:
+            self._dirty[address] = lease
+        if event is not None:
+            self._events.append(
+                LeaseEvent(now, address, lease.state, new_key or b"", lease.expiration, event)
+            )
+        return lease
+
+    def expire(self, now: int) -> list[Lease]:
+        """Move every lease, offer and unavailable hold that ran out by ``now`` on; returns them."""
+        changed = []
+        heap = self._expiry
+        while heap and heap[0][0] <= now:
+            when, address = heapq.heappop(heap)
+            lease = self.leases.get(address)
+            if lease is None or lease.expiration != when:
+                continue  # superseded by a later change
+            if lease.state is LeaseState.LEASED:
+                self.update(address, durable=True, event="expire", now=now, state=LeaseState.EXPIRED)
+            elif lease.state is LeaseState.OFFERED:
+                # The client never asked for it: free again, nothing to persist.
+                self.update(address, durable=False, state=LeaseState.AVAILABLE, expiration=0)
+            elif lease.state is LeaseState.UNAVAILABLE:
+                self.update(
+                    address, durable=True, event="available", now=now,
+                    state=LeaseState.AVAILABLE, expiration=0, hw=b"", client_id=None,
+                )
+            else:
+                continue
+            changed.append(lease)
+        return changed
+
+    def next_expiry(self) -> int | None:
+        """When the earliest scheduled expiry falls (it may be stale)."""
+        return self._expiry[0][0] if self._expiry else None
+
+    def take_dirty(self) -> tuple[list[Lease], list[LeaseEvent]]:
+        """The records and events changed since the last call, for one commit."""
+        leases = list(self._dirty.values())
+        events = self._events
+        self._dirty = {}
+        self._events = []
+        return leases, events
+
+    def count_by_state(self, scope: str | None = None) -> dict[LeaseState, int]:
+        """Lease records per state (addresses without a record count as available)."""
+        counts: dict[LeaseState, int] = {}
+        for lease in self.leases.values():
+            if scope is not None and lease.scope != scope:
+                continue
+            counts[lease.state] = counts.get(lease.state, 0) + 1
+        return counts

@@ -1,0 +1,99 @@
+"""The in-memory lease table and allocator."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cnrd.config import Range
+from cnrd.leases.model import Lease, LeaseState
+from cnrd.leases.table import LeaseTable, Pool
+
+
+def table(first_available=False, size=10):
+    t = LeaseTable()
+    t.add_pool(Pool("s", [Range(100, 100 + size - 1)], first_available))
+    return t
+
+
+def take(t, key, now=0):
+    a = t.allocate("s", key)
+    if a is not None:
+        t.update(a, durable=True, state=LeaseState.LEASED, scope="s", hw=key, expiration=now + 100)
+    return a
+
+
+def test_fresh_addresses_first_then_lru():
+    t = table()
+    got = [take(t, bytes([i])) for i in range(3)]
+    assert got == [100, 101, 102]
+    t.update(101, durable=True, state=LeaseState.RELEASED)
+    t.update(100, durable=True, state=LeaseState.RELEASED)
+    # Never-used addresses come before freed ones; then the one freed first.
+    rest = [take(t, bytes([10 + i])) for i in range(9)]
+    assert rest[:7] == list(range(103, 110))
+    assert rest[7:] == [101, 100]
+    assert take(t, b"x") is None
+
+
+def test_first_available_takes_lowest():
+    t = table(first_available=True)
+    for i in range(5):
+        take(t, bytes([i]))
+    t.update(103, durable=True, state=LeaseState.EXPIRED)
+    t.update(101, durable=True, state=LeaseState.RELEASED)
+    assert take(t, b"a") == 101
+    assert take(t, b"b") == 103
+    assert take(t, b"c") == 105
+
+
+def test_reserved_addresses_are_never_allocated():
+    t = table(size=3)
+    t.reserve(101, b"owner")
+    assert [take(t, bytes([i])) for i in range(3)] == [100, 102, None]
+    assert t.is_available(101, b"owner") and not t.is_available(101, b"other")
+
+
+def test_load_rebuilds_pools():
+    t = table(size=4)
+    t.load([Lease(100, LeaseState.LEASED, "s", b"\x01a", expiration=50),
+            Lease(102, LeaseState.RELEASED, "s", b"\x01b")], now=0)
+    got = [take(t, bytes([i])) for i in range(3)]
+    assert got == [101, 103, 102]
+    assert t.pools["s"].free_count() == 0
+
+
+def test_expiry_heap_ignores_superseded_times():
+    t = table()
+    a = take(t, b"k", now=0)  # expires at 100
+    t.update(a, durable=True, expiration=500)  # renewed
+    assert t.expire(100) == []
+    assert [l.address for l in t.expire(500)] == [a]
+    assert t.get(a).state is LeaseState.EXPIRED
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["take", "release", "expire"]), st.integers(0, 15)), max_size=80),
+       st.booleans())
+def test_no_address_given_twice(ops, first_available):
+    t = table(first_available=first_available, size=8)
+    now = 0
+    for op, n in ops:
+        key = bytes([n])
+        if op == "take":
+            if not any(l.state is LeaseState.LEASED for l in t.of_client(key)):
+                take(t, key, now)
+        elif op == "release":
+            for l in t.of_client(key):
+                if l.state is LeaseState.LEASED:
+                    t.update(l.address, durable=True, state=LeaseState.RELEASED)
+        else:
+            now += 60
+            t.expire(now)
+        holders = {}
+        for l in t.leases.values():
+            if l.state is LeaseState.LEASED:
+                assert l.address not in holders
+                holders[l.address] = l.key
+        free = t.pools["s"].free_count()
+        assert free + len(holders) == 8
