@@ -188,6 +188,7 @@ class ServerConfig:
     expiry_interval: int = 10  # seconds between expiry sweeps
     lease_db_size: int = 4 << 30  # LMDB map size in bytes
     event_history: int = 100000  # lease events kept in the store
+    stats_interval: int = 60  # seconds between counter summaries in the log (0: never)
 
 
 @dataclass(frozen=True)
@@ -675,6 +676,8 @@ class _Builder:
             # LMDB cannot work below a few pages; 1 MiB is a sane floor.
             lease_db_size=s.get("lease-db-size", parse_size, 1 << 20, default=_default(d, "lease_db_size")),
             event_history=s.get("event-history", parse_int, 0, None, default=_default(d, "event_history")),
+            stats_interval=s.get("stats-interval", parse_duration, 0,
+                                 default=_default(d, "stats_interval")),
         )
 
     def _api(self) -> ApiConfig:

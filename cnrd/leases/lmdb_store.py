@@ -73,16 +73,11 @@ class LmdbLeaseStore:
         with self._env.begin(db=self._events) as txn:
             cur = txn.cursor()
             self._seq = _SEQ.unpack(cur.key())[0] if cur.last() else 0
-        # Previous record per address, so the client index can drop stale keys
-        # without a read per write.  Filled by load(), kept by commit().
-        self._keys: dict[int, bytes | None] = {}
 
     def load(self) -> Iterator[Lease]:
         with self._env.begin(db=self._leases, buffers=True) as txn:
             for _, value in txn.cursor():
-                lease = Lease.unpack(value)
-                self._keys[lease.address] = lease.key
-                yield lease
+                yield Lease.unpack(value)
 
     def commit(
         self,
@@ -93,18 +88,20 @@ class LmdbLeaseStore:
         try:
             with self._env.begin(write=True) as txn:
                 put = txn.put
-                keys = self._keys
+                get = txn.get
                 for lease in leases:
                     addr = _ADDR.pack(lease.address)
+                    # The old record says which client-index entry to drop; a
+                    # B-tree read per write is cheaper than keeping every key in RAM.
+                    old = get(addr, db=self._leases)
+                    old_key = Lease.key_of_record(old) if old is not None else None
                     put(addr, lease.pack(), db=self._leases)
                     new_key = lease.key
-                    old_key = keys.get(lease.address)
                     if old_key != new_key:
                         if old_key is not None:
                             txn.delete(old_key + addr, db=self._clients)
                         if new_key is not None:
                             put(new_key + addr, b"", db=self._clients)
-                        keys[lease.address] = new_key
                 for event in events:
                     self._seq += 1
                     put(_SEQ.pack(self._seq), event.pack(), db=self._events)

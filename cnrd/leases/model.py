@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 import struct
+import sys
 from dataclasses import dataclass
 
 
@@ -133,13 +134,25 @@ class Lease:
         )
 
     @classmethod
+    def key_of_record(cls, data: bytes) -> bytes | None:
+        """The client key of a packed record, without unpacking the rest."""
+        head = cls._HEAD.unpack_from(data)
+        slen, hlen, clen = head[8], head[9], head[10]
+        off = cls._HEAD.size + slen
+        hw = bytes(data[off : off + hlen])
+        cid = bytes(data[off + hlen : off + hlen + clen]) if clen != 255 else None
+        if not hw and not cid:
+            return None
+        return client_key(cid, hw)
+
+    @classmethod
     def unpack(cls, data: bytes) -> "Lease":
         """Inverse of :meth:`pack`."""
         (ver, addr, state, flags, start, exp, cltt, pet, slen, hlen, clen) = cls._HEAD.unpack_from(data)
         if ver != cls._VERSION:
             raise ValueError(f"unknown lease record version {ver}")
         off = cls._HEAD.size
-        scope = str(data[off : off + slen], "utf-8")
+        scope = _intern(str(data[off : off + slen], "utf-8"))
         off += slen
         hw = bytes(data[off : off + hlen])
         off += hlen
@@ -152,20 +165,23 @@ class Lease:
         host = str(data[off : off + host_len], "utf-8", "replace")
         off += host_len
         relay = bytes(data[off : off + relay_len])
-        return cls(
-            address=addr,
-            state=LeaseState(state),
-            scope=scope,
-            hw=hw,
-            client_id=cid,
-            start=start,
-            expiration=exp,
-            cltt=cltt,
-            potential_expiration=pet,
-            host_name=host,
-            flags=LeaseFlag(flags),
-            relay_info=relay,
-        )
+        # Positional, with enum members from lookup tables: this runs once per
+        # lease at start-up, a million times for a big server.
+        return cls(addr, _STATES[state], scope, hw, cid, start, exp, cltt, pet, host, _flag(flags), relay)
+
+
+_STATES = {s.value: s for s in LeaseState}
+_FLAGS: dict[int, LeaseFlag] = {}
+
+
+def _flag(value: int) -> LeaseFlag:
+    flag = _FLAGS.get(value)
+    if flag is None:
+        flag = _FLAGS[value] = LeaseFlag(value)
+    return flag
+
+
+_intern = sys.intern
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,4 +207,4 @@ class LeaseEvent:
         off = cls._HEAD.size
         what = str(data[off : off + wlen], "utf-8")
         key = bytes(data[off + wlen :])
-        return cls(time, addr, LeaseState(state), key, exp, what)
+        return cls(time, addr, _STATES[state], key, exp, what)

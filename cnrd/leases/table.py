@@ -16,12 +16,16 @@ Pure module: callers pass ``now`` (integer seconds).
 
 from __future__ import annotations
 
+import bisect
 import heapq
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 
 from cnrd.config import Range
 from cnrd.leases.model import FREE_STATES, Lease, LeaseEvent, LeaseFlag, LeaseState
+
+
+_TIMED = frozenset({LeaseState.LEASED, LeaseState.OFFERED, LeaseState.UNAVAILABLE})
 
 
 class Pool:
@@ -38,6 +42,8 @@ class Pool:
         self.ranges = tuple(sorted(ranges, key=lambda r: r.first))
         self.first_available = first_available
         self.size = sum(len(r) for r in self.ranges)
+        self._firsts = [r.first for r in self.ranges]
+        self._lasts = [r.last for r in self.ranges]
         self._range_index = 0
         self._cursor = self.ranges[0].first if self.ranges else 0
         self._skip: set[int] = set()  # LRU mode: addresses that have a record
@@ -50,10 +56,8 @@ class Pool:
             self._free = set(self._heap)
 
     def __contains__(self, address: int) -> bool:
-        for r in self.ranges:
-            if r.first <= address <= r.last:
-                return True
-        return False
+        i = bisect.bisect_right(self._firsts, address) - 1
+        return i >= 0 and address <= self._lasts[i]
 
     def exclude(self, address: int) -> None:
         """``address`` now has a record: it is free only once :meth:`add_free` says so."""
@@ -129,9 +133,13 @@ class LeaseTable:
 
     def __init__(self) -> None:
         self.leases: dict[int, Lease] = {}
-        self.by_client: dict[bytes, list[int]] = {}
+        # client key -> address, or a list of addresses for a client bound in
+        # several scopes: a list per client would cost ~100 MB per million leases.
+        self.by_client: dict[bytes, int | list[int]] = {}
         self.pools: dict[str, Pool] = {}
-        self._expiry: list[tuple[int, int]] = []  # (time, address) heap; stale entries skipped
+        # Heap of expiration << 32 | address (one int each, not a tuple: a
+        # million leases); entries superseded by later changes are skipped.
+        self._expiry: list[int] = []
         self._dirty: dict[int, Lease] = {}
         self._events: list[LeaseEvent] = []
         self.reserved: dict[int, bytes] = {}  # address -> client key
@@ -157,32 +165,74 @@ class LeaseTable:
     def load(self, leases: Iterable[Lease], now: int) -> int:
         """Take records from the store at start-up; returns how many were loaded."""
         n = 0
-        for lease in leases:
-            n += 1
-            if lease.state is LeaseState.OFFERED:
-                # Offers are not durable promises: after a restart the address is free again.
-                lease.state = LeaseState.AVAILABLE
-            self._insert(lease)
+        self._bulk = True
+        try:
+            for lease in leases:
+                n += 1
+                if lease.state is LeaseState.OFFERED:
+                    # Offers are not durable promises: after a restart the address is free again.
+                    lease.state = LeaseState.AVAILABLE
+                self._insert(lease)
+        finally:
+            self._bulk = False
+            heapq.heapify(self._expiry)
         return n
+
+    _bulk = False
 
     def _insert(self, lease: Lease) -> None:
         self.leases[lease.address] = lease
         key = lease.key
         if key is not None:
-            addrs = self.by_client.setdefault(key, [])
-            if lease.address not in addrs:
-                addrs.append(lease.address)
-        pool = self.pool_of(lease.address)
+            self._index_add(key, lease.address)
+        pool = self.pools.get(lease.scope)
+        if pool is None or lease.address not in pool:
+            pool = self.pool_of(lease.address)
         if pool is not None:
             pool.exclude(lease.address)
             if lease.state in FREE_STATES and lease.address not in self.reserved:
                 pool.add_free(lease.address)
         self._schedule(lease)
 
+    def _index_add(self, key: bytes, address: int) -> None:
+        cur = self.by_client.get(key)
+        if cur is None:
+            self.by_client[key] = address
+        elif isinstance(cur, int):
+            if cur != address:
+                self.by_client[key] = [cur, address]
+        elif address not in cur:
+            cur.append(address)
+
+    def _index_remove(self, key: bytes, address: int) -> None:
+        cur = self.by_client.get(key)
+        if cur is None:
+            return
+        if isinstance(cur, int):
+            if cur == address:
+                del self.by_client[key]
+            return
+        if address in cur:
+            cur.remove(address)
+        if len(cur) == 1:
+            self.by_client[key] = cur[0]
+        elif not cur:
+            del self.by_client[key]
+
+    def addresses_of(self, key: bytes) -> list[int]:
+        """The addresses whose records carry the client key ``key``."""
+        cur = self.by_client.get(key)
+        if cur is None:
+            return []
+        return [cur] if isinstance(cur, int) else list(cur)
+
     def _schedule(self, lease: Lease) -> None:
-        if lease.state in (LeaseState.LEASED, LeaseState.OFFERED, LeaseState.UNAVAILABLE):
-            if 0 < lease.expiration != Lease.INFINITE:
-                heapq.heappush(self._expiry, (lease.expiration, lease.address))
+        if lease.state in _TIMED and 0 < lease.expiration < Lease.INFINITE:
+            entry = lease.expiration << 32 | lease.address
+            if self._bulk:
+                self._expiry.append(entry)  # heapified once at the end of load()
+            else:
+                heapq.heappush(self._expiry, entry)
 
     # -- queries -----------------------------------------------------------
     def get(self, address: int) -> Lease | None:
@@ -190,7 +240,7 @@ class LeaseTable:
 
     def of_client(self, key: bytes) -> list[Lease]:
         """The client's leases (any state) that still carry its key."""
-        return [self.leases[a] for a in self.by_client.get(key, ())]
+        return [self.leases[a] for a in self.addresses_of(key)]
 
     def is_available(self, address: int, key: bytes, hw_key: bytes | None = None) -> bool:
         """True when ``address`` may be given to the client with ``key``.
@@ -254,16 +304,9 @@ class LeaseTable:
         new_key = lease.key
         if old_key != new_key:
             if old_key is not None:
-                addrs = self.by_client.get(old_key)
-                if addrs is not None:
-                    if address in addrs:
-                        addrs.remove(address)
-                    if not addrs:
-                        del self.by_client[old_key]
+                self._index_remove(old_key, address)
             if new_key is not None:
-                addrs = self.by_client.setdefault(new_key, [])
-                if address not in addrs:
-                    addrs.append(address)
+                self._index_add(new_key, address)
         pool = self.pool_of(address)
         if pool is not None:
             if lease.state in FREE_STATES and address not in self.reserved:
@@ -283,8 +326,10 @@ class LeaseTable:
         """Move every lease, offer and unavailable hold that ran out by ``now`` on; returns them."""
         changed = []
         heap = self._expiry
-        while heap and heap[0][0] <= now:
-            when, address = heapq.heappop(heap)
+        limit = (now + 1) << 32
+        while heap and heap[0] < limit:
+            entry = heapq.heappop(heap)
+            when, address = entry >> 32, entry & 0xFFFFFFFF
             lease = self.leases.get(address)
             if lease is None or lease.expiration != when:
                 continue  # superseded by a later change
@@ -305,7 +350,7 @@ class LeaseTable:
 
     def next_expiry(self) -> int | None:
         """When the earliest scheduled expiry falls (it may be stale)."""
-        return self._expiry[0][0] if self._expiry else None
+        return self._expiry[0] >> 32 if self._expiry else None
 
     def take_dirty(self) -> tuple[list[Lease], list[LeaseEvent]]:
         """The records and events changed since the last call, for one commit."""

@@ -97,3 +97,16 @@ def test_no_address_given_twice(ops, first_available):
                 holders[l.address] = l.key
         free = t.pools["s"].free_count()
         assert free + len(holders) == 8
+
+
+def test_client_index_holds_several_addresses():
+    t = LeaseTable()
+    t.add_pool(Pool("a", [Range(100, 109)], False))
+    t.add_pool(Pool("b", [Range(200, 209)], False))
+    t.update(100, durable=True, state=LeaseState.LEASED, scope="a", hw=b"\x01k")
+    t.update(200, durable=True, state=LeaseState.LEASED, scope="b", hw=b"\x01k")
+    assert sorted(l.address for l in t.of_client(b"\x00\x01k")) == [100, 200]
+    t.update(100, durable=True, state=LeaseState.AVAILABLE, hw=b"")
+    assert t.addresses_of(b"\x00\x01k") == [200]
+    t.update(200, durable=True, hw=b"\x01z")
+    assert t.addresses_of(b"\x00\x01k") == [] and t.addresses_of(b"\x00\x01z") == [200]
