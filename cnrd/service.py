@@ -1,0 +1,251 @@
+"""Composition: the DHCP service on one reactor.
+
+:func:`build` wires the pure server (:class:`~cnrd.dhcp.server.DhcpServer`)
+to the socket adapter (:class:`~cnrd.dhcp.net.DhcpPort`), the LMDB store and
+the timers.  Every dependency is a parameter, so tests pass fakes (a
+``task.Clock``, a memory store, a fake port) instead of patching.
+
+Group commit: the port hands over every datagram that arrived in one read
+event as a batch.  The service answers each from memory, writes all of the
+batch's lease changes in one transaction with one fsync, and only then sends
+the ACKs.  OFFERs, NAKs and INFORM replies promise nothing durable and leave
+before the commit.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import time
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application import service
+from twisted.internet.interfaces import IReactorFDSet, IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from cnrd import __version__
+from cnrd.config import Config, ConfigError
+from cnrd.dhcp import net
+from cnrd.dhcp.packet import MalformedPacket, parse
+from cnrd.dhcp.server import DhcpServer, Interface, Reply, RxInfo
+from cnrd.leases.lmdb_store import LmdbLeaseStore
+from cnrd.leases.store import LeaseStore, StoreError
+from cnrd.leases.table import LeaseTable
+
+log = Logger(namespace="cnrd")
+
+_U32 = struct.Struct("!I")
+
+
+def _aton(text: str) -> int:
+    return _U32.unpack(socket.inet_aton(text))[0]
+
+
+def _ntoa(n: int) -> str:
+    return socket.inet_ntoa(_U32.pack(n))
+
+
+def resolve_interfaces(
+    config: Config,
+    addresses: Callable[[], dict[str, list[tuple[str, int]]]] = net.interface_addresses,
+    index: Callable[[str], int] = net.interface_index,
+) -> list[Interface]:
+    """The configured interfaces with their indexes and IPv4 addresses.
+
+    Raises :class:`ConfigError` naming ``[server] interfaces`` for one that
+    does not exist, so the server refuses to start with one clear line.
+    """
+    found = addresses()
+    out = []
+    for name in config.server.interfaces:
+        try:
+            idx = index(name)
+        except (ValueError, OSError):
+            raise ConfigError(config.path, "server", "interfaces", f"no interface named {name!r} on this host")
+        out.append(Interface(name, idx, tuple((_aton(a), plen) for a, plen in found.get(name, ()))))
+    return out
+
+
+class DhcpService(service.Service):
+    """The DHCP server process: store, server core, socket and timers."""
+
+    name = "dhcp"
+
+    def __init__(
+        self,
+        config: Config,
+        reactor: Any,
+        *,
+        store: LeaseStore | None = None,
+        port_factory: Callable[..., Any] | None = None,
+        interfaces: Callable[[Config], list[Interface]] = resolve_interfaces,
+    ) -> None:
+        self.config = config
+        self.reactor = reactor
+        self.clock: IReactorTime = reactor
+        self._store = store
+        self._port_factory = port_factory or net.DhcpPort
+        self._interfaces = interfaces
+        self.table = LeaseTable()
+        self.server = DhcpServer(config, self.table, log=self._log_event)
+        self.port: Any = None
+        self._expiry = LoopingCall(self._expire)
+        self._expiry.clock = reactor
+        self._refresh = LoopingCall(self._refresh_interfaces)
+        self._refresh.clock = reactor
+        self._stats = LoopingCall(self._log_stats)
+        self._stats.clock = reactor
+        self._last_stats: tuple = ()
+        self.started_at = 0.0
+        self.malformed = 0
+        self.commits = 0
+        self.commit_failures = 0
+
+    @property
+    def store(self) -> LeaseStore:
+        if self._store is None:
+            s = self.config.server
+            self._store = LmdbLeaseStore(s.data_dir, map_size=s.lease_db_size, event_history=s.event_history)
+        return self._store
+
+    def _log_event(self, event: str, fields: dict) -> None:
+        if event == "dhcp-drop":
+            log.debug("dropped request: {reason}", event=event, **fields)
+        else:
+            log.info("{event} {fields}", event=event, fields=fields)
+
+    # -- lifecycle ---------------------------------------------------------
+    def startService(self) -> None:
+        super().startService()
+        self.started_at = self.clock.seconds()
+        now = int(self.started_at)
+        t0 = time.monotonic()
+        n = self.server.load(self.store.load(), now)
+        log.info(
+            "cnrd {version} server {name}: loaded {count} leases in {secs:.2f} s",
+            version=__version__, name=self.config.server.name, count=n, secs=time.monotonic() - t0,
+        )
+        self.server.set_interfaces(self._interfaces(self.config))
+        self._expire()  # leases that ran out while we were down
+        s = self.config.server
+        self.port = self._port_factory(self.reactor, s.server_port, self.on_batch, max_batch=s.max_dhcp_requests)
+        self.port.start()
+        self._expiry.start(s.expiry_interval, now=False)
+        self._refresh.start(30, now=False)
+        if s.stats_interval:
+            self._stats.start(s.stats_interval, now=False)
+        log.info(
+            "serving DHCP on port {port}, interfaces {ifaces}, {scopes} scopes",
+            port=s.server_port, ifaces=",".join(s.interfaces) or "(relays only)", scopes=len(self.config.scopes),
+        )
+
+    def stopService(self) -> None:
+        for loop in (self._expiry, self._refresh, self._stats):
+            if loop.running:
+                loop.stop()
+        if self.port is not None:
+            self.port.stop()
+            self.port = None
+        try:
+            self._commit()
+        finally:
+            self.store.close()
+        self._log_stats()
+        return super().stopService()
+
+    # -- the request path --------------------------------------------------
+    def on_batch(self, batch: list[Any], dropped: int) -> None:
+        """Answer one batch of datagrams: decide, commit once, then send."""
+        if dropped:
+            self.server.counters.drops["overload"] += dropped
+        now = int(self.clock.seconds())
+        durable: list[Reply] = []
+        server = self.server
+        for rx in batch:
+            try:
+                packet = parse(rx.data)
+            except MalformedPacket as e:
+                self.malformed += 1
+                server.counters.drops["malformed"] += 1
+                log.debug("malformed packet from {src}: {reason}", src=rx.src_ip, reason=e.reason)
+                continue
+            info = RxInfo(rx.ifindex, _aton(rx.local_ip), _aton(rx.dst_ip), _aton(rx.src_ip), rx.src_port)
+            reply = server.handle(packet, info, now)
+            if reply is None:
+                continue
+            if reply.durable:
+                durable.append(reply)
+            else:
+                self._send(reply)
+        if not self._commit():
+            server.counters.drops["store-failure"] += len(durable)
+            return
+        for reply in durable:
+            self._send(reply)
+
+    def _commit(self) -> bool:
+        leases, events = self.table.take_dirty()
+        if not leases and not events:
+            return True
+        try:
+            self.store.commit(leases, events)
+        except StoreError as e:
+            # The ACKs of this batch are withheld: clients retry, and nothing
+            # was promised that the disk does not hold.
+            self.commit_failures += 1
+            log.critical("lease store write failed, {n} replies withheld: {error}", n=len(leases), error=str(e))
+            for lease in leases:
+                self.table._dirty[lease.address] = lease
+            return False
+        self.commits += 1
+        return True
+
+    def _send(self, reply: Reply) -> None:
+        try:
+            data = reply.packet.serialize(reply.max_size)
+        except MalformedPacket as e:
+            self.server.counters.drops["reply-too-large"] += 1
+            log.warn("reply not sent: {reason}", reason=e.reason)
+            return
+        src = _ntoa(reply.src_ip) if reply.src_ip else None
+        if reply.hw_unicast and reply.ifindex:
+            self.port.send_to_hw(data, _ntoa(reply.dst_ip), reply.packet.chaddr, reply.ifindex, reply.dst_port, src_ip=src)
+        else:
+            self.port.send(data, _ntoa(reply.dst_ip), reply.dst_port, ifindex=reply.ifindex, src_ip=src)
+
+    # -- timers ------------------------------------------------------------
+    def _expire(self) -> None:
+        n = self.server.expire(int(self.clock.seconds()))
+        if n:
+            self._commit()
+
+    def _log_stats(self) -> None:
+        """One log line with what changed since the last one; silent when idle."""
+        c = self.server.counters
+        kernel = getattr(self.port, "kernel_drops", 0) if self.port is not None else 0
+        snapshot = (dict(c.received), dict(c.sent), dict(c.drops), kernel, self.commits)
+        if snapshot == self._last_stats:
+            return
+        self._last_stats = snapshot
+        fmt = lambda d: ",".join(f"{k}={v}" for k, v in sorted(d.items())) or "-"  # noqa: E731
+        log.info(
+            "stats: received {received}; sent {sent}; dropped {drops}; kernel drops {kernel}; "
+            "commits {commits}; leases {leases}",
+            received=fmt(c.received), sent=fmt(c.sent), drops=fmt(c.drops), kernel=kernel,
+            commits=self.commits, leases=len(self.table.leases),
+        )
+
+    def _refresh_interfaces(self) -> None:
+        try:
+            self.server.set_interfaces(self._interfaces(self.config))
+        except ConfigError as e:
+            log.warn("interface refresh failed: {error}", error=str(e))
+
+
+def build(config: Config, reactor: Any, **kw: Any) -> service.MultiService:
+    """The whole cnrd service tree for ``config``."""
+    top = service.MultiService()
+    DhcpService(config, reactor, **kw).setServiceParent(top)
+    return top

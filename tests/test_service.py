@@ -1,0 +1,137 @@
+"""The DHCP service composed with a fake socket, a memory store and a Clock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from twisted.internet.task import Clock
+
+from cnrd.config import loads
+from cnrd.dhcp.packet import MessageType as M
+from cnrd.dhcp.packet import ip_to_int, parse
+from cnrd.leases.model import LeaseState
+from cnrd.leases.store import MemoryLeaseStore, StoreError
+from cnrd.service import DhcpService
+
+from tests.dhcp.helpers import BASE_CONFIG, IFACE, SERVER_IP, mac, request, u32
+
+
+@dataclass
+class Rx:
+    data: bytes
+    src_ip: str = "0.0.0.0"
+    src_port: int = 68
+    ifindex: int = 2
+    local_ip: str = "10.1.0.1"
+    dst_ip: str = "255.255.255.255"
+
+
+class FakePort:
+    """Stands in for DhcpPort: records what would go on the wire, and when."""
+
+    def __init__(self, reactor, port, on_batch, max_batch=500):
+        self.on_batch = on_batch
+        self.max_batch = max_batch
+        self.sent = []
+        self.started = False
+        self.log = None
+
+    def start(self):
+        self.started = True
+
+    def stop(self):
+        self.started = False
+
+    def send(self, data, dst_ip, dst_port, *, ifindex=None, src_ip=None):
+        self.sent.append(("ip", parse(data), dst_ip, dst_port, ifindex, self.log.commits if self.log else None))
+
+    def send_to_hw(self, data, yiaddr, chaddr, ifindex, dst_port, src_ip=None):
+        self.sent.append(("hw", parse(data), yiaddr, dst_port, ifindex, self.log.commits if self.log else None))
+
+
+class RecordingStore(MemoryLeaseStore):
+    def __init__(self):
+        super().__init__()
+        self.fail = False
+
+    def commit(self, leases, events=(), state=None):
+        if self.fail:
+            raise StoreError("disk full")
+        super().commit(leases, events, state)
+
+
+def make(store=None, clock=None):
+    clock = clock or Clock()
+    clock.advance(1_000_000)
+    store = store or RecordingStore()
+    ports = []
+
+    def factory(*a, **kw):
+        p = FakePort(*a, **kw)
+        p.log = store
+        ports.append(p)
+        return p
+
+    svc = DhcpService(loads(BASE_CONFIG), clock, store=store, port_factory=factory, interfaces=lambda c: [IFACE])
+    svc.startService()
+    return svc, ports[0], store, clock
+
+
+def test_batch_is_committed_once_before_acks_leave():
+    svc, port, store, clock = make()
+    port.on_batch([Rx(request(M.DISCOVER, mac(i)).serialize()) for i in range(5)], 0)
+    assert [s[1].message_type for s in port.sent] == [M.OFFER] * 5
+    assert store.commits == 0  # offers promise nothing durable
+    reqs = [Rx(request(M.REQUEST, mac(i), o50=u32(s[1].yiaddr), o54=u32(SERVER_IP)).serialize())
+            for i, s in enumerate(port.sent)]
+    port.sent.clear()
+    port.on_batch(reqs, 0)
+    assert store.commits == 1  # one transaction for the whole batch
+    assert [s[1].message_type for s in port.sent] == [M.ACK] * 5
+    assert all(s[5] == 1 for s in port.sent)  # every ACK left after that commit
+    assert store.lease_count() == 5
+
+
+def test_store_failure_withholds_acks_and_keeps_changes():
+    svc, port, store, clock = make()
+    port.on_batch([Rx(request(M.DISCOVER, mac(1)).serialize())], 0)
+    yi = port.sent[0][1].yiaddr
+    port.sent.clear()
+    store.fail = True
+    port.on_batch([Rx(request(M.REQUEST, mac(1), o50=u32(yi), o54=u32(SERVER_IP)).serialize())], 0)
+    assert port.sent == []
+    assert svc.server.counters.drops["store-failure"] == 1
+    store.fail = False
+    port.on_batch([Rx(request(M.REQUEST, mac(1), o50=u32(yi), o54=u32(SERVER_IP)).serialize())], 0)
+    assert port.sent[0][1].message_type == M.ACK
+    assert store.lease_count() == 1
+
+
+def test_malformed_and_overload_are_counted():
+    svc, port, store, clock = make()
+    port.on_batch([Rx(b"\x01\x02garbage")], 7)
+    assert svc.server.counters.drops["malformed"] == 1
+    assert svc.server.counters.drops["overload"] == 7
+    assert port.sent == []
+
+
+def test_restart_keeps_leases_and_expiry_timer_runs():
+    store = RecordingStore()
+    svc, port, _, clock = make(store)
+    port.on_batch([Rx(request(M.DISCOVER, mac(1)).serialize())], 0)
+    yi = port.sent[0][1].yiaddr
+    port.on_batch([Rx(request(M.REQUEST, mac(1), o50=u32(yi), o54=u32(SERVER_IP)).serialize())], 0)
+    svc.stopService()
+    assert not clock.getDelayedCalls()
+    store.closed = False
+    svc2 = DhcpService(loads(BASE_CONFIG), clock, store=store, port_factory=lambda *a, **k: FakePort(*a, **k),
+                       interfaces=lambda c: [IFACE])
+    svc2.startService()
+    lease = svc2.table.get(yi)
+    assert lease.state is LeaseState.LEASED
+    clock.advance(3600 + 10)
+    assert svc2.table.get(yi).state is LeaseState.EXPIRED
+    assert any(e.what == "expire" for _, e in store.events())
+    svc2.stopService()
+    assert not clock.getDelayedCalls()
+    assert ip_to_int("10.1.0.100") == yi

@@ -1,0 +1,10 @@
+"""The ``twistd cnrd`` plugin: ``twistd -n cnrd --config etc/main.ini``."""
+
+from twisted.application.service import ServiceMaker
+
+cnrd = ServiceMaker(
+    "cnrd",
+    "cnrd.tap",
+    "A DHCPv4 server with main/backup failover",
+    "cnrd",
+)
