@@ -18,6 +18,7 @@ import collections
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from cnrd.config import ClientClassConfig, ClientConfig, Config, PolicyConfig, ScopeConfig
 from cnrd.dhcp.packet import BOOTREQUEST, DhcpPacket, MalformedPacket, MessageType
@@ -78,6 +79,22 @@ class ScopeRuntime:
         return self.config.name
 
 
+class Gate(Protocol):
+    """What failover says about serving one scope (implemented by cnrd.failover.gate).
+
+    ``admit`` answers for a request: may we answer it, and from whose free
+    addresses (``"main"``, ``"backup"``, ``"any"``); ``kind`` is ``"new"``
+    for a client looking for an address and ``"renew"`` for one extending
+    its binding.  The lease-time methods apply the MCLT rules.
+    """
+
+    def admit(self, kind: str, lb_key: bytes, now: int) -> tuple[bool, str | None, str]: ...
+
+    def lease_time(self, lease: Lease | None, desired: int, now: int) -> int: ...
+
+    def potential_expiration(self, desired: int, granted: int, now: int) -> int: ...
+
+
 class LeaseTimeRules:
     """How long a lease may run; the standalone rule grants what the policy allows.
 
@@ -122,6 +139,9 @@ class DhcpServer:
         self.interfaces: dict[int, Interface] = {}
         self._our_ips: set[int] = set()
         self._scope_cache: dict[int, list[ScopeRuntime]] = {}
+        # scope name -> failover gate, set by the failover service for the
+        # scopes a failover pair covers; scopes without one are standalone.
+        self.gates: dict[str, Gate] = {}
         self.configure(config)
 
     # -- configuration -----------------------------------------------------
@@ -287,13 +307,30 @@ class DhcpServer:
             return self.config.policies[ctx.cls.policy]
         return scope.policy
 
-    def _granted_time(self, ctx: "_Ctx", scope: ScopeRuntime, lease: Lease | None) -> int:
+    def _desired_time(self, ctx: "_Ctx", scope: ScopeRuntime) -> int:
         policy = self._policy(ctx, scope)
         desired = policy.lease_time
         asked = ctx.p.lease_time
         if asked and policy.allow_client_lease_time:
             desired = min(desired, max(asked, 60))
+        return desired
+
+    def _granted_time(self, ctx: "_Ctx", scope: ScopeRuntime, lease: Lease | None) -> int:
+        desired = self._desired_time(ctx, scope)
+        gate = self.gates.get(scope.name)
+        if gate is not None:
+            return gate.lease_time(lease, desired, ctx.now)
         return self.rules.lease_time(lease, desired, ctx.now)
+
+    def _admit(self, ctx: "_Ctx", scope: ScopeRuntime, kind: str) -> tuple[bool, str | None]:
+        """Failover's word on answering this client from ``scope``; drops are counted."""
+        gate = self.gates.get(scope.name)
+        if gate is None:
+            return True, None
+        ok, owner, reason = gate.admit(kind, ctx.lb_key, ctx.now)
+        if not ok:
+            self._drop(reason)
+        return ok, owner
 
     def _server_id(self, ctx: "_Ctx") -> int:
         if self.server_identifier:
@@ -385,7 +422,16 @@ class DhcpServer:
         if not scopes:
             self._drop("no-scope")
             return None
-        picked = self._pick_address(ctx, scopes)
+        owners: dict[str, str | None] = {}
+        admitted = []
+        for scope in scopes:
+            ok, owner = self._admit(ctx, scope, "new")
+            if ok:
+                admitted.append(scope)
+                owners[scope.name] = owner
+        if not admitted:
+            return None
+        picked = self._pick_address(ctx, admitted, owners)
         if picked is None:
             self._drop("no-address-available")
             return None
@@ -412,7 +458,10 @@ class DhcpServer:
         self.counters.sent["OFFER"] += 1
         return self._reply(ctx, MessageType.OFFER, scope, address, lease_time, durable=False)
 
-    def _pick_address(self, ctx: "_Ctx", scopes: list[ScopeRuntime]) -> tuple[int, ScopeRuntime] | None:
+    def _pick_address(
+        self, ctx: "_Ctx", scopes: list[ScopeRuntime], owners: dict[str, str | None] | None = None
+    ) -> tuple[int, ScopeRuntime] | None:
+        owners = owners or {}
         # 1. a reservation
         res = self._reservation(ctx, scopes)
         if res is not None:
@@ -435,11 +484,11 @@ class DhcpServer:
         want = ctx.p.requested_address
         if want:
             for scope in scopes:
-                if want in scope.pool and self.table.is_available(want, ctx.key, ctx.hw_key):
+                if want in scope.pool and self.table.is_available(want, ctx.key, ctx.hw_key, owners.get(scope.name)):
                     return want, scope
         # 4. a free address
         for scope in scopes:
-            address = self.table.allocate(scope.name, ctx.key)
+            address = self.table.allocate(scope.name, ctx.key, owner=owners.get(scope.name))
             if address is not None:
                 return address, scope
         return None
@@ -487,6 +536,8 @@ class DhcpServer:
         scope = self.scopes.get(lease.scope)
         if scope is None or not self.table.is_available(address, ctx.key, ctx.hw_key):
             return self._nak(ctx, "address no longer available")
+        if not self._admit(ctx, scope, "renew" if lease.state is LeaseState.LEASED else "new")[0]:
+            return None
         return self._ack(ctx, scope, address, "ack")
 
     def _request_init_reboot(self, ctx: "_Ctx", want: int) -> Reply | None:
@@ -512,6 +563,8 @@ class DhcpServer:
             return self._nak(ctx, "address belongs to another client")
         if not self.table.is_available(want, ctx.key, ctx.hw_key) or lease.address not in scope.pool and want not in self.table.reserved:
             return self._nak(ctx, "address no longer available")
+        if not self._admit(ctx, scope, "renew")[0]:
+            return None
         return self._ack(ctx, scope, want, "ack")
 
     def _request_renew(self, ctx: "_Ctx") -> Reply | None:
@@ -528,11 +581,19 @@ class DhcpServer:
             return self._nak(ctx, "address belongs to another client")
         if not self.table.is_available(address, ctx.key, ctx.hw_key):
             return self._nak(ctx, "address no longer available")
+        if not self._admit(ctx, scope, "renew")[0]:
+            return None
         return self._ack(ctx, scope, address, "renew" if lease.state is LeaseState.LEASED else "ack")
 
     def _ack(self, ctx: "_Ctx", scope: ScopeRuntime, address: int, what: str) -> Reply:
         lease = self.table.get(address)
         lease_time = self._granted_time(ctx, scope, lease)
+        gate = self.gates.get(scope.name)
+        pet = 0
+        if gate is not None:
+            pet = gate.potential_expiration(self._desired_time(ctx, scope), lease_time, ctx.now)
+        elif lease is not None:
+            pet = lease.potential_expiration
         flags = LeaseFlag.RESERVED if address in self.table.reserved else LeaseFlag.NONE
         start = lease.start if (lease is not None and lease.state is LeaseState.LEASED and lease.key == ctx.key) else ctx.now
         self.table.update(
@@ -546,6 +607,7 @@ class DhcpServer:
             client_id=ctx.cid,
             start=start,
             expiration=ctx.now + lease_time,
+            potential_expiration=pet,
             cltt=ctx.now,
             host_name=ctx.host_name or (lease.host_name if lease else ""),
             flags=flags,
@@ -602,12 +664,14 @@ class DhcpServer:
         if scope is None:
             self._drop("no-scope")
             return None
+        if not self._admit(ctx, scope, "new")[0]:
+            return None
         self.counters.sent["ACK"] += 1
         return self._reply(ctx, MessageType.ACK, scope, 0, None, durable=False)
 
     # -- BOOTP -------------------------------------------------------------
     def _bootp(self, ctx: "_Ctx") -> Reply | None:
-        scopes = self._scopes_for(ctx, bootp=True)
+        scopes = [s for s in self._scopes_for(ctx, bootp=True) if self._admit(ctx, s, "new")[0]]
         if not scopes:
             self._drop("bootp-not-enabled")
             return None
@@ -667,6 +731,11 @@ class _Ctx:
     key: bytes
     client: ClientConfig | None
     cls: ClientClassConfig | None
+
+    @property
+    def lb_key(self) -> bytes:
+        """The RFC 3074 load-balancing key: client-id value, else chaddr."""
+        return self.cid if self.cid else self.p.chaddr
 
     @property
     def hw_key(self) -> bytes:

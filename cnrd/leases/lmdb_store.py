@@ -83,7 +83,7 @@ class LmdbLeaseStore:
         self,
         leases: Iterable[Lease],
         events: Iterable[LeaseEvent] = (),
-        state: dict[str, bytes] | None = None,
+        state: dict[str, bytes | None] | None = None,
     ) -> None:
         try:
             with self._env.begin(write=True) as txn:
@@ -107,8 +107,10 @@ class LmdbLeaseStore:
                     put(_SEQ.pack(self._seq), event.pack(), db=self._events)
                 if self._seq > self._history:
                     self._prune(txn, self._seq - self._history)
-                if state:
-                    for k, v in state.items():
+                for k, v in (state or {}).items():
+                    if v is None:
+                        txn.delete(k.encode(), db=self._state)
+                    else:
                         put(k.encode(), v, db=self._state)
         except lmdb.Error as e:
             raise StoreError(f"lease store write failed: {e}") from e
@@ -152,6 +154,18 @@ class LmdbLeaseStore:
         with self._env.begin(db=self._state) as txn:
             value = txn.get(key.encode())
             return bytes(value) if value is not None else None
+
+    def state_items(self, prefix: str) -> list[tuple[str, bytes]]:
+        out = []
+        p = prefix.encode()
+        with self._env.begin(db=self._state) as txn:
+            cur = txn.cursor()
+            if cur.set_range(p):
+                for k, v in cur:
+                    if not k.startswith(p):
+                        break
+                    out.append((k.decode(), bytes(v)))
+        return out
 
     def lease_count(self) -> int:
         with self._env.begin(db=self._leases) as txn:

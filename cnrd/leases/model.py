@@ -78,10 +78,13 @@ class Lease:
     start: int = 0  # start of the current lease (failover STOS)
     expiration: int = 0  # when the client's lease ends (0 = none, -1 = never)
     cltt: int = 0  # client-last-transaction-time
-    potential_expiration: int = 0  # latest expiration told to the failover partner
+    potential_expiration: int = 0  # latest expiration told to the failover partner (sent PET)
     host_name: str = ""
     flags: LeaseFlag = LeaseFlag.NONE
     relay_info: bytes = b""  # option 82 as received, for lease queries
+    # Failover: the later of the PET the partner acknowledged and the PET it
+    # sent us (ISC's "tsfp"); leases never run past it + MCLT.
+    partner_time: int = 0
 
     INFINITE = 0xFFFFFFFF
 
@@ -99,7 +102,8 @@ class Lease:
     # -- persistence -------------------------------------------------------
     # A fixed header and length-prefixed variable fields; version byte first
     # so the layout can change without a migration of old stores.
-    _HEAD = struct.Struct("!BIBIqqqqIBB")  # ver, addr, state, flags, start, exp, cltt, pet, scope-len, hw-len, cid-len(255=None)
+    # ver, addr, state, flags, start, exp, cltt, pet, partner-time, scope-len, hw-len, cid-len (255 = None)
+    _HEAD = struct.Struct("!BIBIqqqqqIBB")
     _VERSION = 1
 
     def pack(self) -> bytes:
@@ -117,6 +121,7 @@ class Lease:
             self.expiration,
             self.cltt,
             self.potential_expiration,
+            self.partner_time,
             len(scope),
             len(self.hw),
             cid_len,
@@ -137,7 +142,7 @@ class Lease:
     def key_of_record(cls, data: bytes) -> bytes | None:
         """The client key of a packed record, without unpacking the rest."""
         head = cls._HEAD.unpack_from(data)
-        slen, hlen, clen = head[8], head[9], head[10]
+        slen, hlen, clen = head[9], head[10], head[11]
         off = cls._HEAD.size + slen
         hw = bytes(data[off : off + hlen])
         cid = bytes(data[off + hlen : off + hlen + clen]) if clen != 255 else None
@@ -148,7 +153,7 @@ class Lease:
     @classmethod
     def unpack(cls, data: bytes) -> "Lease":
         """Inverse of :meth:`pack`."""
-        (ver, addr, state, flags, start, exp, cltt, pet, slen, hlen, clen) = cls._HEAD.unpack_from(data)
+        (ver, addr, state, flags, start, exp, cltt, pet, ptime, slen, hlen, clen) = cls._HEAD.unpack_from(data)
         if ver != cls._VERSION:
             raise ValueError(f"unknown lease record version {ver}")
         off = cls._HEAD.size
@@ -167,7 +172,7 @@ class Lease:
         relay = bytes(data[off : off + relay_len])
         # Positional, with enum members from lookup tables: this runs once per
         # lease at start-up, a million times for a big server.
-        return cls(addr, _STATES[state], scope, hw, cid, start, exp, cltt, pet, host, _flag(flags), relay)
+        return cls(addr, _STATES[state], scope, hw, cid, start, exp, cltt, pet, host, _flag(flags), relay, ptime)
 
 
 _STATES = {s.value: s for s in LeaseState}

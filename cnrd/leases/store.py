@@ -33,9 +33,9 @@ class LeaseStore(Protocol):
         self,
         leases: Iterable[Lease],
         events: Iterable[LeaseEvent] = (),
-        state: dict[str, bytes] | None = None,
+        state: dict[str, bytes | None] | None = None,
     ) -> None:
-        """Write leases, append events and set state values; durable on return."""
+        """Write leases, append events and set state values (None deletes); durable on return."""
         ...
 
     def events(self, after: int = 0, limit: int = 1000) -> list[tuple[int, LeaseEvent]]:
@@ -44,6 +44,10 @@ class LeaseStore(Protocol):
 
     def get_state(self, key: str) -> bytes | None:
         """A state value set by :meth:`commit`."""
+        ...
+
+    def state_items(self, prefix: str) -> list[tuple[str, bytes]]:
+        """Every state value whose key starts with ``prefix``, in key order."""
         ...
 
     def lease_count(self) -> int:
@@ -75,7 +79,7 @@ class MemoryLeaseStore:
         self,
         leases: Iterable[Lease],
         events: Iterable[LeaseEvent] = (),
-        state: dict[str, bytes] | None = None,
+        state: dict[str, bytes | None] | None = None,
     ) -> None:
         if self.closed:
             raise StoreError("store is closed")
@@ -86,8 +90,11 @@ class MemoryLeaseStore:
             self._events[self._seq] = event.pack()
         while len(self._events) > self._history:
             del self._events[min(self._events)]
-        if state:
-            self._state.update(state)
+        for k, v in (state or {}).items():
+            if v is None:
+                self._state.pop(k, None)
+            else:
+                self._state[k] = v
         self.commits += 1
 
     def events(self, after: int = 0, limit: int = 1000) -> list[tuple[int, LeaseEvent]]:
@@ -96,6 +103,9 @@ class MemoryLeaseStore:
 
     def get_state(self, key: str) -> bytes | None:
         return self._state.get(key)
+
+    def state_items(self, prefix: str) -> list[tuple[str, bytes]]:
+        return sorted((k, v) for k, v in self._state.items() if k.startswith(prefix))
 
     def lease_count(self) -> int:
         return len(self._leases)

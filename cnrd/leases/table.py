@@ -19,7 +19,7 @@ from __future__ import annotations
 import bisect
 import heapq
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from cnrd.config import Range
 from cnrd.leases.model import FREE_STATES, Lease, LeaseEvent, LeaseFlag, LeaseState
@@ -50,6 +50,11 @@ class Pool:
         self._lru: OrderedDict[int, None] = OrderedDict()
         self._free: set[int] = set()
         self._heap: list[int] = []
+        # Failover: addresses in state BACKUP, the backup server's to allocate.
+        self._backup: OrderedDict[int, None] = OrderedDict()
+        # In a failover pool an expired or released address only becomes free
+        # for other clients once the partner has acknowledged the change.
+        self.failover = False
         if first_available:
             for r in self.ranges:
                 self._heap.extend(range(r.first, r.last + 1))
@@ -83,6 +88,27 @@ class Pool:
             if not self.first_available:
                 self._lru.pop(address, None)
             # first-available: the stale heap entry is dropped when popped
+
+    def add_backup(self, address: int) -> None:
+        """``address`` is available to the backup server (state BACKUP)."""
+        self._backup[address] = None
+
+    def remove_backup(self, address: int) -> None:
+        self._backup.pop(address, None)
+
+    def backup_candidates(self) -> Iterator[int]:
+        """The backup server's free addresses, longest free first."""
+        yield from list(self._backup)
+
+    def backup_count(self) -> int:
+        """Addresses in state BACKUP."""
+        return len(self._backup)
+
+    def reusable(self, state: LeaseState) -> bool:
+        """True when an address in ``state`` may go to any client of this pool's owner."""
+        if self.failover:
+            return state is LeaseState.AVAILABLE
+        return state in FREE_STATES
 
     def candidates(self) -> Iterator[int]:
         """Free addresses, best first; the caller takes one and closes the iterator."""
@@ -143,6 +169,9 @@ class LeaseTable:
         self._dirty: dict[int, Lease] = {}
         self._events: list[LeaseEvent] = []
         self.reserved: dict[int, bytes] = {}  # address -> client key
+        # Called with (lease, what) for every durable change not made on the
+        # partner's word: the failover peers turn them into binding updates.
+        self.listeners: list[Callable[[Lease, str], None]] = []
 
     # -- setup -------------------------------------------------------------
     def add_pool(self, pool: Pool) -> None:
@@ -190,9 +219,24 @@ class LeaseTable:
             pool = self.pool_of(lease.address)
         if pool is not None:
             pool.exclude(lease.address)
-            if lease.state in FREE_STATES and lease.address not in self.reserved:
-                pool.add_free(lease.address)
+            self._classify(pool, lease)
         self._schedule(lease)
+
+    def _classify(self, pool: Pool, lease: Lease) -> None:
+        """Put ``lease.address`` in the right free set of ``pool`` for its state."""
+        address = lease.address
+        if address in self.reserved:
+            pool.remove_free(address)
+            pool.remove_backup(address)
+        elif lease.state is LeaseState.BACKUP:
+            pool.remove_free(address)
+            pool.add_backup(address)
+        elif pool.reusable(lease.state):
+            pool.remove_backup(address)
+            pool.add_free(address)
+        else:
+            pool.remove_free(address)
+            pool.remove_backup(address)
 
     def _index_add(self, key: bytes, address: int) -> None:
         cur = self.by_client.get(key)
@@ -242,38 +286,64 @@ class LeaseTable:
         """The client's leases (any state) that still carry its key."""
         return [self.leases[a] for a in self.addresses_of(key)]
 
-    def is_available(self, address: int, key: bytes, hw_key: bytes | None = None) -> bool:
+    def is_available(
+        self, address: int, key: bytes, hw_key: bytes | None = None, owner: str | None = None
+    ) -> bool:
         """True when ``address`` may be given to the client with ``key``.
 
         ``hw_key`` is the client's hardware-address key when it also sent a
-        client-id: a reservation by MAC still matches it.
+        client-id: a reservation by MAC still matches it.  ``owner`` is
+        ``"main"`` or ``"backup"`` for a failover server allowed only its own
+        free addresses, ``None`` when any free address will do.
         """
-        owner = self.reserved.get(address)
-        if owner is not None:
-            return owner == key or (hw_key is not None and owner == hw_key)
+        reserved_for = self.reserved.get(address)
+        if reserved_for is not None:
+            return reserved_for == key or (hw_key is not None and reserved_for == hw_key)
         lease = self.leases.get(address)
         if lease is None:
-            return self.pool_of(address) is not None
-        if lease.state in FREE_STATES:
-            return True
-        return lease.key == key and lease.state in (LeaseState.OFFERED, LeaseState.LEASED)
+            return self.pool_of(address) is not None and owner != "backup"
+        mine = lease.key is not None and (lease.key == key or lease.key == hw_key)
+        if lease.state in (LeaseState.OFFERED, LeaseState.LEASED):
+            return mine
+        if lease.state is LeaseState.BACKUP:
+            return owner in (None, "backup", "any")
+        if lease.state not in FREE_STATES:
+            return False
+        pool = self.pool_of(address)
+        if pool is not None and not pool.reusable(lease.state):
+            return mine  # expired/released, partner not told yet: only its own client
+        return owner != "backup" or lease.state is not LeaseState.AVAILABLE
 
-    def allocate(self, scope: str, key: bytes, accept=None) -> int | None:
+    def allocate(self, scope: str, key: bytes, accept=None, owner: str | None = None) -> int | None:
         """A free address in ``scope`` for a new client, or None when the pool is empty.
 
         ``accept(address) -> bool`` lets the caller veto candidates (for
-        example addresses another client-class may not use).
+        example addresses another client-class may not use).  ``owner``
+        ``"backup"`` takes only BACKUP addresses (a failover backup),
+        ``"any"`` the main's and then the backup's (PARTNER-DOWN).
         """
         pool = self.pools.get(scope)
         if pool is None:
             return None
+        if owner == "backup":
+            for address in pool.backup_candidates():
+                lease = self.leases.get(address)
+                if lease is not None and lease.state is LeaseState.BACKUP and (accept is None or accept(address)):
+                    return address
+            return None
+        found = self._allocate_free(pool, accept)
+        if found is None and owner == "any":
+            found = next(iter(pool.backup_candidates()), None)
+        return found
+
+    def _allocate_free(self, pool: Pool, accept) -> int | None:
         candidates = pool.candidates()
         try:
             for address in candidates:
                 if address in self.reserved:
                     continue
                 lease = self.leases.get(address)
-                if lease is not None and lease.state not in FREE_STATES:
+                if lease is not None and not pool.reusable(lease.state):
                     pool.remove_free(address)
                     continue
                 if accept is None or accept(address):
@@ -285,7 +355,16 @@ class LeaseTable:
         return None
 
     # -- changes -----------------------------------------------------------
-    def update(self, address: int, *, durable: bool, event: str | None = None, now: int = 0, **fields: object) -> Lease:
+    def update(
+        self,
+        address: int,
+        *,
+        durable: bool,
+        event: str | None = None,
+        now: int = 0,
+        from_partner: bool = False,
+        **fields: object,
+    ) -> Lease:
         """Change (or create) the record for ``address`` and keep every index right.
 
         ``durable`` marks it for the next commit; ``event`` appends a lease
@@ -309,13 +388,13 @@ class LeaseTable:
                 self._index_add(new_key, address)
         pool = self.pool_of(address)
         if pool is not None:
-            if lease.state in FREE_STATES and address not in self.reserved:
-                pool.add_free(address)
-            else:
-                pool.remove_free(address)
+            self._classify(pool, lease)
         self._schedule(lease)
         if durable:
             self._dirty[address] = lease
+            if not from_partner:
+                for listener in self.listeners:
+                    listener(lease, event or "")
         if event is not None:
             self._events.append(
                 LeaseEvent(now, address, lease.state, new_key or b"", lease.expiration, event)
@@ -351,6 +430,12 @@ class LeaseTable:
     def next_expiry(self) -> int | None:
         """When the earliest scheduled expiry falls (it may be stale)."""
         return self._expiry[0] >> 32 if self._expiry else None
+
+    def restore_dirty(self, leases: list[Lease], events: list[LeaseEvent]) -> None:
+        """Put back what a failed commit did not write, so the next commit retries it."""
+        for lease in leases:
+            self._dirty.setdefault(lease.address, lease)
+        self._events[:0] = events
 
     def take_dirty(self) -> tuple[list[Lease], list[LeaseEvent]]:
         """The records and events changed since the last call, for one commit."""

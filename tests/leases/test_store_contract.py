@@ -35,7 +35,7 @@ def lease(n: int, **kw) -> Lease:
 
 def test_pack_roundtrip_every_field():
     l = lease(7, client_id=b"\xffduid", flags=LeaseFlag.BOOTP | LeaseFlag.RESERVED, relay_info=b"\x01\x02ab",
-              expiration=Lease.INFINITE, host_name="ünï")
+              expiration=Lease.INFINITE, host_name="ünï", partner_time=1234)
     assert Lease.unpack(l.pack()) == l
     e = LeaseEvent(5, l.address, LeaseState.RELEASED, client_key(None, l.hw), 9, "release")
     assert LeaseEvent.unpack(e.pack()) == e
@@ -63,6 +63,9 @@ def test_state_values(store):
     assert store.get_state("x") is None
     store.commit([], [], {"x": b"1", "y": b"2"})
     assert store.get_state("x") == b"1" and store.get_state("y") == b"2"
+    store.commit([], [], {"q/1": b"a", "q/2": b"b", "r/1": b"c", "x": None})
+    assert store.get_state("x") is None
+    assert store.state_items("q/") == [("q/1", b"a"), ("q/2", b"b")]
 
 
 def test_lmdb_client_index(tmp_path):

@@ -1,0 +1,256 @@
+"""Two in-process failover peers joined by an in-memory link, on a Clock.
+
+Each side is a real LeaseTable + DhcpServer + Peer; messages cross as bytes
+through the wire codec and the Framer, and BNDACKs leave only after the
+receiving side's "commit" (take_dirty), as the adapter does.
+"""
+
+from __future__ import annotations
+
+from cnrd.config import loads
+from cnrd.dhcp.packet import MessageType as M
+from cnrd.dhcp.packet import ip_to_int
+from cnrd.dhcp.server import DhcpServer, RxInfo
+from cnrd.failover import wire
+from cnrd.failover.peer import Peer
+from cnrd.failover.states import S, Role
+from cnrd.leases.model import LeaseState
+from cnrd.leases.table import LeaseTable
+from tests.dhcp.helpers import IFACE, mac, request, u32
+
+CONFIG = """
+[server]
+name = {name}
+interfaces = eth1
+data-dir = /nonexistent
+
+[policy default]
+lease-time = 3600
+
+[scope lan]
+subnet = 10.1.0.0/24
+ranges = 10.1.0.100-10.1.0.149
+
+[failover-pair examplepair]
+main = 10.1.0.1
+backup = 10.1.0.2
+mclt = 60
+backup-pct = 10
+failover-poll-interval = 2
+failover-poll-timeout = 6
+"""
+
+T0 = 1_800_000_000
+
+
+class Side:
+    def __init__(self, role: Role, now: int, stored=None, queue=()):
+        self.config = loads(CONFIG.format(name=role.value))
+        self.table = LeaseTable()
+        self.server = DhcpServer(self.config, self.table)
+        self.server.set_interfaces([IFACE])
+        for pool in self.table.pools.values():
+            pool.failover = True
+        self.log = []
+        self.peer = Peer(self.config.failover_pairs["examplepair"], role, self.table, ["lan"], now=now,
+                         stored_state=stored, stored_queue=list(queue),
+                         log=lambda e, f: self.log.append((e, f)))
+        self.server.gates["lan"] = self.peer
+        self.framer = wire.Framer()
+        self.persisted = {}
+        self.wire_log = []
+
+
+class Link:
+    """Moves the peers' output across, committing before acks like the adapter."""
+
+    def __init__(self, a: Side, b: Side, now: int):
+        self.a, self.b, self.now = a, b, now
+        self.up = False
+
+    def connect(self):
+        self.up = True
+        self.a.peer.connection_made(self.now)
+        self.b.peer.connection_made(self.now)
+        self.settle()
+
+    def drop(self):
+        self.up = False
+        self.a.peer.connection_lost(self.now)
+        self.b.peer.connection_lost(self.now)
+        self.settle()
+
+    def settle(self, rounds: int = 2000):
+        for _ in range(rounds):
+            moved = self._flush(self.a, self.b) + self._flush(self.b, self.a)
+            if not moved:
+                return
+        raise AssertionError("link never settled")
+
+    def _flush(self, src: Side, dst: Side) -> int:
+        src.peer.pump(self.now)  # the adapter does this after each DHCP batch
+        out = src.peer.take()
+        src.table.take_dirty()  # the commit
+        src.persisted.update(src.peer.take_persist())
+        msgs = out.send + out.acks
+        if out.close and self.up:
+            self.drop()
+        if not self.up:
+            return 0
+        for m in msgs:
+            data = wire.encode(m)
+            src.wire_log.append(m)
+            for got in dst.framer.feed(data):
+                dst.peer.receive(got, self.now)
+        return len(msgs)
+
+    def advance(self, seconds: int, step: int = 1):
+        for _ in range(0, seconds, step):
+            self.now += step
+            self.a.peer.tick(self.now)
+            self.b.peer.tick(self.now)
+            self.settle()
+
+
+def pair():
+    main, backup = Side(Role.MAIN, T0), Side(Role.BACKUP, T0)
+    return main, backup, Link(main, backup, T0)
+
+
+def states(main, backup):
+    return main.peer.state, backup.peer.state
+
+
+def test_fresh_pair_recovers_then_normal_and_backup_gets_its_share():
+    main, backup, link = pair()
+    link.connect()
+    assert states(main, backup) == (S.NORMAL, S.NORMAL)
+    types = [wire.MessageType(m.type).name for m in main.wire_log[:4]]
+    assert types[0] == "CONNECT" and "UPDREQALL" in [wire.MessageType(m.type).name for m in main.wire_log]
+    # 10 % of 50 addresses handed to the backup, known on both sides as BACKUP
+    on_main = [l.address for l in main.table.leases.values() if l.state is LeaseState.BACKUP]
+    on_backup = [l.address for l in backup.table.leases.values() if l.state is LeaseState.BACKUP]
+    assert len(on_main) == 5 and sorted(on_main) == sorted(on_backup)
+    # the backup asked for its pool (CNR), the main answered
+    assert any(m.type == wire.MessageType.POOLREQ for m in backup.wire_log)
+    assert any(m.type == wire.MessageType.POOLRESP for m in main.wire_log)
+    assert main.peer.unacked == {} and backup.peer.unacked == {}
+    assert main.persisted[f"failover/examplepair/state"]
+
+
+def test_lease_on_main_reaches_backup_with_mclt_times():
+    main, backup, link = pair()
+    link.connect()
+    now = link.now
+    bc = RxInfo(2, ip_to_int("10.1.0.1"), 0xFFFFFFFF, 0)
+    offer = main.server.handle(request(M.DISCOVER, mac(1)), bc, now)
+    assert offer is not None
+    yi = offer.packet.yiaddr
+    # a new client's first lease is the MCLT
+    assert offer.packet.options[51] == u32(60)
+    ack = main.server.handle(request(M.REQUEST, mac(1), o50=u32(yi), o54=u32(ip_to_int("10.1.0.1"))), bc, now)
+    assert ack.packet.options[51] == u32(60)
+    link.settle()
+    theirs = backup.table.get(yi)
+    assert theirs.state is LeaseState.LEASED and theirs.hw == b"\x01" + mac(1)
+    assert theirs.expiration == now + 60
+    assert theirs.partner_time == now + 3600 + 60  # potential expiration: now + desired + MCLT
+    # after the ack, a renewal gets the desired time and tells desired x 1.5
+    assert main.table.get(yi).partner_time == now + 3660
+    link.advance(30)
+    renew = main.server.handle(request(M.REQUEST, mac(1), ciaddr=yi), RxInfo(2, ip_to_int("10.1.0.1"), ip_to_int("10.1.0.1"), yi), link.now)
+    assert renew.packet.options[51] == u32(3600)
+    link.settle()
+    assert backup.table.get(yi).partner_time == link.now + 5400
+
+
+def test_backup_answers_no_client_in_normal():
+    main, backup, link = pair()
+    link.connect()
+    bc = RxInfo(2, ip_to_int("10.1.0.2"), 0xFFFFFFFF, 0)
+    assert backup.server.handle(request(M.DISCOVER, mac(1)), bc, link.now) is None
+    assert backup.server.counters.drops["failover-normal-backup"] == 1
+
+
+def test_communications_interrupted_and_back_to_normal():
+    main, backup, link = pair()
+    link.connect()
+    link.drop()
+    assert states(main, backup) == (S.COMMUNICATIONS_INTERRUPTED, S.COMMUNICATIONS_INTERRUPTED)
+    # the backup now serves new clients, only from its share
+    bc = RxInfo(2, ip_to_int("10.1.0.2"), 0xFFFFFFFF, 0)
+    share = {l.address for l in backup.table.leases.values() if l.state is LeaseState.BACKUP}
+    offer = backup.server.handle(request(M.DISCOVER, mac(7)), bc, link.now)
+    assert offer.packet.yiaddr in share
+    backup.server.handle(request(M.REQUEST, mac(7), o50=u32(offer.packet.yiaddr),
+                                 o54=u32(ip_to_int("10.1.0.1"))), bc, link.now)
+    link.connect()
+    assert states(main, backup) == (S.NORMAL, S.NORMAL)
+    # what the backup did while apart reached the main
+    assert main.table.get(offer.packet.yiaddr).state is LeaseState.LEASED
+
+
+def test_silent_partner_times_out_and_contact_keeps_link_alive():
+    main, backup, link = pair()
+    link.connect()
+    link.advance(20)
+    assert states(main, backup) == (S.NORMAL, S.NORMAL)
+    assert any(m.type == wire.MessageType.CONTACT for m in main.wire_log)
+    # one side stops hearing anything: the link is dropped after the poll timeout
+    link.up = False
+    for _ in range(8):
+        link.now += 1
+        main.peer.tick(link.now)
+    out = main.peer.take()
+    assert out.close
+    main.peer.connection_lost(link.now)
+    assert main.peer.state is S.COMMUNICATIONS_INTERRUPTED
+
+
+def test_connect_rejects_wrong_name_skew_and_mclt():
+    backup = Side(Role.BACKUP, T0)
+    backup.peer.connection_made(T0)
+
+    def answer(**kw):
+        args = dict(relationship_name="examplepair", max_unacked=10, receive_timer=6,
+                    vendor_class="isc-4.4.3-P1", mclt=60, hba=wire.hba_from_split(128))
+        args.update(kw)
+        msg_time = args.pop("time", T0)
+        backup.peer.handshaken = False
+        backup.peer.receive(wire.connect(0, msg_time, **args), T0)
+        out = backup.peer.take()
+        return out.send[0], out.close
+
+    ack, close = answer(relationship_name="other")
+    assert ack.reject_reason == wire.RejectReason.INVALID_PARTNER and close
+    ack, close = answer(time=T0 + 120)
+    assert ack.reject_reason == wire.RejectReason.TIME_MISMATCH
+    ack, close = answer(mclt=3600)
+    assert ack.reject_reason == wire.RejectReason.INVALID_MCLT
+    ack, close = answer()
+    assert ack.reject_reason is None and not close
+
+
+def test_unacked_updates_survive_restart_through_the_persisted_queue():
+    main, backup, link = pair()
+    link.connect()
+    link.drop()
+    bc = RxInfo(2, ip_to_int("10.1.0.1"), 0xFFFFFFFF, 0)
+    offer = main.server.handle(request(M.DISCOVER, mac(3)), bc, link.now)
+    main.server.handle(request(M.REQUEST, mac(3), o50=u32(offer.packet.yiaddr),
+                               o54=u32(ip_to_int("10.1.0.1"))), bc, link.now)
+    main.persisted.update(main.peer.take_persist())  # the commit
+    queue = [int(k.rsplit("/", 1)[1], 16) for k, v in main.persisted.items() if "/q/" in k and v is not None]
+    assert offer.packet.yiaddr in queue
+    # restart the main: same table (the store), the stored state and queue
+    table = main.table
+    table.listeners.clear()
+    reborn = Side(Role.MAIN, link.now, stored=main.persisted["failover/examplepair/state"], queue=queue)
+    reborn.table = table
+    reborn.peer.table = table
+    table.listeners.append(reborn.peer._lease_changed)
+    reborn.server = DhcpServer(reborn.config, table)
+    link.a = reborn
+    link.connect()
+    assert states(reborn, backup) == (S.NORMAL, S.NORMAL)
+    assert backup.table.get(offer.packet.yiaddr).state is LeaseState.LEASED
