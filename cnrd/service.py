@@ -30,6 +30,9 @@ from cnrd.config import Config, ConfigError
 from cnrd.dhcp import net
 from cnrd.dhcp.packet import MalformedPacket, parse
 from cnrd.dhcp.server import DhcpServer, Interface, Reply, RxInfo
+from cnrd.failover.peer import Peer
+from cnrd.failover.protocol import FailoverService
+from cnrd.failover.states import Role
 from cnrd.leases.lmdb_store import LmdbLeaseStore
 from cnrd.leases.store import LeaseStore, StoreError
 from cnrd.leases.table import LeaseTable
@@ -99,6 +102,11 @@ class DhcpService(service.Service):
         self._stats.clock = reactor
         self._last_stats: tuple = ()
         self.started_at = 0.0
+        self.peers: list[Any] = []  # failover Peers sharing this table and store
+        self._packet_detail = "incoming-packet-detail" in config.server.log_settings
+        self._normal_drops = 0
+        self._normal_drop_logged = -1e9
+        self.after_commit: list[Callable[[], None]] = []
         self.malformed = 0
         self.commits = 0
         self.commit_failures = 0
@@ -112,7 +120,22 @@ class DhcpService(service.Service):
 
     def _log_event(self, event: str, fields: dict) -> None:
         if event == "dhcp-drop":
-            log.debug("dropped request: {reason}", event=event, **fields)
+            reason = fields.get("reason", "")
+            if reason == "failover-normal-backup":
+                # Seed, "Confirming Failover" step 6: the backup says why it is
+                # silent; once a minute with a count, not once per packet.
+                now = self.clock.seconds()
+                self._normal_drops += 1
+                if now - self._normal_drop_logged >= 60:
+                    log.info("backup server dropped {n} DHCP requests because failover is in NORMAL",
+                             event=event, n=self._normal_drops)
+                    self._normal_drop_logged = now
+                    self._normal_drops = 0
+            elif self._packet_detail:
+                log.info("dropped request: {reason}", event=event, **fields)
+        elif event == "failover-state":
+            log.info("failover pair {pair}: state {old} -> {new} ({reason})", event=event, pair=fields["pair"],
+                     old=fields["from"], new=fields["to"], reason=fields["reason"])
         else:
             log.info("{event} {fields}", event=event, fields=fields)
 
@@ -184,20 +207,35 @@ class DhcpService(service.Service):
             return
         for reply in durable:
             self._send(reply)
+        # Lazy binding updates: the clients are answered first.
+        for hook in self.after_commit:
+            hook()
+
+    def commit(self) -> bool:
+        """Make lease changes and failover state durable (for the failover link)."""
+        return self._commit()
 
     def _commit(self) -> bool:
         leases, events = self.table.take_dirty()
-        if not leases and not events:
+        state: dict[str, bytes | None] = {}
+        for peer in self.peers:
+            state.update(peer.take_persist())
+        if not leases and not events and all(v is None for v in state.values()):
+            # Only queue entries to forget: no sync needed for that, they ride
+            # along with the next commit (a resend after a crash is harmless).
+            for peer in self.peers:
+                peer.restore_persist(state)
             return True
         try:
-            self.store.commit(leases, events)
+            self.store.commit(leases, events, state)
         except StoreError as e:
             # The ACKs of this batch are withheld: clients retry, and nothing
             # was promised that the disk does not hold.
             self.commit_failures += 1
             log.critical("lease store write failed, {n} replies withheld: {error}", n=len(leases), error=str(e))
-            for lease in leases:
-                self.table._dirty[lease.address] = lease
+            self.table.restore_dirty(leases, events)
+            for peer in self.peers:
+                peer.restore_persist(state)
             return False
         self.commits += 1
         return True
@@ -244,8 +282,82 @@ class DhcpService(service.Service):
             log.warn("interface refresh failed: {error}", error=str(e))
 
 
-def build(config: Config, reactor: Any, **kw: Any) -> service.MultiService:
+def pair_role(config: Config, pair: Any, host_addresses: set[str]) -> tuple[Role, str, str]:
+    """Our role in ``pair`` (by our own addresses), our address and the partner's.
+
+    ``failover-main-server`` / ``failover-backup-server`` name the address
+    to use on a host with several interfaces (the seed's multi-interface
+    case); otherwise the pair's main/backup address that is ours decides.
+    """
+    main = _ntoa(pair.failover_main_server or pair.main)
+    backup = _ntoa(pair.failover_backup_server or pair.backup)
+    if main in host_addresses:
+        return Role.MAIN, main, _ntoa(pair.backup)
+    if backup in host_addresses:
+        return Role.BACKUP, backup, _ntoa(pair.main)
+    raise ConfigError(config.path, f"failover-pair {pair.name}", "main",
+                      f"neither the main ({main}) nor the backup ({backup}) is an address of this host")
+
+
+def _host_addresses() -> set[str]:
+    return {a for addrs in net.interface_addresses().values() for a, _ in addrs}
+
+
+def add_failover(top: service.MultiService, dhcp: DhcpService, config: Config, reactor: Any,
+                 host_addresses: set[str]) -> list[FailoverService]:
+    """A Peer and its link for every enabled failover pair, wired to the DHCP service."""
+    out = []
+    now = int(reactor.seconds())
+    for pair in config.failover_pairs.values():
+        if not pair.failover:
+            continue
+        role, local, partner = pair_role(config, pair, host_addresses)
+        scopes = list(pair.scopes) or list(config.scopes)
+        store = dhcp.store
+        prefix = f"failover/{pair.name}/q/"
+        queue = [int(k[len(prefix):], 16) for k, _ in store.state_items(prefix)]
+        peer = Peer(pair, role, dhcp.table, scopes, now=now,
+                    stored_state=store.get_state(f"failover/{pair.name}/state"), stored_queue=queue,
+                    log=dhcp._log_event)
+        peer.pair_detail = "failover-detail" in config.server.log_settings
+        peer.scope_pct = {n: config.scopes[n].backup_pct for n in scopes
+                          if config.scopes[n].backup_pct is not None}
+        for name in scopes:
+            dhcp.server.gates[name] = peer
+            pool = dhcp.table.pools.get(name)
+            if pool is not None:
+                pool.failover = True
+        dhcp.peers.append(peer)
+        fs = FailoverService(peer, reactor, local_ip=local, partner_ip=partner, port=pair.port,
+                             commit=dhcp.commit, detail=peer.pair_detail)
+        dhcp.after_commit.append(fs.flush)
+        fs.setServiceParent(top)
+        out.append(fs)
+        main_name, backup_name = (config.server.name, "partner") if role is Role.MAIN else ("partner", config.server.name)
+        scope_word = "server-wide" if not pair.scopes else f"for scopes {', '.join(scopes)}"
+        log.info(
+            "Failover is enabled {where}. Main server name: {main}, backup server name: {backup}, "
+            "mclt = {mclt}, backup-pct = {pct}, dynamic-bootp-backup-pct = {dpct}, "
+            "use-safe-period: {usp}, safe-period = {sp}",
+            where=scope_word, main=f"{main_name} ({_ntoa(pair.main)})", backup=f"{backup_name} ({_ntoa(pair.backup)})",
+            mclt=pair.mclt, pct=pair.backup_pct,
+            dpct=pair.dynamic_bootp_backup_pct if pair.dynamic_bootp_backup_pct is not None else 0,
+            usp="enabled" if pair.use_safe_period else "disabled", sp=pair.safe_period,
+        )
+    return out
+
+
+def build(
+    config: Config,
+    reactor: Any,
+    *,
+    host_addresses: Callable[[], set[str]] = _host_addresses,
+    **kw: Any,
+) -> service.MultiService:
     """The whole cnrd service tree for ``config``."""
     top = service.MultiService()
-    DhcpService(config, reactor, **kw).setServiceParent(top)
+    dhcp = DhcpService(config, reactor, **kw)
+    dhcp.setServiceParent(top)
+    if any(p.failover for p in config.failover_pairs.values()):
+        add_failover(top, dhcp, config, reactor, host_addresses())
     return top

@@ -218,6 +218,8 @@ class Peer:
     def _leave_startup(self, now: int) -> None:
         if self.state is S.STARTUP:
             self.state = self.previous
+            self._log("failover-state", {"pair": self.name, "from": "STARTUP", "to": self.label,
+                                         "reason": "previous state"})
             self._persist_state()
 
     # -- link events ---------------------------------------------------------

@@ -1,0 +1,234 @@
+"""The failover link on Twisted: TCP 647 in and out, bytes to and from a Peer.
+
+Thin by design: :class:`FailoverProtocol` frames the stream with
+:class:`~cnrd.failover.wire.Framer` and hands messages to the pure
+:class:`~cnrd.failover.peer.Peer`; :class:`FailoverService` owns the
+listener, the outgoing connection (a ClientService with backoff on the
+injected reactor), a one-second tick, and the rule that binding
+acknowledgements leave only after the lease store has committed what they
+acknowledge.
+
+Connection direction, as ISC dhcpd does it in practice: both servers listen;
+the main dials the backup and sends CONNECT on whatever link comes up first
+(an accepted one included).  The backup does not dial: a main that lost the
+link redials every few seconds, and one link per relationship avoids the
+race of two simultaneous dials.  Only the configured partner address may
+connect; anything else is closed at once and logged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application import service
+from twisted.application.internet import ClientService
+from twisted.internet import endpoints
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from cnrd.failover import wire
+from cnrd.failover.peer import Peer
+from cnrd.failover.wire import FailoverWireError, MessageType
+
+log = Logger(namespace="cnrd.failover")
+
+
+class FailoverProtocol(Protocol):
+    """One TCP connection to the partner."""
+
+    def __init__(self, owner: "FailoverService") -> None:
+        self.owner = owner
+        self.framer = wire.Framer()
+        self.active = False
+
+    def connectionMade(self) -> None:
+        peer_host = self.transport.getPeer().host
+        if peer_host != self.owner.partner_ip:
+            log.warn("failover {pair}: connection from {host} refused: not the partner ({partner})",
+                     pair=self.owner.peer.name, host=peer_host, partner=self.owner.partner_ip)
+            self.transport.abortConnection()
+            return
+        if self.owner.link is not None:
+            # One link per relationship (ISC rejects a duplicate connection, 7).
+            log.info("failover {pair}: second connection from {host} closed", pair=self.owner.peer.name,
+                     host=peer_host)
+            self.transport.loseConnection()
+            return
+        self.active = True
+        self.owner.link_up(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self.active:
+            return
+        owner = self.owner
+        now = owner.now()
+        try:
+            messages = self.framer.feed(data)
+        except FailoverWireError as e:
+            for msg in e.preceding:
+                owner.peer.receive(msg, now)
+            owner.protocol_error(e, now)
+            owner.flush()
+            return
+        for msg in messages:
+            if owner.detail and msg.type in (MessageType.BNDUPD, MessageType.BNDACK):
+                log.info("failover {pair}: received DHCP{type} {msg}", pair=owner.peer.name,
+                         type=MessageType(msg.type).name, msg=_describe(msg))
+            owner.peer.receive(msg, now)
+        owner.flush()
+
+    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+        if self.active:
+            self.active = False
+            self.owner.link_down(self)
+
+
+class _Factory(Factory):
+    def __init__(self, owner: "FailoverService") -> None:
+        self.owner = owner
+
+    def buildProtocol(self, addr: Any) -> FailoverProtocol:
+        return FailoverProtocol(self.owner)
+
+
+def _describe(msg: wire.Message) -> str:
+    parts = [f"xid={msg.xid}"]
+    addr = msg.assigned_address
+    if addr is not None:
+        parts.append("address=%d.%d.%d.%d" % (addr >> 24, (addr >> 16) & 255, (addr >> 8) & 255, addr & 255))
+    if msg.binding_status is not None:
+        parts.append(f"status={getattr(msg.binding_status, 'name', msg.binding_status)}")
+    if msg.reject_reason is not None:
+        parts.append(f"reject={int(msg.reject_reason)}")
+    return " ".join(parts)
+
+
+class FailoverService(service.MultiService):
+    """The link, timers and commit ordering for one failover relationship."""
+
+    def __init__(
+        self,
+        peer: Peer,
+        reactor: Any,
+        *,
+        local_ip: str,
+        partner_ip: str,
+        port: int,
+        commit: Callable[[], bool],
+        detail: bool = False,
+    ) -> None:
+        super().__init__()
+        self.peer = peer
+        self.reactor = reactor
+        self.local_ip = local_ip
+        self.partner_ip = partner_ip
+        self.port = port
+        self.commit = commit
+        self.detail = detail
+        self.link: FailoverProtocol | None = None
+        self._tick = LoopingCall(self._on_tick)
+        self._tick.clock = reactor
+        self._listening: Any = None
+        self._client: ClientService | None = None
+        self.setName(f"failover-{peer.name}")
+
+    def now(self) -> int:
+        return int(self.reactor.seconds())
+
+    def startService(self) -> None:
+        super().startService()
+        factory = _Factory(self)
+        listen = endpoints.TCP4ServerEndpoint(self.reactor, self.port, interface=self.local_ip)
+        d = listen.listen(factory)
+        d.addCallbacks(self._listening_on, self._listen_failed)
+        if self.peer.role.value == "main":
+            dial = endpoints.TCP4ClientEndpoint(self.reactor, self.partner_ip, self.port, timeout=5,
+                                                bindAddress=(self.local_ip, 0))
+            # Redial within seconds, as ISC does (5 s), never slower than 10 s.
+            self._client = ClientService(dial, factory, retryPolicy=_retry, clock=self.reactor)
+            self._client.startService()
+        self._tick.start(1, now=False)
+
+    def _listening_on(self, port: Any) -> None:
+        self._listening = port
+        log.info("failover {pair}: listening on {ip}:{port}", pair=self.peer.name, ip=self.local_ip, port=self.port)
+
+    def _listen_failed(self, failure: Failure) -> None:
+        log.error("failover {pair}: cannot listen on {ip}:{port}: {error}", pair=self.peer.name,
+                  ip=self.local_ip, port=self.port, error=failure.getErrorMessage())
+
+    def stopService(self) -> Any:
+        if self._tick.running:
+            self._tick.stop()
+        if self._client is not None:
+            self._client.stopService()
+        if self.link is not None:
+            self.link.transport.abortConnection()
+        if self._listening is not None:
+            self._listening.stopListening()
+        return super().stopService()
+
+    # -- link events -----------------------------------------------------
+    def link_up(self, proto: FailoverProtocol) -> None:
+        self.link = proto
+        log.info("failover {pair}: connected to {partner}", pair=self.peer.name, partner=self.partner_ip)
+        self.peer.connection_made(self.now())
+        self.flush()
+
+    def link_down(self, proto: FailoverProtocol) -> None:
+        if self.link is proto:
+            self.link = None
+            log.info("failover {pair}: link to {partner} closed", pair=self.peer.name, partner=self.partner_ip)
+            self.peer.connection_lost(self.now())
+            self.flush()
+
+    def protocol_error(self, error: FailoverWireError, now: int) -> None:
+        """A malformed message: reject or disconnect with the draft's reason, then drop the link."""
+        log.warn("failover {pair}: bad message from partner: {reason}", pair=self.peer.name, reason=error.reason)
+        msg = error.message
+        reason = int(error.reject_reason or wire.RejectReason.UNKNOWN)
+        if msg is not None and msg.type == MessageType.CONNECT:
+            out = wire.connectack(msg.xid, now, relationship_name=msg.get(wire.Option.RELATIONSHIP_NAME),
+                                  vendor_class="cnrd", reject_reason=reason, message=error.reason)
+        else:
+            out = wire.disconnect(0, now, reject_reason=reason, message=error.reason)
+        self.peer.out.send.append(out)
+        self.peer.out.close = True
+
+    # -- output ----------------------------------------------------------
+    def _on_tick(self) -> None:
+        self.peer.tick(self.now())
+        self.flush()
+
+    def flush(self) -> None:
+        """Commit what the peer changed, then send its messages (acks last)."""
+        peer = self.peer
+        peer.pump(self.now())
+        out = peer.take()
+        committed = self.commit()  # collects peer.take_persist() with the lease changes
+        link = self.link
+        if link is None:
+            return
+        transport = link.transport
+        for msg in out.send:
+            self._write(transport, msg)
+        if committed:
+            for msg in out.acks:
+                self._write(transport, msg)
+        else:
+            log.error("failover {pair}: store commit failed; {n} BNDACKs withheld", pair=peer.name, n=len(out.acks))
+        if out.close:
+            transport.loseConnection()
+
+    def _write(self, transport: Any, msg: wire.Message) -> None:
+        if self.detail and msg.type in (MessageType.BNDUPD, MessageType.BNDACK):
+            log.info("failover {pair}: sending DHCP{type} {msg}", pair=self.peer.name,
+                     type=MessageType(msg.type).name, msg=_describe(msg))
+        transport.write(wire.encode(msg))
+
+
+def _retry(attempt: int) -> float:
+    return min(1.0 * (2 ** min(attempt, 4)), 5.0)
