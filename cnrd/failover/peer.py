@@ -110,6 +110,7 @@ class Peer:
         self.partner_max_unacked = 0
         self.partner_receive_timer = pair.failover_poll_timeout
         self.clock_skew = 0
+        self.partner_hba = b""  # the main's bucket map, from its CONNECT
         self._xid = 0
         # binding updates
         self.pending: OrderedDict[int, None] = OrderedDict((a, None) for a in stored_queue)
@@ -649,15 +650,18 @@ class Peer:
         if svc is Service.NONE:
             return False, None, f"failover-{self.label.lower()}"
         if svc is Service.BALANCED:
-            if self.pair.load_balancing and kind == "new":
-                bucket = wire.load_balance_hash(lb_key)
-                mine = wire.hba_has_bucket(self._hba(), bucket) == (self.role is Role.MAIN)
-                if not mine:
-                    return False, None, "failover-load-balanced-to-partner"
+            # The main's hash-bucket map decides (ours as main, the one in the
+            # main's CONNECT as backup): a set bit is a bucket the main serves.
+            hba = self._hba() if self.role is Role.MAIN else (self.partner_hba or _ALL_MAIN)
+            if hba == _ALL_MAIN:
+                if self.role is Role.BACKUP:
+                    # Seed, "Confirming Failover" step 6: the backup drops requests in NORMAL.
+                    return False, None, "failover-normal-backup"
                 return True, own, ""
-            if self.role is Role.BACKUP and not self.pair.load_balancing:
-                # Seed, "Confirming Failover" step 6: the backup drops requests in NORMAL.
-                return False, None, "failover-normal-backup"
+            if kind == "new":
+                main_serves = wire.hba_has_bucket(hba, wire.load_balance_hash(lb_key))
+                if main_serves != (self.role is Role.MAIN):
+                    return False, None, "failover-load-balanced-to-partner"
             return True, own, ""
         if svc is Service.OWN_POOL:
             return True, own, ""
@@ -670,6 +674,8 @@ class Peer:
     def potential_expiration(self, desired: int, granted: int, now: int) -> int:
         return potential_expiration(now, desired, granted)
 
+
+_ALL_MAIN = wire.hba_from_split(256)
 
 _STATUS_OF = {
     LeaseState.AVAILABLE: int(BindingStatus.FREE),

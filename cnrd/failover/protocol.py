@@ -39,8 +39,9 @@ log = Logger(namespace="cnrd.failover")
 class FailoverProtocol(Protocol):
     """One TCP connection to the partner."""
 
-    def __init__(self, owner: "FailoverService") -> None:
+    def __init__(self, owner: "FailoverService", outgoing: bool = False) -> None:
         self.owner = owner
+        self.outgoing = outgoing  # dialled by us (the ClientService) rather than accepted
         self.framer = wire.Framer()
         self.active = False
 
@@ -87,11 +88,12 @@ class FailoverProtocol(Protocol):
 
 
 class _Factory(Factory):
-    def __init__(self, owner: "FailoverService") -> None:
+    def __init__(self, owner: "FailoverService", outgoing: bool = False) -> None:
         self.owner = owner
+        self.outgoing = outgoing
 
     def buildProtocol(self, addr: Any) -> FailoverProtocol:
-        return FailoverProtocol(self.owner)
+        return FailoverProtocol(self.owner, self.outgoing)
 
 
 def _describe(msg: wire.Message) -> str:
@@ -148,7 +150,8 @@ class FailoverService(service.MultiService):
             dial = endpoints.TCP4ClientEndpoint(self.reactor, self.partner_ip, self.port, timeout=5,
                                                 bindAddress=(self.local_ip, 0))
             # Redial within seconds, as ISC does (5 s), never slower than 10 s.
-            self._client = ClientService(dial, factory, retryPolicy=_retry, clock=self.reactor)
+            self._client = ClientService(dial, _Factory(self, outgoing=True), retryPolicy=_retry,
+                                         clock=self.reactor)
             self._client.startService()
         self._tick.start(1, now=False)
 
@@ -174,6 +177,9 @@ class FailoverService(service.MultiService):
     # -- link events -----------------------------------------------------
     def link_up(self, proto: FailoverProtocol) -> None:
         self.link = proto
+        if not proto.outgoing and self._client is not None and self._client.running:
+            # The partner dialled first: stop dialling while this link lasts.
+            self._client.stopService()
         log.info("failover {pair}: connected to {partner}", pair=self.peer.name, partner=self.partner_ip)
         self.peer.connection_made(self.now())
         self.flush()
@@ -184,6 +190,8 @@ class FailoverService(service.MultiService):
             log.info("failover {pair}: link to {partner} closed", pair=self.peer.name, partner=self.partner_ip)
             self.peer.connection_lost(self.now())
             self.flush()
+            if self._client is not None and not self._client.running and self.running:
+                self._client.startService()
 
     def protocol_error(self, error: FailoverWireError, now: int) -> None:
         """A malformed message: reject or disconnect with the draft's reason, then drop the link."""
