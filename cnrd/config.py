@@ -156,7 +156,7 @@ class FailoverPairConfig:
     scopes: tuple[str, ...] = ()  # empty: every scope (server-wide failover)
     failover_main_server: int | None = None
     failover_backup_server: int | None = None
-    max_unacked_updates: int = 10
+    max_unacked_updates: int = 100  # ISC's default (max-unacked-updates)
     port: int = 647
 
 

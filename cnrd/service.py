@@ -333,13 +333,14 @@ def add_failover(top: service.MultiService, dhcp: DhcpService, config: Config, r
         dhcp.after_commit.append(fs.flush)
         fs.setServiceParent(top)
         out.append(fs)
-        main_name, backup_name = (config.server.name, "partner") if role is Role.MAIN else ("partner", config.server.name)
+        me = f"{config.server.name} ({local})"
+        main_name, backup_name = (me, partner) if role is Role.MAIN else (partner, me)
         scope_word = "server-wide" if not pair.scopes else f"for scopes {', '.join(scopes)}"
         log.info(
             "Failover is enabled {where}. Main server name: {main}, backup server name: {backup}, "
             "mclt = {mclt}, backup-pct = {pct}, dynamic-bootp-backup-pct = {dpct}, "
             "use-safe-period: {usp}, safe-period = {sp}",
-            where=scope_word, main=f"{main_name} ({_ntoa(pair.main)})", backup=f"{backup_name} ({_ntoa(pair.backup)})",
+            where=scope_word, main=main_name, backup=backup_name,
             mclt=pair.mclt, pct=pair.backup_pct,
             dpct=pair.dynamic_bootp_backup_pct if pair.dynamic_bootp_backup_pct is not None else 0,
             usp="enabled" if pair.use_safe_period else "disabled", sp=pair.safe_period,

@@ -117,7 +117,7 @@ def test_failover_example_loads() -> None:
     assert p.backup_pct == 10.0
     assert p.failover_poll_interval == 2 and p.failover_poll_timeout == 6
     assert p.scopes == ()
-    assert p.port == 647 and p.max_unacked_updates == 10
+    assert p.port == 647 and p.max_unacked_updates == 100
 
 
 def test_address_stored_as_host_order_int() -> None:

@@ -169,10 +169,16 @@ class Peer:
             self.mclt, int(self.previous), int(self.talked),
         )
 
-    def _queue(self, address: int) -> None:
+    def _queue(self, address: int, durable: bool = True) -> None:
+        """Queue a binding update; ``durable`` ones survive a restart (lease changes).
+
+        Updates answering the partner's UPDREQALL are not made durable: after a
+        crash the partner asks again, and a million queue keys would be wasted.
+        """
         if address not in self.pending:
             self.pending[address] = None
-            self._persist[f"failover/{self.name}/q/{address:08x}"] = b""
+            if durable:
+                self._persist[f"failover/{self.name}/q/{address:08x}"] = b""
 
     def _unqueue(self, address: int) -> None:
         if self.pending.pop(address, 0) is None:
@@ -479,7 +485,7 @@ class Peer:
                 for r in pool.ranges:
                     for address in range(r.first, r.last + 1):
                         due.add(address)
-                        self._queue(address)
+                        self._queue(address, durable=False)
         else:
             due.update(self.pending)
             due.update(a for a, _, _ in self.unacked.values())
