@@ -1,0 +1,74 @@
+"""The failover adapter: bad bytes drop the link with a DISCONNECT, strangers are refused."""
+
+from __future__ import annotations
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+
+from cnrd.failover import wire
+from cnrd.failover.protocol import FailoverProtocol, FailoverService
+from tests.failover.test_peer import T0, Side
+from cnrd.failover.states import Role
+
+
+def make(role=Role.BACKUP):
+    reactor = MemoryReactorClock()
+    reactor.advance(T0)
+    side = Side(role, T0)
+    commits = []
+    svc = FailoverService(side.peer, reactor, local_ip="10.1.0.2", partner_ip="10.1.0.1", port=647,
+                          commit=lambda: commits.append(1) or True)
+    return svc, side, commits
+
+
+def connect(svc, host):
+    proto = FailoverProtocol(svc)
+    transport = StringTransport(peerAddress=IPv4Address("TCP", host, 40000))
+    proto.makeConnection(transport)
+    return proto, transport
+
+
+def messages(transport):
+    return wire.Framer().feed(transport.value())
+
+
+def test_stranger_is_refused_at_once():
+    svc, side, _ = make()
+    proto, transport = connect(svc, "10.1.0.77")
+    assert transport.disconnecting and svc.link is None
+    assert not side.peer.connected
+
+
+def test_garbage_gets_disconnect_and_close():
+    svc, side, _ = make()
+    proto, transport = connect(svc, "10.1.0.1")
+    assert svc.link is proto
+    proto.dataReceived(b"\x00\x05\x05\x0c" + b"\x00" * 8)  # length 5 < 12: broken framing
+    out = messages(transport)
+    assert out[-1].type == wire.MessageType.DISCONNECT
+    assert out[-1].reject_reason is not None
+    assert transport.disconnecting
+
+
+def test_connect_without_hba_is_rejected_with_18():
+    svc, side, _ = make()
+    proto, transport = connect(svc, "10.1.0.1")
+    msg = wire.connect(0, T0, relationship_name="examplepair", max_unacked=10, receive_timer=6,
+                       vendor_class="x", mclt=60, hba=b"\xff" * 31)
+    proto.dataReceived(wire.encode(msg))
+    out = messages(transport)
+    assert out[0].type == wire.MessageType.CONNECTACK
+    assert out[0].reject_reason == wire.RejectReason.HBA_CONFLICT
+    assert transport.disconnecting
+
+
+def test_good_connect_is_answered_and_acks_wait_for_commit():
+    svc, side, commits = make()
+    proto, transport = connect(svc, "10.1.0.1")
+    msg = wire.connect(0, T0, relationship_name="examplepair", max_unacked=10, receive_timer=6,
+                       vendor_class="x", mclt=60, hba=wire.hba_from_split(256))
+    proto.dataReceived(wire.encode(msg))
+    out = messages(transport)
+    assert [m.type for m in out] == [wire.MessageType.CONNECTACK, wire.MessageType.STATE]
+    assert out[0].reject_reason is None
+    assert commits  # the handshake's state was committed before anything else went out
