@@ -116,6 +116,7 @@ class Peer:
         self.pending: OrderedDict[int, None] = OrderedDict((a, None) for a in stored_queue)
         self.unacked: dict[int, tuple[int, int, int]] = {}  # xid -> (address, status, pet)
         self.inflight: dict[int, int] = {}  # address -> xid
+        self._after_ack: set[int] = set()  # changed again while an update was in flight
         self.answering: tuple[int, set[int]] | None = None  # partner's UPDREQ*: xid, addresses due
         self.requested = False  # our UPDREQ(ALL) sent on this link
         self.last_rebalance = 0
@@ -179,10 +180,6 @@ class Peer:
             self.pending[address] = None
             if durable:
                 self._persist[f"failover/{self.name}/q/{address:08x}"] = b""
-
-    def _unqueue(self, address: int) -> None:
-        if self.pending.pop(address, 0) is None:
-            self._persist[f"failover/{self.name}/q/{address:08x}"] = None
 
     # -- states --------------------------------------------------------------
     def _set_state(self, new: S, now: int, reason: str) -> None:
@@ -253,6 +250,9 @@ class Peer:
             self._queue(address)
         self.unacked.clear()
         self.inflight.clear()
+        for address in self._after_ack:
+            self._queue(address)
+        self._after_ack.clear()
         self.answering = None
         if was:
             self._log("failover-comm-lost", {"pair": self.name})
@@ -403,10 +403,14 @@ class Peer:
             return
         window = self.partner_max_unacked
         while self.pending and len(self.unacked) < window:
+            # The queue key stays until the partner acknowledges: an update in
+            # flight when we crash is sent again after the restart.
             address, _ = self.pending.popitem(last=False)
-            self._persist[f"failover/{self.name}/q/{address:08x}"] = None
             if address in self.inflight:
-                continue  # an update for it is already out; the ack will settle it
+                # One update per address in flight (ISC matches acks by address);
+                # the newer binding goes once the older one is acknowledged.
+                self._after_ack.add(address)
+                continue
             msg, status, pet = self._bndupd(address, now)
             self.unacked[msg.xid] = (address, status, pet)
             self.inflight[address] = msg.xid
@@ -445,6 +449,11 @@ class Peer:
             return  # not ours (ISC: xid mismatch is ignored)
         address, status, pet = entry
         self.inflight.pop(address, None)
+        if address in self._after_ack:
+            self._after_ack.discard(address)
+            self._queue(address)
+        if address not in self.pending:
+            self._persist[f"failover/{self.name}/q/{address:08x}"] = None
         if msg.reject_reason is not None:
             self.rejected_updates += 1
             self._log("failover-bndack-reject", {"pair": self.name, "address": address,

@@ -254,3 +254,21 @@ def test_unacked_updates_survive_restart_through_the_persisted_queue():
     link.connect()
     assert states(reborn, backup) == (S.NORMAL, S.NORMAL)
     assert backup.table.get(offer.packet.yiaddr).state is LeaseState.LEASED
+
+
+def test_change_while_update_in_flight_is_sent_after_the_ack():
+    main, backup, link = pair()
+    link.connect()
+    bc = RxInfo(2, ip_to_int("10.1.0.1"), 0xFFFFFFFF, 0)
+    offer = main.server.handle(request(M.DISCOVER, mac(4)), bc, link.now)
+    yi = offer.packet.yiaddr
+    main.server.handle(request(M.REQUEST, mac(4), o50=u32(yi), o54=u32(ip_to_int("10.1.0.1"))), bc, link.now)
+    main.peer.pump(link.now)  # the ACTIVE update is now in flight, unacked
+    assert yi in main.peer.inflight
+    # the client releases before the partner acknowledged
+    main.server.handle(request(M.RELEASE, mac(4), ciaddr=yi), bc, link.now)
+    link.settle()
+    # the backup ends with the release, not the stale ACTIVE binding
+    assert backup.table.get(yi).state is LeaseState.AVAILABLE
+    assert main.table.get(yi).state is LeaseState.AVAILABLE  # freed once the partner acked the release
+    assert not main.peer.pending and not main.peer.inflight
