@@ -1,0 +1,535 @@
+"""One command that measures cnrd against ISC dhcpd 4.4 and Kea 2.2.
+
+    .venv/bin/python -m bench.run [--servers cnrd,isc,kea] [--quick] [--smoke]
+                                  [--duration S] [--out results/bench.json]
+
+Needs root (network namespaces).  What is measured and how is in
+bench/README.md.  Every measurement runs on a freshly started server; all
+servers share one lab (a server and a load namespace joined by a veth),
+destroyed at the end, also after errors or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import signal
+import sys
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from bench import perf
+from bench.servers import (
+    LINK_PREFIX,
+    LOAD_IP,
+    SERVER_IP,
+    SERVERS,
+    STARTUP_NET,
+    THROUGHPUT_NET,
+    BenchServer,
+    Net,
+    versions,
+)
+from tests.integration.lab import Lab, missing_requirements, random_mac_base, read_log, wait_for
+
+REPO = Path(__file__).resolve().parents[1]
+MAX_POOL_SHARE = 0.8  # of the /16 pool: the most DISCOVERs one run may send
+QUIET_PCT = 15.0  # other processes' CPU (% of one core) below which the machine counts as quiet
+
+
+# ------------------------------------------------------------------------------
+# settings and metric names
+# ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    duration: int = 10  # seconds per perfdhcp run (perfdhcp -p takes whole seconds)
+    start_rate: int = 2000  # first asked DORA rate of the saturation search
+    sat_tries: int = 5  # tries (2000, 4000, ... 32000/s), at most
+    renew_tries: int = 3
+    clients: int = 1_000_000  # perfdhcp -R: more than any run sends, so every client is new
+    startup_sizes: tuple[int, ...] = (100_000, 1_000_000)
+    start_timeout: float = 900.0  # a server with a million leases may take a while
+    quiet_wait: float = 20.0  # most seconds to wait for a quiet machine before a run
+    quiet_wait_total: float = 180.0  # ... and over the whole bench
+    mode: str = "full"
+
+
+FULL = Settings()
+QUICK = replace(FULL, startup_sizes=(100_000,), mode="quick")
+SMOKE = replace(FULL, duration=1, start_rate=500, sat_tries=1, renew_tries=1,
+                clients=100_000, startup_sizes=(1000,), start_timeout=120.0, quiet_wait=0.0,
+                mode="smoke")
+
+
+def size_label(n: int) -> str:
+    if n % 1_000_000 == 0:
+        return f"{n // 1_000_000}m"
+    if n % 1000 == 0:
+        return f"{n // 1000}k"
+    return str(n)
+
+
+#: (key, table label, which way is better: "high", "low" or None)
+BASE_ROWS: list[tuple[str, str, str | None]] = [
+    ("dora_per_s", "DORA/s at saturation", "high"),
+    ("sat_asked_rate", "  last asked rate /s", None),
+    ("sat_do_drop_pct", "  DISCOVER-OFFER drops %", "low"),
+    ("sat_ra_drop_pct", "  REQUEST-ACK drops %", "low"),
+    ("sat_leases", "  leases granted", None),
+    ("cpu_s_per_1k", "CPU s per 1k leases", "low"),
+    ("peak_rss_mb", "peak RSS MiB (VmHWM)", "low"),
+    ("rss_kb_per_1k", "RSS growth KiB per 1k leases", "low"),
+    ("lat_rate", "latency run rate /s (sat/2)", None),
+    ("lat_do_p50_ms", "  DISCOVER-OFFER p50 ms", "low"),
+    ("lat_do_p99_ms", "  DISCOVER-OFFER p99 ms", "low"),
+    ("lat_ra_p50_ms", "  REQUEST-ACK p50 ms", "low"),
+    ("lat_ra_p99_ms", "  REQUEST-ACK p99 ms", "low"),
+    ("renew_per_s", "renewals/s (perfdhcp -f)", "high"),
+    ("renew_asked_rate", "  asked -r = -f /s", None),
+    ("renew_dora_per_s", "  DORA/s alongside", None),
+    ("renew_drop_pct", "  renewal drops %", "low"),
+    ("other_cpu_pct", "other processes' CPU % during runs", None),
+]
+
+
+def startup_rows(sizes: tuple[int, ...]) -> list[tuple[str, str, str | None]]:
+    rows = []
+    for n in sizes:
+        lab = size_label(n)
+        rows.append((f"startup_{lab}_s", f"start-up s, {lab} leases", "low"))
+        rows.append((f"rss_{lab}_mb", f"RSS MiB after start, {lab} leases", "low"))
+    return rows
+
+
+def metric_keys(sizes) -> list[str]:
+    """Every key of a server's ``metrics`` in the JSON, for these start-up sizes."""
+    return [k for k, _, _ in BASE_ROWS + startup_rows(tuple(sizes))]
+
+
+# ------------------------------------------------------------------------------
+# the lab and one measurement session
+# ------------------------------------------------------------------------------
+
+
+class Bench:
+    """The lab (server namespace, load namespace, one veth) and the runs."""
+
+    NETS = (THROUGHPUT_NET, STARTUP_NET)
+
+    def __init__(self, lab: Lab, settings: Settings, log: Callable[[str], None]) -> None:
+        self.lab = lab
+        self.s = settings
+        self.say = log
+        self.current: BenchServer | None = None
+        self.foreign: list[tuple[float, float]] = []  # (other processes' CPU s, wall s) per perfdhcp run
+        self.waited_total = 0.0
+        self.srv = lab.netns("srv")
+        self.load = lab.netns("load")
+        self.srv_if, self.load_if = lab.link(
+            self.srv, self.load, a_addr=f"{SERVER_IP}/{LINK_PREFIX}", b_addr=f"{LOAD_IP}/{LINK_PREFIX}")
+        for net in self.NETS:
+            self.load.run("ip", "addr", "add", f"{net.giaddr}/{net.network.prefixlen}", "dev", self.load_if)
+            self.srv.run("ip", "route", "add", net.subnet, "via", LOAD_IP)
+
+    @contextmanager
+    def server(self, factory: Callable[..., BenchServer], net: Net = THROUGHPUT_NET,
+               preload: int = 0) -> Iterator[BenchServer]:
+        srv = factory(net, preload=preload)
+        self.current = srv
+        try:
+            srv.start(self.lab, self.srv, self.srv_if, timeout=self.s.start_timeout)
+            yield srv
+        except Exception:
+            if srv.proc is not None:
+                self.say(f"    {srv.name} log tail:\n{srv.log()[-2000:]}")
+            raise
+        finally:
+            self.current = None
+            srv.stop()
+            srv.cleanup()
+
+    def perfdhcp(self, rate: int, extra: list[str] = ()) -> tuple[Any, dict]:
+        """One perfdhcp run of ``duration`` s, stopped earlier once it has sent
+        MAX_POOL_SHARE of the /16 pool in DISCOVERs (``-n``: every DISCOVER
+        comes from a new client and may hold an address, so the pool never
+        runs dry).  Returns (result, its JSON record, with the run's length
+        and the UDP counters of both namespaces over the run)."""
+        max_discovers = int(MAX_POOL_SHARE * THROUGHPUT_NET.pool_size)
+        waited, busy = self.wait_quiet()
+        udp_srv, udp_load = perf.udp_counters(self.srv), perf.udp_counters(self.load)
+        io0, cpu0, t0 = perf.written_by_pid(), perf.cpu_by_pid(), time.monotonic()
+        res = perf.run(self.load, THROUGHPUT_NET.giaddr, SERVER_IP, rate=rate, duration=self.s.duration,
+                       clients=self.s.clients, mac_base=random_mac_base(),
+                       extra=["-n", str(max_discovers), *extra])
+        wall = time.monotonic() - t0
+        foreign = perf.foreign_cpu_s(cpu0, perf.cpu_by_pid(), self._ours())
+        written = perf.foreign_cpu_s(io0, perf.written_by_pid(), self._ours())  # same sum, in bytes
+        self.foreign.append((foreign, wall))
+        rec = perf.record(res)
+        rec.update(seconds=perf.run_seconds(res, self.s.duration),
+                   udp_server_ns=perf.counter_delta(udp_srv, perf.udp_counters(self.srv)),
+                   udp_load_ns=perf.counter_delta(udp_load, perf.udp_counters(self.load)),
+                   other_processes_cpu_s=round(foreign, 2), wall_s=round(wall, 2),
+                   other_processes_written_mb=round(written / 2**20, 1),
+                   waited_for_quiet_s=round(waited, 1), other_cpu_before_pct=round(busy, 1))
+        return res, rec
+
+    def _ours(self) -> set[int]:
+        return {os.getpid(), *(self.current.pids() if self.current and self.current.proc else ())}
+
+    def wait_quiet(self) -> tuple[float, float]:
+        """Wait (bounded) until other processes use under QUIET_PCT of a core:
+        this machine may be shared, and a benchmark on 2 cores next to a busy
+        neighbour measures the neighbour.  Returns (seconds waited, their
+        last CPU %)."""
+        t0 = time.monotonic()
+        limit = min(self.s.quiet_wait, max(0.0, self.s.quiet_wait_total - self.waited_total))
+        while True:
+            before = perf.cpu_by_pid()
+            time.sleep(0.5)
+            pct = 100 * perf.foreign_cpu_s(before, perf.cpu_by_pid(), self._ours()) / 0.5
+            waited = time.monotonic() - t0
+            if pct < QUIET_PCT or waited >= limit:
+                self.waited_total += waited
+                if pct >= QUIET_PCT:
+                    self.say(f"    (other processes use {pct:.0f}% of a core; measuring anyway)")
+                return waited, pct
+
+    # -- measurements -------------------------------------------------------------
+    def saturation(self, factory) -> dict:
+        """Double the asked DORA rate while the server keeps up (>90 %)."""
+        rate, tries = self.s.start_rate, []
+        for i in range(self.s.sat_tries):
+            try:
+                with self.server(factory) as srv:
+                    before = perf.proc_sample(srv.pids())
+                    res, rec = self.perfdhcp(rate)
+                    after = perf.proc_sample(srv.pids())
+                    leases = srv.lease_count()
+            except Exception as e:
+                if not tries:
+                    raise
+                # keep what the lower rates measured; the error is in the JSON
+                tries[-1]["next_try_failed"] = {"asked": rate, "error": str(e)}
+                self.say(f"    asked {rate}/s: FAILED ({str(e).splitlines()[0]}); keeping {tries[-1]['asked']}/s")
+                break
+            t = {
+                "asked": rate, "achieved": res.rate, "leases": leases,
+                "do_drop_pct": res.do.drops_ratio, "ra_drop_pct": res.ra.drops_ratio,
+                "cpu_s": after.cpu_s - before.cpu_s,
+                "vmrss_before_kb": before.vmrss_kb, "vmhwm_kb": after.vmhwm_kb, "vmrss_after_kb": after.vmrss_kb,
+                "pool_used_pct": 100.0 * leases / THROUGHPUT_NET.pool_size,
+                "perfdhcp": rec,
+            }
+            tries.append(t)
+            self.say(f"    asked {rate}/s for {rec['seconds']:.1f} s: {res.rate or 0:.0f} DORA/s, drops "
+                     f"DO {_f(res.do.drops_ratio)}% RA {_f(res.ra.drops_ratio)}%, {leases} leases, "
+                     f"{t['cpu_s']:.1f} CPU s; UDP buffer drops server {_rcvbuf(rec, 'server')}, "
+                     f"load {_rcvbuf(rec, 'load')}")
+            if res.rate is not None and res.rate > 0.9 * rate and i + 1 < self.s.sat_tries:
+                rate *= 2
+                continue
+            break
+        last = tries[-1]
+        return {"tries": tries, "saturated": not (last["achieved"] or 0) > 0.9 * last["asked"],
+                "best_achieved": max(t["achieved"] or 0 for t in tries), "result": last}
+
+    def latency(self, factory, sat_rate: float) -> dict:
+        rate = max(1, int(round(sat_rate / 2)))
+        with self.server(factory) as srv:
+            res, rec = self.perfdhcp(rate, ["-x", "t"])
+        delays = perf.exchange_delays(res.raw)
+        summary = {name: perf.delay_summary(d) for name, d in delays.items()}
+        do, ra = summary.get("DISCOVER-OFFER", {}), summary.get("REQUEST-ACK", {})
+        self.say(f"    at {rate}/s ({res.rate or 0:.0f} achieved): DO p50 {_f(do.get('p50_ms'))} "
+                 f"p99 {_f(do.get('p99_ms'))} ms, RA p50 {_f(ra.get('p50_ms'))} p99 {_f(ra.get('p99_ms'))} ms")
+        return {"rate": rate, "achieved": res.rate, "delays": summary,
+                "do_drop_pct": res.do.drops_ratio, "ra_drop_pct": res.ra.drops_ratio,
+                "perfdhcp": rec}
+
+    def renew(self, factory, sat_rate: float) -> dict:
+        """perfdhcp -r R -f R (renew rate may not exceed -r), R from sat/2,
+        doubled while the renewals keep up (>90 % of R)."""
+        rate, tries = max(2, int(round(sat_rate / 2))), []
+        for i in range(self.s.renew_tries):
+            with self.server(factory) as srv:
+                res, rec = self.perfdhcp(rate, ["-f", str(rate)])
+            rn = perf.renewals(res)
+            per_s = rn.received / rec["seconds"]
+            tries.append({"asked": rate, "renew_per_s": per_s, "renew_sent": rn.sent,
+                          "renew_received": rn.received, "renew_drop_pct": rn.drops_ratio,
+                          "dora_per_s": res.rate, "perfdhcp": rec})
+            self.say(f"    -r {rate} -f {rate}: {per_s:.0f} renewals/s (drops {rn.drops_ratio}%), "
+                     f"{res.rate or 0:.0f} DORA/s alongside")
+            if per_s > 0.9 * rate and i + 1 < self.s.renew_tries:
+                rate *= 2
+                continue
+            break
+        best = max(tries, key=lambda t: t["renew_per_s"])
+        return {"tries": tries, "result": best}
+
+    def startup(self, factory, n: int) -> dict:
+        """Preload n leases, start, time until the first OFFER to a probe."""
+        probe = self.load.popen(sys.executable, "-m", "bench.probe", "--giaddr", STARTUP_NET.giaddr,
+                                "--server", SERVER_IP, "--timeout", str(self.s.start_timeout),
+                                name="probe", env={"PYTHONPATH": str(REPO)})
+        try:
+            wait_for(lambda: "ready" in read_log(probe) or probe.poll() is not None, 30, what="probe ready")
+            if "ready" not in read_log(probe):
+                raise AssertionError(f"probe failed:\n{read_log(probe)}")
+            with self.server(factory, STARTUP_NET, preload=n) as srv:
+                try:
+                    probe.wait(self.s.start_timeout)
+                except Exception:
+                    raise AssertionError("no OFFER before the start-up timeout") from None
+                out = read_log(probe).split()
+                if probe.returncode != 0 or "offer" not in out:
+                    raise AssertionError(f"probe got no OFFER:\n{read_log(probe)}")
+                offer_at = float(out[out.index("offer") + 1])
+                sample = perf.proc_sample(srv.pids())
+                r = {
+                    "leases": n,
+                    "startup_s": offer_at - srv.spawned_at,
+                    "ready_marker_s": srv.ready_at - srv.spawned_at,
+                    "vmrss_kb": sample.vmrss_kb, "vmhwm_kb": sample.vmhwm_kb,
+                    "store_write_s": srv.preload_s,
+                    "probe": read_log(probe).strip(),
+                }
+        finally:
+            self.load.stop(probe)
+        self.say(f"    {n} leases: first OFFER after {r['startup_s']:.2f} s, RSS {r['vmrss_kb'] / 1024:.0f} MiB "
+                 f"(store written in {r['store_write_s']:.1f} s)")
+        return r
+
+    # -- one server, everything -------------------------------------------------
+    def measure(self, name: str, out: dict[str, Any]) -> dict:
+        """Everything for one server, filled into ``out`` as it goes (so an
+        interrupted run still reports what it measured)."""
+        factory = SERVERS[name]
+        out["errors"] = []
+        m: dict[str, Any] = {k: None for k in metric_keys(self.s.startup_sizes)}
+        out["metrics"] = m
+
+        def step(what: str, fn: Callable[[], Any]) -> Any:
+            self.say(f"  {name}: {what}")
+            t0 = time.monotonic()
+            try:
+                return fn()
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:  # keep going with the other measurements
+                out["errors"].append({"step": what, "error": str(e), "trace": traceback.format_exc()})
+                self.say(f"    FAILED: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+                return None
+            finally:
+                out.setdefault("step_seconds", {})[what] = round(time.monotonic() - t0, 1)
+
+        first_run = len(self.foreign)
+        sat = out["saturation"] = step("saturation", lambda: self.saturation(factory))
+        sat_rate = None
+        if sat:
+            # the best rate any try achieved (noise on a shared machine only
+            # ever lowers a try); drops, CPU and memory of the last try, the
+            # first asked rate the server did not keep up with
+            r = sat["result"]
+            sat_rate = sat["best_achieved"]
+            leases = r["leases"]
+            m.update(dora_per_s=sat_rate, sat_asked_rate=r["asked"], sat_do_drop_pct=r["do_drop_pct"],
+                     sat_ra_drop_pct=r["ra_drop_pct"], sat_leases=leases,
+                     peak_rss_mb=r["vmhwm_kb"] / 1024)
+            if leases:
+                m["cpu_s_per_1k"] = r["cpu_s"] / (leases / 1000)
+                m["rss_kb_per_1k"] = (r["vmhwm_kb"] - r["vmrss_before_kb"]) / (leases / 1000)
+        if sat_rate:
+            lat = out["latency"] = step("latency at half saturation", lambda: self.latency(factory, sat_rate))
+            if lat:
+                d = lat["delays"]
+                m.update(lat_rate=lat["rate"],
+                         lat_do_p50_ms=d.get("DISCOVER-OFFER", {}).get("p50_ms"),
+                         lat_do_p99_ms=d.get("DISCOVER-OFFER", {}).get("p99_ms"),
+                         lat_ra_p50_ms=d.get("REQUEST-ACK", {}).get("p50_ms"),
+                         lat_ra_p99_ms=d.get("REQUEST-ACK", {}).get("p99_ms"))
+            ren = out["renew"] = step("renewals", lambda: self.renew(factory, sat_rate))
+            if ren:
+                r = ren["result"]
+                m.update(renew_per_s=r["renew_per_s"], renew_asked_rate=r["asked"],
+                         renew_dora_per_s=r["dora_per_s"], renew_drop_pct=r["renew_drop_pct"])
+        runs = self.foreign[first_run:]
+        if runs:
+            m["other_cpu_pct"] = 100 * sum(c for c, _ in runs) / max(1e-9, sum(w for _, w in runs))
+        out["startup"] = {}
+        for n in self.s.startup_sizes:
+            st = out["startup"][str(n)] = step(f"start-up with {n} leases", lambda n=n: self.startup(factory, n))
+            if st:
+                m[f"startup_{size_label(n)}_s"] = st["startup_s"]
+                m[f"rss_{size_label(n)}_mb"] = st["vmrss_kb"] / 1024
+        return out
+
+
+# ------------------------------------------------------------------------------
+# output
+# ------------------------------------------------------------------------------
+
+
+def _rcvbuf(rec: dict, side: str) -> str:
+    return str(rec.get(f"udp_{side}_ns", {}).get("RcvbufErrors", "?"))
+
+
+def _f(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        if v == 0:
+            return "0"
+        a = abs(v)
+        return f"{v:.3f}" if a < 1 else f"{v:.2f}" if a < 10 else f"{v:.1f}" if a < 100 else f"{v:.0f}"
+    return str(v)
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_kb = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                mem_kb = int(line.split()[1])
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "kernel": platform.release(), "cpu": cpu, "mem_kb": mem_kb,
+            "python": platform.python_version(), "hostname": platform.node(), "versions": versions()}
+
+
+def table(result: dict) -> str:
+    names = list(result["servers"])
+    sizes = tuple(result["settings"]["startup_sizes"])
+    rows = BASE_ROWS + startup_rows(sizes)
+    ratios = [(o, f"cnrd/{o.upper() if o == 'isc' else o.capitalize()}") for o in ("isc", "kea")
+              if "cnrd" in names and o in names]
+    head = ["metric"] + names + [label for _, label in ratios] + ["better"]
+    body = []
+    for key, label, better in rows:
+        vals = [result["servers"][n]["metrics"].get(key) for n in names]
+        line = [label] + [_f(v) for v in vals]
+        for other, _ in ratios:
+            a = result["servers"]["cnrd"]["metrics"].get(key)
+            b = result["servers"][other]["metrics"].get(key)
+            line.append(f"{a / b:.2f}" if better and isinstance(a, (int, float)) and isinstance(b, (int, float)) and b
+                        else "")
+        line.append({"high": "higher", "low": "lower", None: ""}[better])
+        body.append(line)
+    widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
+    fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    mach = result["machine"]
+    v = mach["versions"]
+    lines = [
+        f"machine: nproc {mach['nproc']}, kernel {mach['kernel']}, {mach['cpu']}, "
+        f"{(mach['mem_kb'] or 0) // 1024} MiB",
+        f"servers: cnrd {v['cnrd']}, {v['isc']}, kea {v['kea']}; perfdhcp {v['perfdhcp']}",
+        f"mode {result['settings']['mode']}, {result['settings']['duration']:g} s per perfdhcp run, "
+        f"runtime {result['runtime_s']:.0f} s",
+        "",
+        fmt(head),
+        fmt(["-" * w for w in widths]),
+        *(fmt(r) for r in body),
+    ]
+    for n in names:
+        for e in result["servers"][n]["errors"]:
+            lines.append(f"{n}: {e['step']} failed: {e['error'].splitlines()[0] if e['error'] else ''}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------
+# main
+# ------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    ap.add_argument("--servers", default=None,
+                    help=f"comma-separated, from {','.join(SERVERS)} (default: all; cnrd with --smoke)")
+    ap.add_argument("--quick", action="store_true", help="skip the 1,000,000-lease start-up")
+    ap.add_argument("--smoke", action="store_true",
+                    help="seconds, not minutes: 1 s runs, one try each, 1,000-lease start-up")
+    ap.add_argument("--duration", type=int, default=None,
+                    help="whole seconds per perfdhcp run (default 10; runs at high rates stop earlier, see README)")
+    ap.add_argument("--out", default="results/bench.json", help="JSON output (default results/bench.json)")
+    a = ap.parse_args(argv)
+    servers = a.servers or ("cnrd" if a.smoke else ",".join(SERVERS))
+    a.server_list = [s.strip() for s in servers.split(",") if s.strip()]
+    unknown = [s for s in a.server_list if s not in SERVERS]
+    if unknown or not a.server_list:
+        ap.error(f"unknown server(s) {unknown}; choose from {list(SERVERS)}")
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = parse_args(argv)
+    s = SMOKE if a.smoke else QUICK if a.quick else FULL
+    if a.duration is not None:
+        if not 0 < a.duration <= 600:
+            print("--duration must be in (0, 600] seconds", file=sys.stderr)
+            return 2
+        s = replace(s, duration=a.duration)
+    binaries = ["ip", "perfdhcp"] + [{"isc": "dhcpd", "kea": "kea-dhcp4"}[n] for n in a.server_list if n != "cnrd"]
+    missing = missing_requirements(binaries)
+    if missing:
+        print(f"bench needs: {', '.join(missing)}", file=sys.stderr)
+        return 2
+
+    def say(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    # SIGTERM ends the run like Ctrl-C: the lab is torn down on the way out.
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    out = Path(a.out)
+    started = time.time()
+    t0 = time.monotonic()
+    result: dict[str, Any] = {
+        "started": _dt.datetime.fromtimestamp(started, _dt.timezone.utc).isoformat(timespec="seconds"),
+        "argv": sys.argv if argv is None else argv,
+        "machine": machine(),
+        "settings": {**s.__dict__, "startup_sizes": list(s.startup_sizes), "servers": a.server_list,
+                     "throughput_pool": THROUGHPUT_NET.__dict__, "startup_pool": STARTUP_NET.__dict__},
+        "metric_keys": metric_keys(s.startup_sizes),
+        "servers": {},
+    }
+    say(f"bench: {', '.join(a.server_list)}; mode {s.mode}; {s.duration:g} s runs; "
+        f"machine nproc {result['machine']['nproc']}, kernel {result['machine']['kernel']}")
+    try:
+        with Lab() as lab:
+            bench = Bench(lab, s, say)
+            for name in a.server_list:
+                bench.measure(name, result["servers"].setdefault(name, {}))
+    except KeyboardInterrupt:
+        say("interrupted: lab torn down; partial results follow")
+        result["interrupted"] = True
+    result["runtime_s"] = time.monotonic() - t0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    print(table(result) if result["servers"] else "no results")
+    print(f"\nraw numbers and perfdhcp outputs: {out}")
+    failed = any(r["errors"] for r in result["servers"].values())
+    return 130 if result.get("interrupted") else 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""`python -m bench.run --smoke` runs end to end and writes every metric.
+
+Seconds, not minutes: cnrd only, 1 s perfdhcp runs, a 1,000-lease start-up.
+Only the shape of the JSON and the sign of cnrd's numbers are checked, never
+how fast anything is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.integration.lab import missing_requirements
+
+REPO = Path(__file__).resolve().parents[1]
+MISSING = missing_requirements(("ip", "perfdhcp"))
+
+# cnrd numbers that are positive in any successful run (drops may be 0)
+POSITIVE = (
+    "dora_per_s", "sat_asked_rate", "sat_leases", "cpu_s_per_1k", "peak_rss_mb",
+    "lat_rate", "lat_do_p50_ms", "lat_do_p99_ms", "lat_ra_p50_ms", "lat_ra_p99_ms",
+    "renew_per_s", "renew_asked_rate", "renew_dora_per_s",
+)
+NON_NEGATIVE = ("sat_do_drop_pct", "sat_ra_drop_pct", "renew_drop_pct", "other_cpu_pct")
+
+
+@pytest.mark.integration
+def test_bench_smoke_writes_every_metric(tmp_path):
+    if MISSING:
+        reason = "the bench needs root and perfdhcp; missing: " + ", ".join(MISSING)
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason + " (CI=true: not skipping)", pytrace=False)
+        pytest.skip(reason)
+    from bench.run import metric_keys
+
+    out = tmp_path / "bench.json"
+    cp = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--smoke", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert cp.returncode == 0, f"exit {cp.returncode}\n{cp.stdout}\n{cp.stderr}"
+    data = json.loads(out.read_text())
+
+    assert data["settings"]["mode"] == "smoke"
+    assert data["machine"]["nproc"] >= 1 and data["machine"]["kernel"]
+    keys = metric_keys(data["settings"]["startup_sizes"])
+    assert data["metric_keys"] == keys
+    cnrd = data["servers"]["cnrd"]
+    assert cnrd["errors"] == []
+    assert set(keys) <= set(cnrd["metrics"]), set(keys) - set(cnrd["metrics"])
+    m = cnrd["metrics"]
+    for key in POSITIVE + tuple(k for k in keys if k.startswith(("startup_", "rss_"))):
+        assert isinstance(m[key], (int, float)) and m[key] > 0, (key, m[key])
+    for key in NON_NEGATIVE:
+        assert isinstance(m[key], (int, float)) and m[key] >= 0, (key, m[key])
+    # the raw perfdhcp outputs are kept
+    assert "Rate:" in cnrd["saturation"]["tries"][0]["perfdhcp"]["raw"]
+    assert "timestamp lines elided" in cnrd["latency"]["perfdhcp"]["raw"]
+    # and the table was printed
+    assert "DORA/s at saturation" in cp.stdout
