@@ -21,9 +21,11 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.application import service
-from twisted.internet.interfaces import IReactorFDSet, IReactorTime
+from twisted.internet import defer, threads
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
 
 from cnrd import __version__
 from cnrd.config import Config, ConfigError
@@ -33,8 +35,9 @@ from cnrd.dhcp.server import DhcpServer, Interface, Reply, RxInfo
 from cnrd.failover.peer import Peer
 from cnrd.failover.protocol import FailoverService
 from cnrd.failover.states import Role
+from cnrd.leases.committer import GroupCommitter, Runner
 from cnrd.leases.lmdb_store import LmdbLeaseStore
-from cnrd.leases.store import LeaseStore, StoreError
+from cnrd.leases.store import LeaseStore, PackedBatch
 from cnrd.leases.table import LeaseTable
 
 log = Logger(namespace="cnrd")
@@ -84,6 +87,7 @@ class DhcpService(service.Service):
         store: LeaseStore | None = None,
         port_factory: Callable[..., Any] | None = None,
         interfaces: Callable[[Config], list[Interface]] = resolve_interfaces,
+        commit_runner: Runner | None = None,
     ) -> None:
         self.config = config
         self.reactor = reactor
@@ -108,8 +112,32 @@ class DhcpService(service.Service):
         self._normal_drop_logged = -1e9
         self.after_commit: list[Callable[[], None]] = []
         self.malformed = 0
-        self.commits = 0
-        self.commit_failures = 0
+        # Commits run on one worker thread unless a runner is injected (tests
+        # pass one that runs them at once).
+        self._pool: ThreadPool | None = None
+        self._commit_runner = commit_runner
+        self._committer: GroupCommitter | None = None
+        self._awaiting = 0  # durable replies waiting for their commit
+
+    @property
+    def committer(self) -> GroupCommitter:
+        if self._committer is None:
+            run = self._commit_runner
+            if run is None:
+                self._pool = ThreadPool(1, 1, name="cnrd-commit")
+                self._pool.start()
+                pool = self._pool
+                run = lambda f: threads.deferToThreadPool(self.reactor, pool, f)  # noqa: E731
+            self._committer = GroupCommitter(self.store, run)
+        return self._committer
+
+    @property
+    def commits(self) -> int:
+        return self.committer.commits
+
+    @property
+    def commit_failures(self) -> int:
+        return self.committer.failures
 
     @property
     def store(self) -> LeaseStore:
@@ -164,28 +192,39 @@ class DhcpService(service.Service):
             port=s.server_port, ifaces=",".join(s.interfaces) or "(relays only)", scopes=len(self.config.scopes),
         )
 
-    def stopService(self) -> None:
+    def stopService(self) -> defer.Deferred:
         for loop in (self._expiry, self._refresh, self._stats):
             if loop.running:
                 loop.stop()
         if self.port is not None:
             self.port.stop()
             self.port = None
-        try:
-            self._commit()
-        finally:
+        super().stopService()
+        self.commit(lambda ok: None)
+        d = self.committer.drain()
+
+        def closed(_: object) -> None:
             self.store.close()
-        self._log_stats()
-        return super().stopService()
+            if self._pool is not None:
+                self._pool.stop()
+                self._pool = None
+            self._log_stats()
+
+        d.addBoth(closed)
+        return d
 
     # -- the request path --------------------------------------------------
     def on_batch(self, batch: list[Any], dropped: int) -> None:
         """Answer one batch of datagrams: decide, commit once, then send."""
         if dropped:
             self.server.counters.drops["overload"] += dropped
+        server = self.server
+        if self._awaiting >= self.config.server.max_dhcp_requests:
+            # max-dhcp-requests: this many answers already wait for the disk.
+            server.counters.drops["overload"] += len(batch)
+            return
         now = int(self.clock.seconds())
         durable: list[Reply] = []
-        server = self.server
         for rx in batch:
             try:
                 packet = parse(rx.data)
@@ -202,8 +241,16 @@ class DhcpService(service.Service):
                 durable.append(reply)
             else:
                 self._send(reply)
-        if not self._commit():
-            server.counters.drops["store-failure"] += len(durable)
+        self._awaiting += len(durable)
+        self.commit(lambda ok: self._committed(ok, durable))
+
+    def _committed(self, ok: bool, durable: list[Reply]) -> None:
+        self._awaiting -= len(durable)
+        if not ok:
+            # The ACKs are withheld: clients retry, and nothing was promised
+            # that the disk does not hold (the changes stay queued for the
+            # next commit).
+            self.server.counters.drops["store-failure"] += len(durable)
             return
         for reply in durable:
             self._send(reply)
@@ -211,11 +258,8 @@ class DhcpService(service.Service):
         for hook in self.after_commit:
             hook()
 
-    def commit(self) -> bool:
-        """Make lease changes and failover state durable (for the failover link)."""
-        return self._commit()
-
-    def _commit(self) -> bool:
+    def commit(self, then: Callable[[bool], None]) -> None:
+        """Make lease changes and failover state durable, then call ``then(ok)`` on the reactor."""
         leases, events = self.table.take_dirty()
         state: dict[str, bytes | None] = {}
         for peer in self.peers:
@@ -225,20 +269,8 @@ class DhcpService(service.Service):
             # along with the next commit (a resend after a crash is harmless).
             for peer in self.peers:
                 peer.restore_persist(state)
-            return True
-        try:
-            self.store.commit(leases, events, state)
-        except StoreError as e:
-            # The ACKs of this batch are withheld: clients retry, and nothing
-            # was promised that the disk does not hold.
-            self.commit_failures += 1
-            log.critical("lease store write failed, {n} replies withheld: {error}", n=len(leases), error=str(e))
-            self.table.restore_dirty(leases, events)
-            for peer in self.peers:
-                peer.restore_persist(state)
-            return False
-        self.commits += 1
-        return True
+            state = {}
+        self.committer.submit(PackedBatch.of(leases, events, state), then)
 
     def _send(self, reply: Reply) -> None:
         try:
@@ -257,7 +289,7 @@ class DhcpService(service.Service):
     def _expire(self) -> None:
         n = self.server.expire(int(self.clock.seconds()))
         if n:
-            self._commit()
+            self.commit(lambda ok: None)
 
     def _log_stats(self) -> None:
         """One log line with what changed since the last one; silent when idle."""

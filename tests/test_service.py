@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from cnrd.config import loads
@@ -49,15 +50,20 @@ class FakePort:
         self.sent.append(("hw", parse(data), yiaddr, dst_port, ifindex, self.log.commits if self.log else None))
 
 
+def run_now(f):
+    """Run a commit at once on the caller's thread (the service's thread pool, minus the thread)."""
+    return defer.maybeDeferred(f)
+
+
 class RecordingStore(MemoryLeaseStore):
     def __init__(self):
         super().__init__()
         self.fail = False
 
-    def commit(self, leases, events=(), state=None):
+    def commit_packed(self, batch):
         if self.fail:
             raise StoreError("disk full")
-        super().commit(leases, events, state)
+        super().commit_packed(batch)
 
 
 def make(store=None, clock=None):
@@ -72,7 +78,8 @@ def make(store=None, clock=None):
         ports.append(p)
         return p
 
-    svc = DhcpService(loads(BASE_CONFIG), clock, store=store, port_factory=factory, interfaces=lambda c: [IFACE])
+    svc = DhcpService(loads(BASE_CONFIG), clock, store=store, port_factory=factory, interfaces=lambda c: [IFACE],
+                      commit_runner=run_now)
     svc.startService()
     return svc, ports[0], store, clock
 
@@ -125,7 +132,7 @@ def test_restart_keeps_leases_and_expiry_timer_runs():
     assert not clock.getDelayedCalls()
     store.closed = False
     svc2 = DhcpService(loads(BASE_CONFIG), clock, store=store, port_factory=lambda *a, **k: FakePort(*a, **k),
-                       interfaces=lambda c: [IFACE])
+                       interfaces=lambda c: [IFACE], commit_runner=run_now)
     svc2.startService()
     lease = svc2.table.get(yi)
     assert lease.state is LeaseState.LEASED

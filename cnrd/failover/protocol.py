@@ -119,7 +119,7 @@ class FailoverService(service.MultiService):
         local_ip: str,
         partner_ip: str,
         port: int,
-        commit: Callable[[], bool],
+        commit: Callable[[Callable[[bool], None]], None],
         detail: bool = False,
     ) -> None:
         super().__init__()
@@ -212,24 +212,32 @@ class FailoverService(service.MultiService):
         self.flush()
 
     def flush(self) -> None:
-        """Commit what the peer changed, then send its messages (acks last)."""
+        """Send the peer's messages; BNDACKs (and a close) only once its changes are durable."""
         peer = self.peer
         peer.pump(self.now())
         out = peer.take()
-        committed = self.commit()  # collects peer.take_persist() with the lease changes
         link = self.link
-        if link is None:
+        if link is not None:
+            for msg in out.send:
+                self._write(link.transport, msg)
+        if not out.acks and not out.close:
+            # The commit collects peer.take_persist() with the lease changes.
+            self.commit(lambda ok: None)
             return
-        transport = link.transport
-        for msg in out.send:
-            self._write(transport, msg)
-        if committed:
-            for msg in out.acks:
-                self._write(transport, msg)
-        else:
-            log.error("failover {pair}: store commit failed; {n} BNDACKs withheld", pair=peer.name, n=len(out.acks))
-        if out.close:
-            transport.loseConnection()
+
+        def durable(ok: bool) -> None:
+            if link is None or self.link is not link:
+                return  # that link is gone; the partner resends what it did not see acked
+            if ok:
+                for msg in out.acks:
+                    self._write(link.transport, msg)
+            else:
+                log.error("failover {pair}: store commit failed; {n} BNDACKs withheld", pair=peer.name,
+                          n=len(out.acks))
+            if out.close:
+                link.transport.loseConnection()
+
+        self.commit(durable)
 
     def _write(self, transport: Any, msg: wire.Message) -> None:
         if self.detail and msg.type in (MessageType.BNDUPD, MessageType.BNDACK):

@@ -31,7 +31,7 @@ from collections.abc import Iterable, Iterator
 import lmdb
 
 from cnrd.leases.model import Lease, LeaseEvent
-from cnrd.leases.store import StoreError
+from cnrd.leases.store import PackedBatch, StoreError
 
 _ADDR = struct.Struct("!I")
 _SEQ = struct.Struct("!Q")
@@ -85,35 +85,39 @@ class LmdbLeaseStore:
         events: Iterable[LeaseEvent] = (),
         state: dict[str, bytes | None] | None = None,
     ) -> None:
+        self.commit_packed(PackedBatch.of(leases, events, state))
+
+    def commit_packed(self, batch: PackedBatch) -> None:
+        seq = self._seq
         try:
             with self._env.begin(write=True) as txn:
                 put = txn.put
                 get = txn.get
-                for lease in leases:
-                    addr = _ADDR.pack(lease.address)
+                for address, (record, new_key) in batch.leases.items():
+                    addr = _ADDR.pack(address)
                     # The old record says which client-index entry to drop; a
                     # B-tree read per write is cheaper than keeping every key in RAM.
                     old = get(addr, db=self._leases)
                     old_key = Lease.key_of_record(old) if old is not None else None
-                    put(addr, lease.pack(), db=self._leases)
-                    new_key = lease.key
+                    put(addr, record, db=self._leases)
                     if old_key != new_key:
                         if old_key is not None:
                             txn.delete(old_key + addr, db=self._clients)
                         if new_key is not None:
                             put(new_key + addr, b"", db=self._clients)
-                for event in events:
-                    self._seq += 1
-                    put(_SEQ.pack(self._seq), event.pack(), db=self._events)
-                if self._seq > self._history:
-                    self._prune(txn, self._seq - self._history)
-                for k, v in (state or {}).items():
+                for event in batch.events:
+                    seq += 1
+                    put(_SEQ.pack(seq), event, db=self._events)
+                if seq > self._history:
+                    self._prune(txn, seq - self._history)
+                for k, v in batch.state.items():
                     if v is None:
                         txn.delete(k.encode(), db=self._state)
                     else:
                         put(k.encode(), v, db=self._state)
         except lmdb.Error as e:
             raise StoreError(f"lease store write failed: {e}") from e
+        self._seq = seq  # only once the transaction is committed
 
     def _prune(self, txn: lmdb.Transaction, below: int) -> None:
         cur = txn.cursor(db=self._events)

@@ -13,6 +13,7 @@ Pure module.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from cnrd.leases.model import Lease, LeaseEvent
@@ -20,6 +21,38 @@ from cnrd.leases.model import Lease, LeaseEvent
 
 class StoreError(Exception):
     """The store cannot be opened or written."""
+
+
+@dataclass
+class PackedBatch:
+    """Changes ready for a commit, already serialised (safe to hand to another thread).
+
+    ``leases`` maps address -> (packed record, client key or None); a later
+    change of the same address replaces an earlier one.  ``state`` values of
+    None delete the key.
+    """
+
+    leases: dict[int, tuple[bytes, bytes | None]] = field(default_factory=dict)
+    events: list[bytes] = field(default_factory=list)
+    state: dict[str, bytes | None] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls,
+        leases: Iterable[Lease] = (),
+        events: Iterable[LeaseEvent] = (),
+        state: dict[str, bytes | None] | None = None,
+    ) -> "PackedBatch":
+        return cls({l.address: (l.pack(), l.key) for l in leases}, [e.pack() for e in events], dict(state or {}))
+
+    def extend(self, later: "PackedBatch") -> None:
+        """Add ``later``'s changes; where both touch a record, ``later`` wins."""
+        self.leases.update(later.leases)
+        self.events.extend(later.events)
+        self.state.update(later.state)
+
+    def empty(self) -> bool:
+        return not self.leases and not self.events and not self.state
 
 
 class LeaseStore(Protocol):
@@ -36,6 +69,10 @@ class LeaseStore(Protocol):
         state: dict[str, bytes | None] | None = None,
     ) -> None:
         """Write leases, append events and set state values (None deletes); durable on return."""
+        ...
+
+    def commit_packed(self, batch: PackedBatch) -> None:
+        """:meth:`commit` for changes already packed (callable from a worker thread)."""
         ...
 
     def events(self, after: int = 0, limit: int = 1000) -> list[tuple[int, LeaseEvent]]:
@@ -81,16 +118,19 @@ class MemoryLeaseStore:
         events: Iterable[LeaseEvent] = (),
         state: dict[str, bytes | None] | None = None,
     ) -> None:
+        self.commit_packed(PackedBatch.of(leases, events, state))
+
+    def commit_packed(self, batch: PackedBatch) -> None:
         if self.closed:
             raise StoreError("store is closed")
-        for lease in leases:
-            self._leases[lease.address] = lease.pack()
-        for event in events:
+        for address, (record, _) in batch.leases.items():
+            self._leases[address] = record
+        for event in batch.events:
             self._seq += 1
-            self._events[self._seq] = event.pack()
+            self._events[self._seq] = event
         while len(self._events) > self._history:
             del self._events[min(self._events)]
-        for k, v in (state or {}).items():
+        for k, v in batch.state.items():
             if v is None:
                 self._state.pop(k, None)
             else:

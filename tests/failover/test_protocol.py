@@ -17,7 +17,7 @@ def make(role=Role.BACKUP):
     side = Side(role, T0)
     commits = []
     svc = FailoverService(side.peer, reactor, local_ip="10.1.0.2", partner_ip="10.1.0.1", port=647,
-                          commit=lambda: commits.append(1) or True)
+                          commit=lambda then: (commits.append(1), then(True)))
     return svc, side, commits
 
 
