@@ -36,6 +36,8 @@ them all — and one more registry entry.
 
 from __future__ import annotations
 
+import os
+
 import csv
 import datetime as _dt
 import ipaddress
@@ -229,7 +231,9 @@ subnet = {self.net.subnet}
 ranges = {self.net.pool_first}-{self.net.pool_last}
 """
         # config() sets lease-time 3600 and the same routers / name servers.
-        self.cp = CnrdProcess(self.ns, cnrd_config(self.iface, scopes), name=f"cnrd{self.n}")
+        # CNRD_BENCH_SERVER_EXTRA adds [server] lines (e.g. "commit-thread = true") to compare settings.
+        extra = os.environ.get("CNRD_BENCH_SERVER_EXTRA", "").replace("\\n", "\n")
+        self.cp = CnrdProcess(self.ns, cnrd_config(self.iface, scopes, extra), name=f"cnrd{self.n}")
 
     def _write_store(self, n: int, now: int) -> None:
         store = LmdbLeaseStore(str(self.cp.data_dir))

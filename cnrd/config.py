@@ -189,6 +189,7 @@ class ServerConfig:
     lease_db_size: int = 4 << 30  # LMDB map size in bytes
     event_history: int = 100000  # lease events kept in the store
     stats_interval: int = 60  # seconds between counter summaries in the log (0: never)
+    commit_thread: bool = False  # fsync the lease store on a worker thread
 
 
 @dataclass(frozen=True)
@@ -678,6 +679,7 @@ class _Builder:
             event_history=s.get("event-history", parse_int, 0, None, default=_default(d, "event_history")),
             stats_interval=s.get("stats-interval", parse_duration, 0,
                                  default=_default(d, "stats_interval")),
+            commit_thread=s.get("commit-thread", parse_bool, default=_default(d, "commit_thread")),
         )
 
     def _api(self) -> ApiConfig:
