@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 
 from cnrd.config import Range
-from cnrd.leases.model import FREE_STATES, Lease, LeaseEvent, LeaseFlag, LeaseState
+from cnrd.leases.model import FREE_STATES, Lease, LeaseEvent, LeaseState
 
 
 _TIMED = frozenset({LeaseState.LEASED, LeaseState.OFFERED, LeaseState.UNAVAILABLE})

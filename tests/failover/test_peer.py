@@ -135,7 +135,7 @@ def test_fresh_pair_recovers_then_normal_and_backup_gets_its_share():
     assert any(m.type == wire.MessageType.POOLREQ for m in backup.wire_log)
     assert any(m.type == wire.MessageType.POOLRESP for m in main.wire_log)
     assert main.peer.unacked == {} and backup.peer.unacked == {}
-    assert main.persisted[f"failover/examplepair/state"]
+    assert main.persisted["failover/examplepair/state"]
 
 
 def test_lease_on_main_reaches_backup_with_mclt_times():

@@ -110,7 +110,7 @@ def test_lease_survives_kill_9_and_client_keeps_address(net):
     server.kill9()
     assert lease.address in server.leased()  # on disk after the crash
     server.start()
-    assert f"loaded 1 leases" in server.log() or "loaded" in server.log()
+    assert "loaded 1 leases" in server.log()
     again = dhclient_renew(cli, ifname)
     assert again.address == lease.address
     # a new client after the restart gets a different address
