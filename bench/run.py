@@ -25,6 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from bench import pairs as _pairs  # noqa: F401  (registers cnrd-pair and isc-pair)
 from bench import perf
 from bench.servers import (
     LINK_PREFIX,
@@ -61,13 +62,17 @@ class Settings:
     quiet_wait: float = 20.0  # most seconds to wait for a quiet machine before a run
     quiet_wait_total: float = 180.0  # ... and over the whole bench
     mode: str = "full"
+    recovery_leases: int = 100_000  # pairs: leases on the main when a fresh backup joins
 
 
 FULL = Settings()
-QUICK = replace(FULL, startup_sizes=(100_000,), mode="quick")
+QUICK = replace(FULL, startup_sizes=(100_000,), recovery_leases=10_000, mode="quick")
 SMOKE = replace(FULL, duration=1, start_rate=500, sat_tries=1, renew_tries=1,
                 clients=100_000, startup_sizes=(1000,), start_timeout=120.0, quiet_wait=0.0,
-                mode="smoke")
+                recovery_leases=1000, mode="smoke")
+# A pool a little larger than the 100,000 recovery leases: UPDREQALL sends every
+# address of the pool, so a /12 would measure never-used addresses.
+RECOVERY_NET = Net("10.32.0.0/15", "10.32.0.10", "10.33.255.250", "10.32.0.1")
 
 
 def size_label(n: int) -> str:
@@ -101,6 +106,15 @@ BASE_ROWS: list[tuple[str, str, str | None]] = [
 ]
 
 
+PAIR_ROWS: list[tuple[str, str, str | None]] = [
+    ("recovery_leases", "pair: leases on the main at recovery", None),
+    ("recovery_backup_leases", "  leases the backup holds at NORMAL", None),
+    ("recovery_s", "pair: fresh backup to NORMAL, s", "low"),
+    ("recovery_minus_mclt_s", "  same, MCLT wait excluded, s", "low"),
+    ("recovery_full_s", "  backup holds every lease after, s", "low"),
+]
+
+
 def startup_rows(sizes: tuple[int, ...]) -> list[tuple[str, str, str | None]]:
     rows = []
     for n in sizes:
@@ -112,7 +126,7 @@ def startup_rows(sizes: tuple[int, ...]) -> list[tuple[str, str, str | None]]:
 
 def metric_keys(sizes) -> list[str]:
     """Every key of a server's ``metrics`` in the JSON, for these start-up sizes."""
-    return [k for k, _, _ in BASE_ROWS + startup_rows(tuple(sizes))]
+    return [k for k, _, _ in BASE_ROWS + startup_rows(tuple(sizes)) + PAIR_ROWS]
 
 
 # ------------------------------------------------------------------------------
@@ -334,6 +348,8 @@ class Bench:
                 out.setdefault("step_seconds", {})[what] = round(time.monotonic() - t0, 1)
 
         first_run = len(self.foreign)
+        if name.endswith("-pair"):
+            return self._measure_pair(name, factory, out, m, step, first_run)
         sat = out["saturation"] = step("saturation", lambda: self.saturation(factory))
         sat_rate = None
         if sat:
@@ -372,6 +388,39 @@ class Bench:
             if st:
                 m[f"startup_{size_label(n)}_s"] = st["startup_s"]
                 m[f"rss_{size_label(n)}_mb"] = st["vmrss_kb"] / 1024
+        return out
+
+
+    def _measure_pair(self, name: str, factory, out: dict, m: dict, step, first_run: int) -> dict:
+        """A failover pair: DORA/s at saturation on the main, and a fresh backup's recovery."""
+        sat = out["saturation"] = step("saturation (load on the main)", lambda: self.saturation(factory))
+        if sat:
+            r = sat["result"]
+            m.update(dora_per_s=sat["best_achieved"], sat_asked_rate=r["asked"], sat_do_drop_pct=r["do_drop_pct"],
+                     sat_ra_drop_pct=r["ra_drop_pct"], sat_leases=r["leases"])
+            m["peak_rss_mb"] = r["vmhwm_kb"] / 1024  # both processes
+            if r["leases"]:
+                m["cpu_s_per_1k"] = r["cpu_s"] / (r["leases"] / 1000)
+                m["rss_kb_per_1k"] = (r["vmhwm_kb"] - r["vmrss_before_kb"]) / (r["leases"] / 1000)
+        runs = self.foreign[first_run:]
+        if runs:
+            m["other_cpu_pct"] = 100 * sum(c for c, _ in runs) / max(1e-9, sum(w for _, w in runs))
+        n = self.s.recovery_leases
+
+        def recover() -> dict:
+            with self.server(factory, net=RECOVERY_NET, preload=n) as srv:
+                res = srv.recovery(timeout=self.s.start_timeout)
+            self.say(f"    {n} leases on the main: fresh backup NORMAL after {res['recovery_s']:.1f} s "
+                     f"({res['recover_wait_s']:.0f} s of it the MCLT wait), holding {res['backup_leases']} "
+                     f"leases then, all {n} after {_f(res['backup_has_all_s'])} s; backup moves: "
+                     f"{'; '.join(res['backup_moves'])}")
+            return res
+
+        rec = out["recovery"] = step(f"recovery with {n} leases on the main", recover)
+        if rec:
+            m.update(recovery_leases=n, recovery_s=rec["recovery_s"], recovery_backup_leases=rec["backup_leases"],
+                     recovery_full_s=rec["backup_has_all_s"],
+                     recovery_minus_mclt_s=rec["recovery_minus_mclt_s"])
         return out
 
 
@@ -418,16 +467,18 @@ def machine() -> dict[str, Any]:
 def table(result: dict) -> str:
     names = list(result["servers"])
     sizes = tuple(result["settings"]["startup_sizes"])
-    rows = BASE_ROWS + startup_rows(sizes)
-    ratios = [(o, f"cnrd/{o.upper() if o == 'isc' else o.capitalize()}") for o in ("isc", "kea")
+    rows = BASE_ROWS + startup_rows(sizes) + (PAIR_ROWS if any(n.endswith("-pair") for n in names) else [])
+    ratios = [("cnrd", o, f"cnrd/{o.upper() if o == 'isc' else o.capitalize()}") for o in ("isc", "kea")
               if "cnrd" in names and o in names]
-    head = ["metric"] + names + [label for _, label in ratios] + ["better"]
+    if "cnrd-pair" in names and "isc-pair" in names:
+        ratios.append(("cnrd-pair", "isc-pair", "cnrd-pair/isc-pair"))
+    head = ["metric"] + names + [label for _, _, label in ratios] + ["better"]
     body = []
     for key, label, better in rows:
         vals = [result["servers"][n]["metrics"].get(key) for n in names]
         line = [label] + [_f(v) for v in vals]
-        for other, _ in ratios:
-            a = result["servers"]["cnrd"]["metrics"].get(key)
+        for ours, other, _ in ratios:
+            a = result["servers"][ours]["metrics"].get(key)
             b = result["servers"][other]["metrics"].get(key)
             line.append(f"{a / b:.2f}" if better and isinstance(a, (int, float)) and isinstance(b, (int, float)) and b
                         else "")
@@ -462,7 +513,7 @@ def table(result: dict) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     ap.add_argument("--servers", default=None,
-                    help=f"comma-separated, from {','.join(SERVERS)} (default: all; cnrd with --smoke)")
+                    help=f"comma-separated, from {','.join(SERVERS)} (default: the single servers; cnrd with --smoke)")
     ap.add_argument("--quick", action="store_true", help="skip the 1,000,000-lease start-up")
     ap.add_argument("--smoke", action="store_true",
                     help="seconds, not minutes: 1 s runs, one try each, 1,000-lease start-up")
@@ -470,7 +521,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="whole seconds per perfdhcp run (default 10; runs at high rates stop earlier, see README)")
     ap.add_argument("--out", default="results/bench.json", help="JSON output (default results/bench.json)")
     a = ap.parse_args(argv)
-    servers = a.servers or ("cnrd" if a.smoke else ",".join(SERVERS))
+    # pairs run only when named: the default is the single servers
+    servers = a.servers or ("cnrd" if a.smoke else ",".join(n for n in SERVERS if not n.endswith("-pair")))
     a.server_list = [s.strip() for s in servers.split(",") if s.strip()]
     unknown = [s for s in a.server_list if s not in SERVERS]
     if unknown or not a.server_list:
@@ -486,7 +538,8 @@ def main(argv: list[str] | None = None) -> int:
             print("--duration must be in (0, 600] seconds", file=sys.stderr)
             return 2
         s = replace(s, duration=a.duration)
-    binaries = ["ip", "perfdhcp"] + [{"isc": "dhcpd", "kea": "kea-dhcp4"}[n] for n in a.server_list if n != "cnrd"]
+    need = {"isc": "dhcpd", "isc-pair": "dhcpd", "kea": "kea-dhcp4"}
+    binaries = ["ip", "perfdhcp"] + [need[n] for n in a.server_list if n in need]
     missing = missing_requirements(binaries)
     if missing:
         print(f"bench needs: {', '.join(missing)}", file=sys.stderr)

@@ -372,21 +372,31 @@ class Peer:
         self.partner_state = partner
         self.partner_stos = msg.start_time_of_state or 0
         startup_flag = bool(flags & wire.ServerFlags.STARTUP)
-        if self.state is S.STARTUP:
+        leaving_startup = self.state is S.STARTUP
+        if leaving_startup:
             # ISC: a partner in PARTNER-DOWN means we missed something: RECOVER.
             if partner is S.PARTNER_DOWN and self.previous in (S.NORMAL, S.COMMUNICATIONS_INTERRUPTED):
                 self.previous = S.RECOVER
             self._leave_startup(now)
-            self._send_state(now)
         t = on_partner_state(self.state, partner, partner_startup=startup_flag)
+        if t is not None and startup_flag and self.state is S.RECOVER:
+            # A STARTUP-flagged state is where the partner *was*; a recovering
+            # server waits for its real state rather than leaving RECOVER on it.
+            t = None
         if first:
             self._log("failover-comm-ok", {"pair": self.name, "partner_state": self.partner_label})
             self.comm_since = None
         self._persist_state()
         if t is not None:
+            # Announce only where we end up: a STATE(NORMAL) on the way from
+            # STARTUP to PARTNER-DOWN would send a recovering partner into
+            # POTENTIAL-CONFLICT instead of asking us for everything.
             self._set_state(t.new, now, t.reason)
-        elif first:
-            self._on_enter(now)
+        else:
+            if leaving_startup:
+                self._send_state(now)
+            if first:
+                self._on_enter(now)
         if self.state is S.POTENTIAL_CONFLICT and self.role is Role.BACKUP and partner is S.CONFLICT_DONE \
                 and not self.requested:
             self.requested = True
@@ -496,8 +506,19 @@ class Peer:
                         due.add(address)
                         self._queue(address, durable=False)
         else:
+            # ISC's answer to UPDREQ: what is queued or unacknowledged, every
+            # lease whose potential expiration the partner never acknowledged,
+            # and every expired or released binding.
             due.update(self.pending)
             due.update(a for a, _, _ in self.unacked.values())
+            scopes = set(self.scopes)
+            for address, lease in self.table.leases.items():
+                if lease.scope not in scopes:
+                    continue
+                if (lease.state is LeaseState.LEASED and lease.potential_expiration > lease.partner_time) \
+                        or lease.state in (LeaseState.EXPIRED, LeaseState.RELEASED):
+                    due.add(address)
+                    self._queue(address, durable=False)
         # Addresses already in flight count once their current update is acked.
         self.answering = (msg.xid, due)
         self._maybe_upddone(now)

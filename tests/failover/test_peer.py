@@ -272,3 +272,35 @@ def test_change_while_update_in_flight_is_sent_after_the_ack():
     assert backup.table.get(yi).state is LeaseState.AVAILABLE
     assert main.table.get(yi).state is LeaseState.AVAILABLE  # freed once the partner acked the release
     assert not main.peer.pending and not main.peer.inflight
+
+
+def test_fresh_backup_joining_a_main_that_was_normal_gets_everything():
+    """The bench's recovery case: main restarted with leases and a stored NORMAL state,
+    backup with an empty store. The backup must RECOVER with UPDREQALL, not
+    go POTENTIAL-CONFLICT."""
+    main, backup, link = pair()
+    link.connect()
+    bc = RxInfo(2, ip_to_int("10.1.0.1"), 0xFFFFFFFF, 0)
+    for n in range(5):
+        offer = main.server.handle(request(M.DISCOVER, mac(20 + n)), bc, link.now)
+        main.server.handle(request(M.REQUEST, mac(20 + n), o50=u32(offer.packet.yiaddr),
+                                   o54=u32(ip_to_int("10.1.0.1"))), bc, link.now)
+    link.settle()
+    stored = main.persisted["failover/examplepair/state"]
+    table = main.table
+    table.listeners.clear()
+    reborn = Side(Role.MAIN, link.now, stored=stored)
+    reborn.table = table
+    reborn.peer.table = table
+    table.listeners.append(reborn.peer._lease_changed)
+    reborn.server = DhcpServer(reborn.config, table)
+    fresh = Side(Role.BACKUP, link.now)
+    link2 = Link(reborn, fresh, link.now)
+    link2.connect()
+    assert fresh.peer.state in (S.RECOVER_WAIT, S.RECOVER_DONE, S.NORMAL)
+    assert any(m.type == wire.MessageType.UPDREQALL for m in fresh.wire_log), "\n".join(map(str, fresh.log + [("MAIN",)] + reborn.log))
+    link2.advance(61)
+    assert states(reborn, fresh) == (S.NORMAL, S.NORMAL)
+    leased = {a for a, l in table.leases.items() if l.state is LeaseState.LEASED}
+    assert len(leased) == 5
+    assert {a for a, l in fresh.table.leases.items() if l.state is LeaseState.LEASED} == leased

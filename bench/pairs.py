@@ -1,0 +1,300 @@
+"""Failover pairs under test: a cnrd pair and an ISC dhcpd pair.
+
+The main runs where a single server would (the bench's server namespace, the
+address perfdhcp talks to); the backup gets a namespace of its own, joined to
+the main by a second veth that carries the failover link (main 10.97.0.1,
+backup 10.97.0.2).  Both sides of each pair use the same pool, lease time and
+options as the single servers, MCLT 30 s, backup-pct 10 (ISC: split 256, so
+the secondary answers nobody in NORMAL, like a cnrd backup), and a pair is
+"started" once both sides say NORMAL in their logs.  Load goes to the main:
+every lease it grants is durable in its store, and its binding update is
+queued durably and sent to the backup.
+
+``start_backup`` / ``recovery``: the main alone first (with a preloaded store
+and a stored NORMAL failover state, as after a partner was lost), then a
+fresh backup with an empty store; the time until both are NORMAL is the
+recovery time, reported with and without the MCLT wait that a recovering
+server must sit out (RECOVER-WAIT, ISC's state 254).
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import struct
+import time
+
+from bench.servers import LEASE_TIME, OPTIONS, SERVERS, CnrdServer, IscServer, _isc_time
+from cnrd.leases.lmdb_store import LmdbLeaseStore
+from cnrd.leases.model import LeaseState
+from tests.integration.cnrd_proc import CnrdProcess
+from tests.integration.cnrd_proc import config as cnrd_config
+from tests.integration.lab import isc_lease_states, read_log, wait_for
+
+PAIR = "benchpair"
+MAIN_FO, BACKUP_FO = "10.97.0.1", "10.97.0.2"
+MCLT = 30
+SYNC_WAIT_S = 60  # recovery: most seconds to wait, after NORMAL, for the backup to hold every lease
+SETTLE_S = 8  # > the failover poll timeout (6 s) and max-response-delay (6 s)
+
+_CNRD_NORMAL = re.compile(r"failover pair \S+: state \S+ -> NORMAL ")
+
+
+def _cnrd_normal(text: str) -> bool:
+    return bool(_CNRD_NORMAL.search(text))
+
+
+_CNRD_MOVE = re.compile(r"failover pair \S+: state \S+ -> (\S+)")
+_ISC_MOVE = re.compile(r"I move from \S+ to (\S+)")
+
+
+def _last_move(rx: re.Pattern, text: str) -> str | None:
+    moves = rx.findall(text)
+    return moves[-1].lower() if moves else None
+
+
+def _isc_normal(text: str) -> bool:
+    return "I move from" in text and bool(re.search(r"I move from \S+ to normal", text))
+
+
+class _PairMixin:
+    """The backup side and the failover link, shared by both pairs."""
+
+    backup_proc = None
+    backup_ns = None
+
+    main_fo_if = None
+
+    def _failover_link(self) -> None:
+        lab = self.lab
+        self.backup_ns = lab.netns(f"bk{self.n}")
+        self.main_fo_if, self.backup_if = lab.link(self.ns, self.backup_ns, a_addr=f"{MAIN_FO}/24",
+                                                   b_addr=f"{BACKUP_FO}/24")
+
+    def pids(self) -> list[int]:
+        out = [self.pid]
+        if self.backup_proc is not None and self.backup_proc.poll() is None:
+            out.append(self.backup_proc.pid)
+        return out
+
+    def stop(self):
+        if self.backup_proc is not None and self.backup_ns is not None:
+            self.backup_ns.stop(self.backup_proc, signal.SIGTERM, timeout=15)
+        rc = super().stop()
+        # Every pair gets a fresh failover veth with the same main address
+        # (10.97.0.1) in the shared server namespace: remove this one, or the
+        # next pair's traffic to 10.97.0.2 is routed into this dead link.
+        if self.main_fo_if is not None and self.ns is not None:
+            self.ns.run("ip", "link", "del", self.main_fo_if, check=False)
+            self.main_fo_if = None
+        return rc
+
+    def _both_normal(self, timeout: float) -> float:
+        """Seconds until both sides logged NORMAL."""
+        t0 = time.monotonic()
+        wait_for(lambda: self._main_normal() and self._backup_normal(), timeout, interval=0.05,
+                 what=f"{self.name} to reach NORMAL on both sides")
+        return time.monotonic() - t0
+
+    def _settle(self, timeout: float) -> None:
+        """Before load: both sides NORMAL and still NORMAL a poll timeout
+        later (cnrd's main splits the pool right after NORMAL and may drop
+        the link then); at most 3 rounds."""
+        for _ in range(3):
+            self._both_normal(timeout)
+            time.sleep(SETTLE_S)
+            if self._still_normal():
+                return
+        raise AssertionError(f"{self.name}: not steadily NORMAL on both sides")
+
+    def recovery(self, timeout: float = 600) -> dict:
+        """Start a fresh backup next to the running main; time both to NORMAL."""
+        t0 = time.monotonic()
+        self.start_backup(timeout)
+        self._both_normal(timeout)
+        total = time.monotonic() - t0
+        waited = self._recover_wait_s()
+        # what the backup holds once both say NORMAL: a recovery that skipped
+        # the bulk update (UPDREQALL) is fast and worthless
+        backup_leases = self._backup_lease_count()
+        # and when (if within SYNC_WAIT_S more) the backup holds all the main's leases
+        full_s = None
+        deadline = time.monotonic() + SYNC_WAIT_S
+        while True:
+            if self._backup_lease_count() >= self.preload:
+                full_s = time.monotonic() - t0
+                break
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.5)
+        main_log, backup_log = self._logs()
+        return {"recovery_s": total, "recover_wait_s": waited, "recovery_minus_mclt_s": max(total - waited, 0.0),
+                "backup_leases": backup_leases, "backup_has_all_s": full_s,
+                "main_moves": self.MOVE.findall(main_log), "backup_moves": self.MOVE.findall(backup_log),
+                **self._recovery_extra()}
+
+    def _recovery_extra(self) -> dict:
+        return {}
+
+
+class CnrdPair(_PairMixin, CnrdServer):
+    """cnrd main + cnrd backup, same file except [server]."""
+
+    name = "cnrd-pair"
+    MOVE = re.compile(r"failover pair \S+: state (\S+ -> \S+ \(.*\))")
+
+    def _logs(self) -> tuple[str, str]:
+        return self.cp.log(), self.bp.log()
+
+    def _backup_lease_count(self) -> int:
+        return sum(1 for lease in self.bp.leases() if lease.state is LeaseState.LEASED)
+
+    def _pair_section(self) -> str:
+        return f"""
+[failover-pair {PAIR}]
+main = {MAIN_FO}
+backup = {BACKUP_FO}
+mclt = {MCLT}
+backup-pct = 10
+failover-poll-interval = 2
+failover-poll-timeout = 6
+"""
+
+    def _configure(self) -> None:
+        self._failover_link()
+        scopes = f"""
+[scope {self.scope}]
+subnet = {self.net.subnet}
+ranges = {self.net.pool_first}-{self.net.pool_last}
+""" + self._pair_section()
+        self.cp = CnrdProcess(self.ns, cnrd_config(self.iface, scopes), name=f"cnrdmain{self.n}")
+        self.bp = CnrdProcess(self.backup_ns, cnrd_config(self.backup_if, scopes), name=f"cnrdbackup{self.n}")
+
+    def _write_store(self, n: int, now: int) -> None:
+        super()._write_store(n, now)
+        # The main remembers a partner it was NORMAL with (peer.py's _STATE layout).
+        store = LmdbLeaseStore(str(self.cp.data_dir))
+        try:
+            store.commit([], [], {f"failover/{PAIR}/state": struct.pack("!BqBqIBB", 2, now - 100, 2, now - 100,
+                                                                        MCLT, 2, 1)})
+        finally:
+            store.close()
+
+    def _spawn(self, timeout: float) -> None:
+        self.cp.start(timeout=timeout)
+        self.proc = self.cp.proc
+        if not self.preload:
+            self.start_backup(timeout)
+            self._settle(timeout)
+
+    def start_backup(self, timeout: float) -> None:
+        self.bp.start(timeout=timeout)
+        self.backup_proc = self.bp.proc
+
+    def _main_normal(self) -> bool:
+        return _cnrd_normal(self.cp.log())
+
+    def _backup_normal(self) -> bool:
+        return _cnrd_normal(self.bp.log())
+
+    def _recover_wait_s(self) -> float:
+        return float(MCLT) if "-> RECOVER-WAIT" in self.bp.log() else 0.0
+
+    def _still_normal(self) -> bool:
+        return all(_last_move(_CNRD_MOVE, t) == "normal" for t in (self.cp.log(), self.bp.log()))
+
+    def cleanup(self) -> None:
+        super().cleanup()
+
+
+class IscPair(_PairMixin, IscServer):
+    """ISC dhcpd primary + secondary (dhcpd -f -d, one lease file each)."""
+
+    name = "isc-pair"
+    MOVE = re.compile(r"failover peer \S+: (I move from \S+ to \S+)")
+
+    def _logs(self) -> tuple[str, str]:
+        return read_log(self.proc), read_log(self.backup_proc)
+
+    def _backup_lease_count(self) -> int:
+        return sum(1 for st in isc_lease_states(self.backup_leases).values() if st == "active")
+
+    def _recovery_extra(self) -> dict:
+        # the state block dhcpd itself wrote (the syntax _write_store imitates)
+        blocks = re.findall(r'failover peer "[^"]*" state \{[^}]*\}', self.backup_leases.read_text())
+        return {"secondary_state_block": blocks[-1] if blocks else None}
+
+    def _peer(self, role: str, me: str, peer: str) -> str:
+        extra = f"mclt {MCLT}; split 256;" if role == "primary" else ""
+        return (f'failover peer "{PAIR}" {{ {role}; address {me}; port 647; peer address {peer}; '
+                f"peer port 647; max-response-delay 6; max-unacked-updates 100; "
+                f"load balance max seconds 3; {extra} }}\n")
+
+    def _conf(self, role: str, me: str, peer: str, link_subnet: str) -> str:
+        net = self.net.network
+        return f"""\
+ping-check false;
+authoritative;
+ddns-update-style none;
+default-lease-time {LEASE_TIME};
+max-lease-time {LEASE_TIME};
+option routers {OPTIONS['routers']};
+option domain-name-servers {OPTIONS['domain-name-servers']};
+{self._peer(role, me, peer)}
+subnet {link_subnet} netmask 255.255.255.0 {{ }}
+subnet 10.97.0.0 netmask 255.255.255.0 {{ }}
+subnet {net.network_address} netmask {net.netmask} {{
+  pool {{ failover peer "{PAIR}"; range {self.net.pool_first} {self.net.pool_last}; }}
+}}
+"""
+
+    def _configure(self) -> None:
+        super()._configure()
+        self._failover_link()
+        self.conf_file.write_text(self._conf("primary", MAIN_FO, BACKUP_FO, "10.1.0.0"))
+        self.backup_conf = self.dir / "dhcpd-secondary.conf"
+        self.backup_leases = self.dir / "dhcpd-secondary.leases"
+        self.backup_conf.write_text(self._conf("secondary", BACKUP_FO, MAIN_FO, "10.1.0.0"))
+        self.backup_leases.touch()
+
+    def _write_store(self, n: int, now: int) -> None:
+        super()._write_store(n, now)
+        t = _isc_time(now - 100)
+        with open(self.lease_file, "a") as f:
+            f.write(f'\nfailover peer "{PAIR}" state {{\n  my state normal at {t};\n'
+                    f"  partner state normal at {t};\n  mclt {MCLT};\n}}\n")
+
+    def _spawn(self, timeout: float) -> None:
+        assert self.ns is not None
+        self.proc = self.ns.popen(
+            "dhcpd", "-4", "-f", "-d", "-cf", self.conf_file, "-lf", self.lease_file,
+            "-pf", self.pid_file, self.iface, self.main_fo_if, name=f"dhcpdmain{self.n}",
+        )
+        self._wait_marker("Server starting service.", timeout)
+        if not self.preload:
+            self.start_backup(timeout)
+            self._settle(timeout)
+
+    def start_backup(self, timeout: float) -> None:
+        self.backup_proc = self.backup_ns.popen(
+            "dhcpd", "-4", "-f", "-d", "-cf", self.backup_conf, "-lf", self.backup_leases,
+            "-pf", self.dir / "dhcpd-secondary.pid", self.backup_if, name=f"dhcpdbackup{self.n}",
+        )
+        wait_for(lambda: "Server starting service." in read_log(self.backup_proc), timeout,
+                 what="ISC secondary to start")
+
+    def _main_normal(self) -> bool:
+        return _isc_normal(read_log(self.proc))
+
+    def _backup_normal(self) -> bool:
+        return _isc_normal(read_log(self.backup_proc))
+
+    def _recover_wait_s(self) -> float:
+        return float(MCLT) if "to recover-wait" in read_log(self.backup_proc) else 0.0
+
+    def _still_normal(self) -> bool:
+        return all(_last_move(_ISC_MOVE, read_log(p)) == "normal" for p in (self.proc, self.backup_proc))
+
+
+SERVERS["cnrd-pair"] = CnrdPair
+SERVERS["isc-pair"] = IscPair
