@@ -264,7 +264,7 @@ class Peer:
 
     def _hba(self) -> bytes:
         # ISC's meaning: a set bit is a bucket the main serves (digest §10.4).
-        return wire.hba_from_split(128 if self.pair.load_balancing else 256)
+        return _SPLIT_128 if self.pair.load_balancing else _ALL_MAIN
 
     # -- messages ------------------------------------------------------------
     def receive(self, msg: Message, now: int) -> None:
@@ -712,6 +712,7 @@ class Peer:
 
 
 _ALL_MAIN = wire.hba_from_split(256)
+_SPLIT_128 = wire.hba_from_split(128)
 
 _STATUS_OF = {
     LeaseState.AVAILABLE: int(BindingStatus.FREE),

@@ -110,3 +110,14 @@ def test_client_index_holds_several_addresses():
     assert t.addresses_of(b"\x00\x01k") == [200]
     t.update(200, durable=True, hw=b"\x01z")
     assert t.addresses_of(b"\x00\x01k") == [] and t.addresses_of(b"\x00\x01z") == [200]
+
+
+def test_lru_candidates_skipped_stay_in_order():
+    t = table(size=4)
+    for i in range(4):
+        take(t, bytes([i]))
+    for a in (102, 100, 103):
+        t.update(a, durable=True, state=LeaseState.RELEASED)
+    # a veto leaves the order alone: the next allocation still sees 102 first
+    assert t.allocate("s", b"x", accept=lambda a: a != 102) == 100
+    assert t.allocate("s", b"x") == 102
