@@ -497,14 +497,15 @@ class Peer:
     def _on_updreq(self, msg: Message, now: int, *, everything: bool) -> None:
         due: set[int] = set()
         if everything:
-            for name in self.scopes:
-                pool = self.table.pools.get(name)
-                if pool is None:
-                    continue
-                for r in pool.ranges:
-                    for address in range(r.first, r.last + 1):
-                        due.add(address)
-                        self._queue(address, durable=False)
+            # Every address that has a record. Never-used addresses are FREE
+            # (the main's) on both sides by definition, so they are not sent
+            # (draft §7.3: those ever associated with a client suffice; ISC
+            # sends them too, which for a /15 pool is 10x the traffic).
+            scopes = set(self.scopes)
+            for address, lease in self.table.leases.items():
+                if lease.scope in scopes or (lease.scope == "" and self._in_our_pools(address)):
+                    due.add(address)
+                    self._queue(address, durable=False)
         else:
             # ISC's answer to UPDREQ: what is queued or unacknowledged, every
             # lease whose potential expiration the partner never acknowledged,
@@ -522,6 +523,10 @@ class Peer:
         # Addresses already in flight count once their current update is acked.
         self.answering = (msg.xid, due)
         self._maybe_upddone(now)
+
+    def _in_our_pools(self, address: int) -> bool:
+        pool = self.table.pool_of(address)
+        return pool is not None and pool.scope in self.scopes
 
     def _on_upddone(self, now: int) -> None:
         wait = self.stos + self.mclt > now
