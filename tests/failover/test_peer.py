@@ -304,3 +304,20 @@ def test_fresh_backup_joining_a_main_that_was_normal_gets_everything():
     leased = {a for a, l in table.leases.items() if l.state is LeaseState.LEASED}
     assert len(leased) == 5
     assert {a for a, l in fresh.table.leases.items() if l.state is LeaseState.LEASED} == leased
+
+
+def test_two_mains_and_two_backups_are_refused():
+    main = Side(Role.MAIN, T0)
+    main.peer.connection_made(T0)
+    main.peer.take()
+    main.peer.receive(wire.connect(0, T0, relationship_name="examplepair", max_unacked=10, receive_timer=6,
+                                   vendor_class="x", mclt=60, hba=wire.hba_from_split(256)), T0)
+    out = main.peer.take()
+    assert out.send[0].type == wire.MessageType.CONNECTACK
+    assert out.send[0].reject_reason == wire.RejectReason.INVALID_PARTNER and out.close
+    backup = Side(Role.BACKUP, T0)
+    backup.peer.connection_made(T0)
+    backup.peer.receive(wire.connectack(0, T0, relationship_name="examplepair", vendor_class="x",
+                                        max_unacked=10, receive_timer=6), T0)
+    out = backup.peer.take()
+    assert out.send[-1].type == wire.MessageType.DISCONNECT and out.close
