@@ -438,16 +438,6 @@ class LeaseTable:
             changed.append(lease)
         return changed
 
-    def next_expiry(self) -> int | None:
-        """When the earliest scheduled expiry falls (it may be stale)."""
-        return self._expiry[0] >> 32 if self._expiry else None
-
-    def restore_dirty(self, leases: list[Lease], events: list[LeaseEvent]) -> None:
-        """Put back what a failed commit did not write, so the next commit retries it."""
-        for lease in leases:
-            self._dirty.setdefault(lease.address, lease)
-        self._events[:0] = events
-
     def take_dirty(self) -> tuple[list[Lease], list[LeaseEvent]]:
         """The records and events changed since the last call, for one commit."""
         leases = list(self._dirty.values())
@@ -455,12 +445,3 @@ class LeaseTable:
         self._dirty = {}
         self._events = []
         return leases, events
-
-    def count_by_state(self, scope: str | None = None) -> dict[LeaseState, int]:
-        """Lease records per state (addresses without a record count as available)."""
-        counts: dict[LeaseState, int] = {}
-        for lease in self.leases.values():
-            if scope is not None and lease.scope != scope:
-                continue
-            counts[lease.state] = counts.get(lease.state, 0) + 1
-        return counts
