@@ -47,7 +47,11 @@ MAX_SKEW = 60  # seconds of clock difference accepted in CONNECT/CONNECTACK (ISC
 HANDSHAKE_TIMEOUT = 15
 REBALANCE_INTERVAL = 3600  # the main tops the backup's share up hourly (CNR)
 
-_STATE = struct.Struct("!BqBqIBB")  # state, stos, partner state, partner stos, mclt, previous, talked
+_STATE = struct.Struct("!BqBqIBBB")  # state, stos, partner state, partner stos, mclt, previous, talked, role
+_STATE_V1 = struct.Struct("!BqBqIBB")  # before the role was stored
+_ROLE_CODE = {Role.MAIN: 1, Role.BACKUP: 2}
+RECLAIM_BATCH = 20000  # leases examined per tick by the PARTNER-DOWN reclaim sweep
+RECOVER_WARN_INTERVAL = 3600  # seconds between "unset failover-recover" warnings
 
 
 @dataclass
@@ -73,6 +77,7 @@ class Peer:
         stored_state: bytes | None = None,
         stored_queue: list[int] = (),  # type: ignore[assignment]
         log: Callable[[str, dict], None] | None = None,
+        failover_recover: int | None = None,
     ) -> None:
         self.pair = pair
         self.name = pair.name
@@ -86,19 +91,43 @@ class Peer:
         self.talked = False  # ever completed a handshake with this partner
         previous_stored: S | None = None
         self.stos = now
+        self.discarded_queue = False
         if stored_state is not None:
-            st, stos, pst, pstos, mclt, prev, talked = _STATE.unpack(stored_state)
-            previous_stored = S(st) if st != S.STARTUP else S(prev)
-            self.stos = stos
-            self.partner_state = S(pst) if pst else None
-            self.partner_stos = pstos
-            if role is Role.BACKUP and mclt:
-                self.mclt = mclt  # the main's MCLT, learnt from its CONNECT
-            self.talked = bool(talked)
+            if len(stored_state) == _STATE_V1.size:
+                st, stos, pst, pstos, mclt, prev, talked = _STATE_V1.unpack(stored_state)
+                stored_role = _ROLE_CODE[role]
+            else:
+                st, stos, pst, pstos, mclt, prev, talked, stored_role = _STATE.unpack(stored_state)
+            if stored_role != _ROLE_CODE[role]:
+                # Seed, "Changing Failover Server Roles": the relationship's
+                # stored failover state does not survive a role swap; this
+                # server starts as one that never talked to its partner.
+                self._log("failover-role-changed", {"pair": pair.name, "role": role.value})
+                stored_state, stored_queue = None, []
+                self.discarded_queue = True
+            else:
+                previous_stored = S(st) if st != S.STARTUP else S(prev)
+                self.stos = stos
+                self.partner_state = S(pst) if pst else None
+                self.partner_stos = pstos
+                if role is Role.BACKUP and mclt:
+                    self.mclt = mclt  # the main's MCLT, learnt from its CONNECT
+                self.talked = bool(talked)
+        # failover-recover (seed, Table 27-3): the store is older than the
+        # partner's knowledge (restored from a backup taken at that time, or
+        # failover was off since then): ask for everything and wait MCLT from
+        # that time before serving.
+        self.failover_recover = failover_recover
+        self.full_recover = failover_recover is not None or not self.talked
+        if failover_recover is not None:
+            previous_stored = S.RECOVER
         self.state, self.previous = startup(previous_stored)
-        if previous_stored is None:
+        if failover_recover is not None:
+            self.stos = min(failover_recover, now)
+        elif previous_stored is None:
             self.stos = now  # ISC: a server with no stored state recovers from its start
         self.started = now
+        self.wait_from = self.stos  # after a restart in RECOVER-WAIT: its own start (the safe side)
         self.comm_since: int | None = None  # start-of-communications-interrupted
         # link
         self.connected = False
@@ -120,6 +149,9 @@ class Peer:
         self.answering: tuple[int, set[int]] | None = None  # partner's UPDREQ*: xid, addresses due
         self.requested = False  # our UPDREQ(ALL) sent on this link
         self.last_rebalance = 0
+        self._reclaim_todo: list[int] = []  # PARTNER-DOWN: addresses left to examine this pass
+        self._reclaim_next = 0  # earliest time of the next pass
+        self._recover_warned = 0
         self.sent_updates = self.acked_updates = self.rejected_updates = 0
         self.received_updates = 0
         self.out = Output()
@@ -167,7 +199,7 @@ class Peer:
     def _persist_state(self) -> None:
         self._persist[f"failover/{self.name}/state"] = _STATE.pack(
             int(self.state), self.stos, int(self.partner_state or 0), self.partner_stos,
-            self.mclt, int(self.previous), int(self.talked),
+            self.mclt, int(self.previous), int(self.talked and not self.full_recover), _ROLE_CODE[self.role],
         )
 
     def _queue(self, address: int, durable: bool = True) -> None:
@@ -186,8 +218,16 @@ class Peer:
         if new is self.state:
             return
         old = self.state
+        if old is S.RECOVER:
+            # RECOVER-WAIT counts MCLT from the time we could last have been
+            # wrong: RECOVER's start (or failover-recover), not from now.
+            self.wait_from = self.stos
         self.state = new
         self.stos = now
+        if new in (S.RECOVER_DONE, S.NORMAL):
+            # Everything the partner knew has arrived: from now on a RECOVER
+            # asks only for what was missed (stored as "talked").
+            self.full_recover = False
         if new is S.COMMUNICATIONS_INTERRUPTED:
             self.comm_since = now
         self._log("failover-state", {
@@ -207,7 +247,13 @@ class Peer:
         """Duties on entering a state while in touch with the partner."""
         if self.state is S.RECOVER and not self.requested:
             self.requested = True
-            self._send(wire.updreqall(self._next_xid(), now), now)
+            # Draft §9.3: a server that kept its lease database asks only for
+            # what it missed; one that lost it (or never talked, or was told
+            # by failover-recover that its store is stale) asks for everything.
+            if self.full_recover:
+                self._send(wire.updreqall(self._next_xid(), now), now)
+            else:
+                self._send(wire.updreq(self._next_xid(), now), now)
         elif self.state is S.POTENTIAL_CONFLICT and self.role is Role.MAIN and not self.requested:
             self.requested = True
             self._send(wire.updreq(self._next_xid(), now), now)
@@ -581,7 +627,8 @@ class Peer:
                     and lease.expiration - 65 > now and self.state is S.NORMAL:
                 return RejectReason.OUTDATED_BINDING_INFO, "lease has not expired here"
         if lease is not None and lease.state is LeaseState.LEASED and status == BindingStatus.ACTIVE \
-                and lease.key is not None and lease.key != _key(msg) and self.role is Role.MAIN:
+                and lease.key is not None and lease.key != _key(msg) and self.role is Role.MAIN \
+                and not lease.expired_at(now):
             return RejectReason.FATAL_CONFLICT, "address leased to another client here"
         if lease is not None and lease.state in (LeaseState.EXPIRED, LeaseState.RELEASED) \
                 and status == BindingStatus.ACTIVE and (msg.cltt or 0) <= lease.cltt:
@@ -654,7 +701,7 @@ class Peer:
             t = on_comm_fail(self.state)
             if t is not None:
                 self._set_state(t.new, now, "partner not heard at start-up")
-        if self.state is S.RECOVER_WAIT and now >= self.stos + self.mclt:
+        if self.state is S.RECOVER_WAIT and now >= self.wait_from + self.mclt:
             t = on_recover_wait_done(self.state)
             if t:
                 self._set_state(t.new, now, t.reason)
@@ -663,9 +710,46 @@ class Peer:
             t = on_safe_period(self.state)
             if t:
                 self._set_state(t.new, now, t.reason)
+        if self.state is S.PARTNER_DOWN:
+            self._reclaim(now)
+        if self.failover_recover is not None and self.state is S.NORMAL \
+                and now - self._recover_warned >= RECOVER_WARN_INTERVAL:
+            # Seed, Table 27-3: failover-recover is for one start; left set, the
+            # next restart throws away what this server learnt since.
+            self._recover_warned = now
+            self._log("failover-recover-still-set", {"pair": self.name, "since": self.failover_recover})
         if self.role is Role.MAIN and self.state is S.NORMAL and now - self.last_rebalance >= REBALANCE_INTERVAL:
             self.rebalance(now)
         self.pump(now)
+
+    def _reclaim(self, now: int) -> None:
+        """PARTNER-DOWN: free expired and released leases the partner can no longer hold.
+
+        Such an address may be in use by a client of the partner until MCLT
+        past the later of the partner-down time and the latest expiration the
+        partner may know of (the potential expiration we sent or it
+        acknowledged); after that it is free for any client.  The lease table
+        is examined RECLAIM_BATCH leases per tick so a large one never stalls
+        the reactor.
+        """
+        if now < self.stos + self.mclt:
+            return
+        if not self._reclaim_todo:
+            if now < self._reclaim_next:
+                return
+            self._reclaim_todo = list(self.table.leases)
+            self._reclaim_next = now + 60
+        batch, self._reclaim_todo = self._reclaim_todo[-RECLAIM_BATCH:], self._reclaim_todo[:-RECLAIM_BATCH]
+        scopes = set(self.scopes)
+        for address in batch:
+            lease = self.table.get(address)
+            if lease is None or lease.scope not in scopes \
+                    or lease.state not in (LeaseState.EXPIRED, LeaseState.RELEASED):
+                continue
+            told = max(self.stos, lease.expiration if 0 < lease.expiration < Lease.INFINITE else 0,
+                       lease.potential_expiration, lease.partner_time)
+            if now >= told + self.mclt:
+                self.table.update(address, durable=True, event="reclaim", now=now, state=LeaseState.AVAILABLE)
 
     def _contact_interval(self) -> float:
         # Never let the partner's receive timer run out: ISC uses a third of it.
@@ -705,6 +789,11 @@ class Peer:
                     return False, None, "failover-load-balanced-to-partner"
             return True, own, ""
         if svc is Service.OWN_POOL:
+            return True, own, ""
+        # PARTNER-DOWN: everyone is served, but the partner may have handed
+        # out its own free addresses until it went down; they are ours only
+        # MCLT after the partner-down time (draft §5.3).
+        if now < self.stos + self.mclt:
             return True, own, ""
         return True, "any", ""
 
