@@ -701,6 +701,13 @@ class Peer:
             t = on_comm_fail(self.state)
             if t is not None:
                 self._set_state(t.new, now, "partner not heard at start-up")
+            elif self.state is S.RECOVER and self.role is Role.MAIN and self.full_recover \
+                    and self.failover_recover is None and self._holds_leases():
+                # Seed, "Making Nonfailover Servers Failover Mains" and Table
+                # 27-3 row 1: a main that has leases but no failover history
+                # (a standalone server given a backup, or a role swap) keeps
+                # serving in PARTNER-DOWN until its new backup appears.
+                self._set_state(S.PARTNER_DOWN, now, "new main with leases, partner not heard")
         if self.state is S.RECOVER_WAIT and now >= self.wait_from + self.mclt:
             t = on_recover_wait_done(self.state)
             if t:
@@ -750,6 +757,10 @@ class Peer:
                        lease.potential_expiration, lease.partner_time)
             if now >= told + self.mclt:
                 self.table.update(address, durable=True, event="reclaim", now=now, state=LeaseState.AVAILABLE)
+
+    def _holds_leases(self) -> bool:
+        scopes = set(self.scopes)
+        return any(l.scope in scopes and l.state is not LeaseState.BACKUP for l in self.table.leases.values())
 
     def _contact_interval(self) -> float:
         # Never let the partner's receive timer run out: ISC uses a third of it.

@@ -365,3 +365,37 @@ def test_start_with_dhcp_disabled_keeps_failover_running():
     assert clients.dora(main, 1, link.now) is None
     main.server.enabled = True
     assert clients.dora(main, 1, link.now) is not None
+
+
+def test_standalone_server_made_main_serves_in_partner_down_until_its_backup_recovers():
+    # a standalone server with leases gets failover configured (seed, "Making
+    # Nonfailover Servers Failover Mains"), or a role swap made it the main
+    standalone = Side(Role.MAIN, T0)
+    del standalone.server.gates["lan"]  # no failover yet
+    for pool in standalone.table.pools.values():
+        pool.failover = False
+    clients = Clients()
+    for n in range(1, 4):
+        clients.dora(standalone, n, T0)
+    packed = [l.pack() for l in standalone.table.leases.values()]
+    main = Side(Role.MAIN, T0, leases=packed)
+    for t in range(1, 8):
+        main.peer.tick(T0 + t)
+    assert main.peer.state is S.PARTNER_DOWN
+    assert clients.dora(main, 10, T0 + 8) is not None  # still serving
+    backup = Side(Role.BACKUP, T0 + 8)
+    link = TrackedLink(main, backup, T0 + 8)
+    link.connect()
+    assert backup.states[:2] == ["STARTUP", "RECOVER"]
+    assert any(m.type == wire.MessageType.UPDREQALL for m in backup.wire_log)
+    link.advance(MCLT + 2)
+    assert (main.peer.state, backup.peer.state) == (S.NORMAL, S.NORMAL)
+    audit(clients, [main, backup], link.now)
+
+
+def test_main_with_an_empty_store_and_no_history_waits_for_its_partner():
+    main = Side(Role.MAIN, T0)
+    for t in range(1, 20):
+        main.peer.tick(T0 + t)
+    assert main.peer.state is S.RECOVER
+    assert Clients().dora(main, 1, T0 + 20) is None
