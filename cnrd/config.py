@@ -16,6 +16,7 @@ import datetime
 import difflib
 import ipaddress
 import re
+import urllib.parse
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Callable, Iterable
 
@@ -190,6 +191,7 @@ class ServerConfig:
     event_history: int = 100000  # lease events kept in the store
     stats_interval: int = 60  # seconds between counter summaries in the log (0: never)
     commit_thread: bool = False  # fsync the lease store on a worker thread
+    trap_webhook: str | None = None  # http(s) URL that receives traps as JSON POSTs
 
 
 @dataclass(frozen=True)
@@ -499,6 +501,25 @@ def parse_log_settings(text: str) -> frozenset[str]:
     return frozenset(words)
 
 
+def parse_http_url(text: str) -> str:
+    """An absolute ``http://`` or ``https://`` URL with a host (a webhook)."""
+    t = text.strip()
+    if not t or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in t):
+        raise _Invalid(f"bad URL {t!r} (no blanks or control characters)")
+    try:
+        parts = urllib.parse.urlsplit(t)
+        parts.port  # raises ValueError for a bad port
+    except ValueError as e:
+        raise _Invalid(f"bad URL {t!r}: {e}") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise _Invalid(f"bad URL {t!r}: use http:// or https://")
+    if not parts.hostname:
+        raise _Invalid(f"bad URL {t!r}: no host")
+    if not t.isascii():
+        raise _Invalid(f"bad URL {t!r}: write non-ASCII characters %-encoded")
+    return t
+
+
 def _parse_listen(text: str) -> tuple[str, int]:
     """``host:port`` or ``[v6addr]:port``."""
     t = text.strip()
@@ -680,6 +701,7 @@ class _Builder:
             stats_interval=s.get("stats-interval", parse_duration, 0,
                                  default=_default(d, "stats_interval")),
             commit_thread=s.get("commit-thread", parse_bool, default=_default(d, "commit_thread")),
+            trap_webhook=s.get("trap-webhook", parse_http_url),
         )
 
     def _api(self) -> ApiConfig:

@@ -28,7 +28,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from cnrd import __version__
+from cnrd import __version__, logs
 from cnrd.config import Config, ConfigError
 from cnrd.dhcp import net
 from cnrd.dhcp.packet import MalformedPacket, parse
@@ -40,6 +40,8 @@ from cnrd.leases.committer import GroupCommitter, Runner
 from cnrd.leases.lmdb_store import LmdbLeaseStore
 from cnrd.leases.store import LeaseStore, PackedBatch
 from cnrd.leases.table import LeaseTable
+from cnrd.traps import TrapDetector
+from cnrd.webhook import TrapNotifier
 
 log = Logger(namespace="cnrd")
 
@@ -115,9 +117,14 @@ class DhcpService(service.Service):
         self._last_stats: tuple = ()
         self.started_at = 0.0
         self.peers: list[Any] = []  # failover Peers sharing this table and store
-        self._packet_detail = "incoming-packet-detail" in config.server.log_settings
-        self._normal_drops = 0
-        self._normal_drop_logged = -1e9
+        # pair name -> its FailoverService: the admin API sends and persists a
+        # peer's output through it after an operator command.
+        self.failover_links: dict[str, Any] = {}
+        # Log lines and traps read self.config at each event: the admin API
+        # replaces it while the server runs.
+        self.events = logs.EventLogger(lambda: self.config.server.log_settings, reactor)
+        self.traps = TrapDetector()
+        self.notifier = TrapNotifier(reactor, lambda: self.config.server)
         self.after_commit: list[Callable[[], None]] = []
         self.malformed = 0
         # Commits run on one worker thread unless a runner is injected (tests
@@ -161,25 +168,11 @@ class DhcpService(service.Service):
         return self._store
 
     def _log_event(self, event: str, fields: dict) -> None:
-        if event == "dhcp-drop":
-            reason = fields.get("reason", "")
-            if reason == "failover-normal-backup":
-                # Seed, "Confirming Failover" step 6: the backup says why it is
-                # silent; once a minute with a count, not once per packet.
-                now = self.clock.seconds()
-                self._normal_drops += 1
-                if now - self._normal_drop_logged >= 60:
-                    log.info("backup server dropped {n} DHCP requests because failover is in NORMAL",
-                             event=event, n=self._normal_drops)
-                    self._normal_drop_logged = now
-                    self._normal_drops = 0
-            elif self._packet_detail:
-                log.info("dropped request: {reason}", event=event, **fields)
-        elif event == "failover-state":
-            log.info("failover pair {pair}: state {old} -> {new} ({reason})", event=event, pair=fields["pair"],
-                     old=fields["from"], new=fields["to"], reason=fields["reason"])
-        else:
-            log.info("{event} {fields}", event=event, fields=fields)
+        """An event of the core (DhcpServer, Peers): a log line per log-settings, and maybe a trap."""
+        self.events(event, fields)
+        trap = self.traps.observe(event, fields)
+        if trap is not None:
+            self.notifier.notify(trap)
 
     # -- lifecycle ---------------------------------------------------------
     def startService(self) -> None:
@@ -321,6 +314,31 @@ class DhcpService(service.Service):
             commits=self.commits, leases=len(self.table.leases),
         )
 
+    def apply_config(self, config: Config) -> None:
+        """Run with ``config`` from now on (``dhcp reload``, API attribute changes).
+
+        Scopes, pools, policies, reservations, clients and the [server]
+        settings read while running take effect at once.  The caller keeps
+        what needs a restart (data-dir, ports, interfaces ...) at the values
+        the process started with: see cnrd.admin.
+        """
+        old = self.config.server
+        self.config = config
+        self.server.configure(config)
+        # server-identifier counts as one of our addresses (REQUEST selecting).
+        self.server.set_interfaces(list(self.server.interfaces.values()))
+        s = config.server
+        if self.port is not None and hasattr(self.port, "max_batch"):
+            self.port.max_batch = s.max_dhcp_requests
+        if self.running:
+            for loop, before, after in ((self._expiry, old.expiry_interval, s.expiry_interval),
+                                        (self._stats, old.stats_interval, s.stats_interval)):
+                if before != after:
+                    if loop.running:
+                        loop.stop()
+                    if after:
+                        loop.start(after, now=False)
+
     def _refresh_interfaces(self) -> None:
         try:
             self.server.set_interfaces(self._interfaces(self.config))
@@ -364,8 +382,11 @@ def add_failover(top: service.MultiService, dhcp: DhcpService, config: Config, r
         queue = [int(k[len(prefix):], 16) for k, _ in store.state_items(prefix)]
         peer = Peer(pair, role, dhcp.table, scopes, now=now,
                     stored_state=store.get_state(f"failover/{pair.name}/state"), stored_queue=queue,
-                    log=dhcp._log_event)
-        peer.pair_detail = "failover-detail" in config.server.log_settings
+                    log=dhcp._log_event, failover_recover=config.server.failover_recover)
+        if peer.discarded_queue:
+            # The role changed: the old relationship's unsent updates mean nothing now.
+            for key, _ in store.state_items(prefix):
+                peer.restore_persist({key: None})
         peer.scope_pct = {n: config.scopes[n].backup_pct for n in scopes
                           if config.scopes[n].backup_pct is not None}
         for name in scopes:
@@ -375,8 +396,9 @@ def add_failover(top: service.MultiService, dhcp: DhcpService, config: Config, r
                 pool.failover = True
         dhcp.peers.append(peer)
         fs = FailoverService(peer, reactor, local_ip=local, partner_ip=partner, port=pair.port,
-                             commit=dhcp.commit, detail=peer.pair_detail)
+                             commit=dhcp.commit, log_settings=lambda: dhcp.config.server.log_settings)
         dhcp.after_commit.append(fs.flush)
+        dhcp.failover_links[pair.name] = fs
         fs.setServiceParent(top)
         out.append(fs)
         me = f"{config.server.name} ({local})"
@@ -407,4 +429,8 @@ def build(
     dhcp.setServiceParent(top)
     if any(p.failover for p in config.failover_pairs.values()):
         add_failover(top, dhcp, config, reactor, host_addresses())
+    if config.api.enabled:
+        # Last, so it starts after (and stops before) what it reports on.
+        from cnrd.api import ApiService
+        ApiService(dhcp, reactor).setServiceParent(top)
     return top

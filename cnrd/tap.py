@@ -24,7 +24,14 @@ class Options(usage.Options):
     config: Config
 
     def postOptions(self) -> None:
+        from cnrd import logs
+
         self.config = load_or_exit(self["config"])
+        # twistd sets up its log after parsing the options and before
+        # makeService: the observer (text, or JSON with log-settings json) is
+        # chosen now and follows the running configuration from makeService on.
+        self.log_settings = logs.SettingsSource(self.config.server.log_settings)
+        logs.use_for_twistd(self, self.log_settings)
 
 
 def load_or_exit(path: str) -> Config:
@@ -60,7 +67,17 @@ def makeService(options: Options) -> service.IService:
         store = LmdbLeaseStore(s.data_dir, map_size=s.lease_db_size, event_history=s.event_history)
     except StoreError as e:
         _fail(f"{config.path}: [server] data-dir: {e}")
-    return build(config, reactor, store=store)
+    top = build(config, reactor, store=store)
+    settings = getattr(options, "log_settings", None)
+    if settings is not None:
+        dhcp = top.getServiceNamed("dhcp")
+        settings.follow(lambda: dhcp.config.server.log_settings)
+    if config.api.enabled:
+        try:
+            top.getServiceNamed("api").prepare()  # the API token, before anything starts
+        except ConfigError as e:
+            _fail(str(e))
+    return top
 
 
 def check_main(argv: list[str] | None = None) -> int:

@@ -154,10 +154,16 @@ class DhcpServer:
             pool = self.table.pools.get(sc.name)
             if pool is None or pool.ranges != tuple(sorted(sc.ranges, key=lambda r: r.first)) or pool.first_available != sc.allocate_first_available:
                 pool = Pool(sc.name, sc.ranges, sc.allocate_first_available)
+                # On a reload, a failover scope's new pool keeps the failover
+                # rule for expired/released addresses (set before add_pool
+                # sorts the existing records into it).
+                pool.failover = sc.name in self.gates
                 self.table.add_pool(pool)
             self.scopes[sc.name] = ScopeRuntime(sc, policy, pool)
         for name in [n for n in self.table.pools if n not in self.scopes]:
             del self.table.pools[name]
+        for address in [a for a in self.table.reserved if a not in config.reservations]:
+            self.table.unreserve(address)
         self.reservations_by_key: dict[bytes, int] = {}
         for res in config.reservations.values():
             key = self._reservation_key(res.hardware_address, res.client_id)

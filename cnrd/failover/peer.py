@@ -136,6 +136,8 @@ class Peer:
         self.link_since = 0
         self.last_sent = now
         self.last_received = now
+        self.last_contact: int | None = None  # last message from the partner, in this run
+        self.transitions = 0  # state changes in this run (metrics)
         self.partner_max_unacked = 0
         self.partner_receive_timer = pair.failover_poll_timeout
         self.clock_skew = 0
@@ -224,6 +226,7 @@ class Peer:
             self.wait_from = self.stos
         self.state = new
         self.stos = now
+        self.transitions += 1
         if new in (S.RECOVER_DONE, S.NORMAL):
             # Everything the partner knew has arrived: from now on a RECOVER
             # asks only for what was missed (stored as "talked").
@@ -268,6 +271,7 @@ class Peer:
     def _leave_startup(self, now: int) -> None:
         if self.state is S.STARTUP:
             self.state = self.previous
+            self.transitions += 1
             self._log("failover-state", {"pair": self.name, "from": "STARTUP", "to": self.label,
                                          "reason": "previous state"})
             self._persist_state()
@@ -315,7 +319,7 @@ class Peer:
     # -- messages ------------------------------------------------------------
     def receive(self, msg: Message, now: int) -> None:
         """One decoded message from the partner."""
-        self.last_received = now
+        self.last_received = self.last_contact = now
         t = msg.type
         if t == MessageType.CONNECT:
             self._on_connect(msg, now)
@@ -344,6 +348,10 @@ class Peer:
             self.out.close = True
         # CONTACT and POOLRESP need nothing beyond the receive time.
         self.pump(now)
+
+    def record_reject(self, reason: int, text: str) -> None:
+        """The adapter refused a message it could not decode: logged (and trapped) like ours."""
+        self._log("failover-reject", {"pair": self.name, "reason": int(reason), "message": text})
 
     def _disconnect(self, now: int, reason: int, text: str) -> None:
         self._log("failover-reject", {"pair": self.name, "reason": int(reason), "message": text})
@@ -472,10 +480,6 @@ class Peer:
             self.inflight[address] = msg.xid
             self.sent_updates += 1
             self._send(msg, now)
-            if self.pair_detail:
-                self._log("failover-bndupd", {"pair": self.name, "address": address, "status": status})
-
-    pair_detail = False  # log-settings failover-detail
 
     def _bndupd(self, address: int, now: int) -> tuple[Message, int, int]:
         lease = self.table.get(address)
@@ -584,6 +588,9 @@ class Peer:
         address = msg.assigned_address
         reason, text = self._apply(msg, now)
         self.received_updates += 1
+        if reason is not None:
+            self._log("failover-bndupd-reject", {"pair": self.name, "address": address, "reason": int(reason),
+                                                 "message": text})
         ack = wire.bndack(msg.xid, now, assigned_address=address,
                           reject_reason=int(reason) if reason else None, message=text)
         self.out.acks.append(ack)
@@ -697,6 +704,7 @@ class Peer:
             elif self.handshaken and now - self.last_sent >= self._contact_interval():
                 self._send(wire.contact(self._next_xid(), now), now)
         if self.state is S.STARTUP and not self.in_touch and now - self.started >= self.pair.failover_poll_timeout:
+            self._log("failover-partner-not-heard", {"pair": self.name, "seconds": now - self.started})
             self._leave_startup(now)
             t = on_comm_fail(self.state)
             if t is not None:

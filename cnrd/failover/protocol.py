@@ -29,6 +29,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from cnrd import logs
 from cnrd.failover import wire
 from cnrd.failover.peer import Peer
 from cnrd.failover.wire import FailoverWireError, MessageType
@@ -54,8 +55,9 @@ class FailoverProtocol(Protocol):
             return
         if self.owner.link is not None:
             # One link per relationship (ISC rejects a duplicate connection, 7).
-            log.info("failover {pair}: second connection from {host} closed", pair=self.owner.peer.name,
-                     host=peer_host)
+            if self.owner.activity():
+                log.info("failover {pair}: second connection from {host} closed", pair=self.owner.peer.name,
+                         host=peer_host)
             self.transport.loseConnection()
             return
         self.active = True
@@ -74,8 +76,9 @@ class FailoverProtocol(Protocol):
             owner.protocol_error(e, now)
             owner.flush()
             return
+        detail = owner.detail_on()
         for msg in messages:
-            if owner.detail and msg.type in (MessageType.BNDUPD, MessageType.BNDACK):
+            if detail and msg.type in (MessageType.BNDUPD, MessageType.BNDACK):
                 log.info("failover {pair}: received DHCP{type} {msg}", pair=owner.peer.name,
                          type=MessageType(msg.type).name, msg=_describe(msg))
             owner.peer.receive(msg, now)
@@ -121,6 +124,7 @@ class FailoverService(service.MultiService):
         port: int,
         commit: Callable[[Callable[[bool], None]], None],
         detail: bool = False,
+        log_settings: Callable[[], frozenset[str]] = frozenset,
     ) -> None:
         super().__init__()
         self.peer = peer
@@ -129,7 +133,11 @@ class FailoverService(service.MultiService):
         self.partner_ip = partner_ip
         self.port = port
         self.commit = commit
+        # Per-message BNDUPD/BNDACK lines: always with ``detail``, else while
+        # log-settings (read at each message: it can change at run time) says
+        # failover-detail.
         self.detail = detail
+        self.log_settings = log_settings
         self.link: FailoverProtocol | None = None
         self._tick = LoopingCall(self._on_tick)
         self._tick.clock = reactor
@@ -139,6 +147,14 @@ class FailoverService(service.MultiService):
 
     def now(self) -> int:
         return int(self.reactor.seconds())
+
+    def detail_on(self) -> bool:
+        """True when BNDUPD/BNDACK messages are logged one by one (log-settings failover-detail)."""
+        return self.detail or logs.shown(logs.DETAIL, self.log_settings())
+
+    def activity(self) -> bool:
+        """True when normal failover activity is logged (not log-settings no-failover-activity)."""
+        return logs.shown(logs.ACTIVITY, self.log_settings())
 
     def startService(self) -> None:
         super().startService()
@@ -157,7 +173,8 @@ class FailoverService(service.MultiService):
 
     def _listening_on(self, port: Any) -> None:
         self._listening = port
-        log.info("failover {pair}: listening on {ip}:{port}", pair=self.peer.name, ip=self.local_ip, port=self.port)
+        if self.activity():
+            log.info("failover {pair}: listening on {ip}:{port}", pair=self.peer.name, ip=self.local_ip, port=self.port)
 
     def _listen_failed(self, failure: Failure) -> None:
         log.error("failover {pair}: cannot listen on {ip}:{port}: {error}", pair=self.peer.name,
@@ -180,14 +197,16 @@ class FailoverService(service.MultiService):
         if not proto.outgoing and self._client is not None and self._client.running:
             # The partner dialled first: stop dialling while this link lasts.
             self._client.stopService()
-        log.info("failover {pair}: connected to {partner}", pair=self.peer.name, partner=self.partner_ip)
+        if self.activity():
+            log.info("failover {pair}: connected to {partner}", pair=self.peer.name, partner=self.partner_ip)
         self.peer.connection_made(self.now())
         self.flush()
 
     def link_down(self, proto: FailoverProtocol) -> None:
         if self.link is proto:
             self.link = None
-            log.info("failover {pair}: link to {partner} closed", pair=self.peer.name, partner=self.partner_ip)
+            if self.activity():
+                log.info("failover {pair}: link to {partner} closed", pair=self.peer.name, partner=self.partner_ip)
             self.peer.connection_lost(self.now())
             self.flush()
             if self._client is not None and not self._client.running and self.running:
@@ -195,9 +214,11 @@ class FailoverService(service.MultiService):
 
     def protocol_error(self, error: FailoverWireError, now: int) -> None:
         """A malformed message: reject or disconnect with the draft's reason, then drop the link."""
-        log.warn("failover {pair}: bad message from partner: {reason}", pair=self.peer.name, reason=error.reason)
         msg = error.message
         reason = int(error.reject_reason or wire.RejectReason.UNKNOWN)
+        # Through the peer, so it is logged like its own rejects and a CONNECT
+        # without a valid hash bucket map counts as a configuration mismatch.
+        self.peer.record_reject(reason, f"bad message from partner: {error.reason}")
         if msg is not None and msg.type == MessageType.CONNECT:
             out = wire.connectack(msg.xid, now, relationship_name=msg.get(wire.Option.RELATIONSHIP_NAME),
                                   vendor_class="cnrd", reject_reason=reason, message=error.reason)
@@ -240,7 +261,7 @@ class FailoverService(service.MultiService):
         self.commit(durable)
 
     def _write(self, transport: Any, msg: wire.Message) -> None:
-        if self.detail and msg.type in (MessageType.BNDUPD, MessageType.BNDACK):
+        if msg.type in (MessageType.BNDUPD, MessageType.BNDACK) and self.detail_on():
             log.info("failover {pair}: sending DHCP{type} {msg}", pair=self.peer.name,
                      type=MessageType(msg.type).name, msg=_describe(msg))
         transport.write(wire.encode(msg))

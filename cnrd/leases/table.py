@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 
 from cnrd.config import Range
@@ -55,6 +55,11 @@ class Pool:
         # In a failover pool an expired or released address only becomes free
         # for other clients once the partner has acknowledged the change.
         self.failover = False
+        # Kept by the LeaseTable so metrics and the API can count a /8 pool
+        # without walking it: records in the ranges by state, and reserved
+        # addresses in the ranges that have no record.
+        self.state_counts: Counter[LeaseState] = Counter()
+        self.reserved_unused: set[int] = set()
         if first_available:
             for r in self.ranges:
                 self._heap.extend(range(r.first, r.last + 1))
@@ -164,6 +169,19 @@ class Pool:
             return len(self._free)
         return self.size - len(self._skip) + len(self._free)
 
+    def address_counts(self) -> dict[LeaseState, int]:
+        """Every address of the ranges counted once, without walking them.
+
+        By the state of its record; RESERVED for a reserved address without
+        one; AVAILABLE for the never used (and for AVAILABLE records).
+        """
+        out = {state: n for state, n in self.state_counts.items() if n}
+        never_used = self.size - sum(self.state_counts.values()) - len(self.reserved_unused)
+        out[LeaseState.AVAILABLE] = out.get(LeaseState.AVAILABLE, 0) + never_used
+        if self.reserved_unused:
+            out[LeaseState.RESERVED] = out.get(LeaseState.RESERVED, 0) + len(self.reserved_unused)
+        return out
+
 
 class LeaseTable:
     """Every lease in memory, indexed by address and by client, with per-scope pools."""
@@ -186,7 +204,24 @@ class LeaseTable:
 
     # -- setup -------------------------------------------------------------
     def add_pool(self, pool: Pool) -> None:
+        """Serve ``pool``'s scope from it (replacing that scope's pool, if any)."""
         self.pools[pool.scope] = pool
+        pool.state_counts.clear()
+        pool.reserved_unused.clear()
+        # A pool made after leases exist (a reload that adds a scope or
+        # changes its ranges) must learn which of its addresses have records,
+        # and in which state, or it would offer leased addresses again.
+        for address in self.reserved:
+            if address in pool:
+                pool.exclude(address)
+                pool.remove_free(address)
+                if address not in self.leases:
+                    pool.reserved_unused.add(address)
+        for address, lease in self.leases.items():
+            if address in pool:
+                pool.exclude(address)
+                self._classify(pool, lease)
+                pool.state_counts[lease.state] += 1
 
     def reserve(self, address: int, key: bytes) -> None:
         """Hold ``address`` for one client (a reservation): never allocated to others."""
@@ -195,6 +230,22 @@ class LeaseTable:
             if address in pool:
                 pool.exclude(address)
                 pool.remove_free(address)
+                if address not in self.leases:
+                    pool.reserved_unused.add(address)
+
+    def unreserve(self, address: int) -> None:
+        """The reservation of ``address`` is gone: its pool may allocate it again when free."""
+        if self.reserved.pop(address, None) is None:
+            return
+        pool = self.pool_of(address)
+        if pool is None:
+            return
+        pool.reserved_unused.discard(address)
+        lease = self.leases.get(address)
+        if lease is None:
+            pool.add_free(address)  # never used: free like any fresh address
+        else:
+            self._classify(pool, lease)
 
     def pool_of(self, address: int) -> Pool | None:
         for pool in self.pools.values():
@@ -221,6 +272,7 @@ class LeaseTable:
     _bulk = False
 
     def _insert(self, lease: Lease) -> None:
+        old = self.leases.get(lease.address)
         self.leases[lease.address] = lease
         key = lease.key
         if key is not None:
@@ -231,6 +283,10 @@ class LeaseTable:
         if pool is not None:
             pool.exclude(lease.address)
             self._classify(pool, lease)
+            if old is not None:
+                pool.state_counts[old.state] -= 1
+            pool.reserved_unused.discard(lease.address)
+            pool.state_counts[lease.state] += 1
         self._schedule(lease)
 
     def _classify(self, pool: Pool, lease: Lease) -> None:
@@ -382,6 +438,7 @@ class LeaseTable:
         event (the history, and with failover the binding update).
         """
         lease = self.leases.get(address)
+        old_state = None if lease is None else lease.state
         if lease is None:
             lease = Lease(address=address)
             self.leases[address] = lease
@@ -400,6 +457,12 @@ class LeaseTable:
         pool = self.pool_of(address)
         if pool is not None:
             self._classify(pool, lease)
+            if old_state is not lease.state:
+                if old_state is None:
+                    pool.reserved_unused.discard(address)
+                else:
+                    pool.state_counts[old_state] -= 1
+                pool.state_counts[lease.state] += 1
         self._schedule(lease)
         if durable:
             self._dirty[address] = lease

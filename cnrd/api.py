@@ -1,0 +1,386 @@
+"""The admin HTTP API: JSON over Klein, in front of :class:`cnrd.admin.Admin`.
+
+This module is only the HTTP adapter: routes, the bearer token, JSON bodies
+and errors, and the twisted service that listens on ``[api] listen``.  What
+each command does is in :mod:`cnrd.admin`; the routes and JSON shapes are
+described in docs/api.md and docs/openapi.yaml.
+
+Every answer is JSON, errors included (``{"error": "<one line>"}``): 400
+for bad input, 401 without a bearer token, 403 with a wrong one, 404 for an
+unknown route, pair or lease, 405 for a wrong method, 409 for a command the
+server's state refuses, 503 from ``/ready`` only.  A 500 means a bug in
+cnrd, never bad input; it is logged with its traceback.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from klein import Klein
+from twisted.application import service
+from twisted.internet import defer, endpoints
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+
+from cnrd.admin import Admin, AdminError
+from cnrd.config import ConfigError
+
+log = Logger(namespace="cnrd.api")
+
+PREFIX = "/api/v1"
+MAX_BODY = 64 * 1024  # no command needs more; a bigger body is refused unread
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+_ABSENT = object()  # no request body at all (as opposed to a JSON null)
+
+
+def _read_json(request: Any) -> Any:
+    """The request body as JSON, _ABSENT when empty; AdminError 400 for anything else."""
+    content = request.content
+    raw = content.read(MAX_BODY + 1) if content is not None else b""
+    if len(raw) > MAX_BODY:
+        raise AdminError(400, f"request body larger than {MAX_BODY} bytes")
+    if not raw:
+        return _ABSENT  # (only whitespace is malformed JSON, like any other text)
+    ctype = request.getHeader("content-type")
+    if ctype is not None:
+        media = ctype.split(";", 1)[0].strip().lower()
+        if media != "application/json" and not media.endswith("+json"):
+            raise AdminError(400, f"Content-Type must be application/json, not {media or 'empty'}")
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise AdminError(400, f"malformed JSON body: {e}") from None
+
+
+def _query(request: Any) -> dict[str, list[str]]:
+    try:
+        return {k.decode("utf-8"): [v.decode("utf-8") for v in vs] for k, vs in (request.args or {}).items()}
+    except UnicodeDecodeError:
+        raise AdminError(400, "query string is not UTF-8") from None
+
+
+class ApiApp:
+    """The Klein routes, bound to one Admin and one token."""
+
+    app = Klein()
+
+    def __init__(self, admin: Admin, token: str, metrics: Callable[[], Any] | None = None) -> None:
+        self.admin = admin
+        self._token = token.encode()
+        # Builds the /metrics resource on first use (cnrd.metrics may be absent in a test).
+        self._metrics_factory = metrics
+        self._metrics: Any = None
+
+    # -- plumbing -------------------------------------------------------------
+    def _authorize(self, request: Any) -> None:
+        header = request.getHeader("authorization")
+        if header is None:
+            raise AdminError(401, "missing Authorization: Bearer <token> header")
+        scheme, _, credential = header.strip().partition(" ")
+        credential = credential.strip()
+        if scheme.lower() != "bearer" or not credential:
+            raise AdminError(401, "malformed Authorization header (use: Bearer <token>)")
+        # Constant time: the token must not leak through response timing.
+        if not hmac.compare_digest(credential.encode("utf-8", "surrogateescape"), self._token):
+            raise AdminError(403, "wrong API token")
+
+    def _call(self, request: Any, fn: Callable[..., Any], *args: Any, auth: bool = True,
+              status: Callable[[Any], int] = lambda result: 200) -> Any:
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        if auth:
+            self._authorize(request)
+        result = fn(*args)
+
+        def send(obj: Any) -> bytes:
+            request.setResponseCode(status(obj))
+            return _json_bytes(obj)
+
+        if isinstance(result, defer.Deferred):
+            return result.addCallback(send)
+        return send(result)
+
+    def _body(self, request: Any, *, required: bool = False) -> dict[str, Any] | None:
+        """The JSON object in the body; None when there is none and none is required."""
+        value = _read_json(request)
+        if value is _ABSENT:
+            if required:
+                raise AdminError(400, "a JSON object body is required")
+            return None
+        if not isinstance(value, dict):
+            raise AdminError(400, "the body must be a JSON object")
+        return value
+
+    def _empty_body(self, request: Any) -> None:
+        # Commands without arguments accept no body or {}: anything else is
+        # probably a mistake worth telling about.
+        self.admin.body_object(self._body(request), ())
+
+    @app.handle_errors(Exception)
+    def _error(self, request: Any, failure: Failure) -> bytes:
+        e = failure.value
+        extra: dict[str, str] = {}
+        if isinstance(e, AdminError):
+            status, reason = e.status, e.reason
+            if status == 401:
+                request.setHeader(b"www-authenticate", b'Bearer realm="cnrd"')
+        elif isinstance(e, MethodNotAllowed):
+            status = 405
+            allowed = sorted(e.valid_methods or ())
+            reason = f"method {request.method.decode('ascii', 'replace')} not allowed; use {', '.join(allowed)}"
+            extra["allow"] = ", ".join(allowed)
+        elif isinstance(e, HTTPException):
+            # NotFound, and the redirect a trailing slash would get: no such route.
+            status = e.code if e.code and 400 <= e.code < 500 else 404
+            reason = "no such route" if status == 404 else (e.description or e.name)
+        else:
+            log.failure("admin API: unhandled error for {method} {path}", failure,
+                        method=request.method.decode("ascii", "replace"),
+                        path=request.path.decode("utf-8", "replace"))
+            status, reason = 500, "internal error (a bug in cnrd; see the server log)"
+        request.setResponseCode(status)
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        for k, v in extra.items():
+            request.setHeader(k.encode(), v.encode())
+        return _json_bytes({"error": reason})
+
+    # -- routes ---------------------------------------------------------------
+    @app.route(PREFIX + "/health", methods=["GET"])
+    def health(self, request: Any) -> Any:
+        return self._call(request, self.admin.health, auth=False)
+
+    @app.route(PREFIX + "/ready", methods=["GET"])
+    def ready(self, request: Any) -> Any:
+        return self._call(request, self.admin.ready, status=lambda r: 200 if r["ready"] else 503)
+
+    @app.route(PREFIX + "/dhcp", methods=["GET"])
+    def dhcp(self, request: Any) -> Any:
+        return self._call(request, self.admin.status)
+
+    @app.route(PREFIX + "/dhcp/reload", methods=["POST"])
+    def reload(self, request: Any) -> Any:
+        return self._call(request, lambda: self.admin.reload(self._body(request)))
+
+    @app.route(PREFIX + "/dhcp/stop", methods=["POST"])
+    def stop(self, request: Any) -> Any:
+        return self._call(request, lambda: (self._empty_body(request), self.admin.set_enabled(False))[1])
+
+    @app.route(PREFIX + "/dhcp/start", methods=["POST"])
+    def start(self, request: Any) -> Any:
+        return self._call(request, lambda: (self._empty_body(request), self.admin.set_enabled(True))[1])
+
+    @app.route(PREFIX + "/dhcp/related-servers", methods=["GET"])
+    def related_servers(self, request: Any) -> Any:
+        return self._call(request, self.admin.related_servers)
+
+    @app.route(PREFIX + "/dhcp/partner-down", methods=["POST"])
+    def partner_down(self, request: Any) -> Any:
+        return self._call(request, lambda: self.admin.partner_down(self._body(request, required=True)))
+
+    @app.route(PREFIX + "/dhcp/attributes", methods=["GET"])
+    def attributes(self, request: Any) -> Any:
+        return self._call(request, self.admin.attributes)
+
+    @app.route(PREFIX + "/dhcp/attributes", methods=["PATCH"])
+    def patch_attributes(self, request: Any) -> Any:
+        return self._call(request, lambda: self.admin.patch_attributes(self._body(request, required=True)))
+
+    @app.route(PREFIX + "/failover-pairs", methods=["GET"])
+    def pairs(self, request: Any) -> Any:
+        return self._call(request, self.admin.pairs)
+
+    @app.route(PREFIX + "/failover-pairs/<name>", methods=["GET"])
+    def pair(self, request: Any, name: str) -> Any:
+        return self._call(request, self.admin.pair, name)
+
+    @app.route(PREFIX + "/failover-pairs/<name>", methods=["PATCH"])
+    def patch_pair(self, request: Any, name: str) -> Any:
+        return self._call(request, lambda: self.admin.patch_pair(name, self._body(request, required=True)))
+
+    @app.route(PREFIX + "/leases", methods=["GET"])
+    def leases(self, request: Any) -> Any:
+        return self._call(request, lambda: self.admin.leases(_query(request)))
+
+    @app.route(PREFIX + "/leases/<address>", methods=["GET"])
+    def lease(self, request: Any, address: str) -> Any:
+        return self._call(request, self.admin.lease, address)
+
+    @app.route(PREFIX + "/scopes", methods=["GET"])
+    def scopes(self, request: Any) -> Any:
+        return self._call(request, self.admin.scopes)
+
+    @app.route(PREFIX + "/save", methods=["POST"])
+    def save(self, request: Any) -> Any:
+        return self._call(request, lambda: (self._empty_body(request), self.admin.save())[1])
+
+    @app.route("/metrics", methods=["GET"])
+    def metrics(self, request: Any) -> Any:
+        if self._metrics is None:
+            try:
+                if self._metrics_factory is None:
+                    raise ImportError("no metrics factory")
+                self._metrics = self._metrics_factory()
+            except ImportError:
+                raise AdminError(404, "metrics are not available in this build") from None
+        return self._metrics
+
+
+class _Root(Resource):
+    """Site root: hands every request to Klein, after refusing a path that is not UTF-8 as JSON."""
+
+    isLeaf = True
+
+    def __init__(self, klein_resource: Any) -> None:
+        super().__init__()
+        self._klein = klein_resource
+
+    def render(self, request: Any) -> Any:
+        try:
+            # What Klein decodes (the unquoted path segments and the host):
+            # it would answer a plain-text 400 for bytes that are not UTF-8.
+            b"/".join(request.prepath + request.postpath).decode("utf-8")
+            request.getRequestHostname().decode("utf-8")
+        except UnicodeDecodeError:
+            request.setResponseCode(400)
+            request.setHeader(b"content-type", b"application/json")
+            return _json_bytes({"error": "the request path or host is not UTF-8"})
+        return self._klein.render(request)
+
+
+def make_site(admin: Admin, token: str, metrics: Callable[[], Any] | None = None) -> Site:
+    """The twisted.web Site serving the admin API."""
+    api = ApiApp(admin, token, metrics)
+    site = Site(_Root(api.app.resource()))
+    site.noisy = False
+    site.displayTracebacks = False
+    return site
+
+
+def load_token(config: Any) -> str:
+    """The API bearer token: ``[api] token-file``, or ``<data-dir>/api-token`` made on first start.
+
+    Raises ConfigError naming the key when the file cannot be read or made.
+    """
+    path = config.api.token_file
+    if path is None:
+        path = os.path.join(config.server.data_dir, "api-token")
+        try:
+            os.makedirs(config.server.data_dir, exist_ok=True)
+            # O_EXCL with mode 0600: the secret is never readable by others,
+            # not even for a moment, and an existing one is never replaced.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        except OSError as e:
+            raise ConfigError(config.path, "server", "data-dir",
+                              f"cannot create the API token file {path}: {e.strerror or e}") from None
+        else:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_urlsafe(32) + "\n")
+            log.info("admin API: generated a token in {path}", path=path)
+        section, key = "server", "data-dir"
+    else:
+        section, key = "api", "token-file"
+    try:
+        with open(path, encoding="utf-8") as f:
+            token = f.read().strip()
+        mode = os.stat(path).st_mode
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(config.path, section, key,
+                          f"cannot read the API token file {path}: {getattr(e, 'strerror', None) or e}") from None
+    if not token:
+        raise ConfigError(config.path, section, key, f"the API token file {path} is empty")
+    if mode & 0o077:
+        log.warn("admin API: token file {path} is readable by other users (chmod 600 it)", path=path)
+    return token
+
+
+def _metrics_for(dhcp: Any) -> Callable[[], Any]:
+    def build() -> Any:
+        from prometheus_client.twisted import MetricsResource
+
+        from cnrd.metrics import registry_for
+        return MetricsResource(registry=registry_for(dhcp))
+    return build
+
+
+class ApiService(service.Service):
+    """Listens on ``[api] listen`` and serves the admin API for one DhcpService."""
+
+    name = "api"
+
+    def __init__(self, dhcp: Any, reactor: Any, *, admin: Admin | None = None) -> None:
+        self.dhcp = dhcp
+        self.reactor = reactor
+        self.admin = admin or Admin(dhcp)
+        self.token: str | None = None
+        self.port: Any = None  # the listening port, once listening
+        self._listening: list[defer.Deferred] = []
+
+    def prepare(self) -> None:
+        """Read (or make) the token now, so a problem stops the start with one line."""
+        if self.token is None:
+            self.token = load_token(self.dhcp.config)
+
+    def listening(self) -> defer.Deferred:
+        """Fires with the listening port (``.getHost().port``) once the API accepts connections."""
+        if self.port is not None:
+            return defer.succeed(self.port)
+        d: defer.Deferred = defer.Deferred()
+        self._listening.append(d)
+        return d
+
+    def startService(self) -> None:
+        super().startService()
+        self.prepare()
+        assert self.token is not None
+        api = self.dhcp.config.api
+        site = make_site(self.admin, self.token, _metrics_for(self.dhcp))
+        if ":" in api.listen_host:
+            endpoint: Any = endpoints.TCP6ServerEndpoint(self.reactor, api.listen_port, interface=api.listen_host)
+        else:
+            endpoint = endpoints.TCP4ServerEndpoint(self.reactor, api.listen_port, interface=api.listen_host)
+        endpoint.listen(site).addCallbacks(self._listened, self._listen_failed)
+
+    def _listened(self, port: Any) -> None:
+        self.port = port
+        host = port.getHost()
+        shown = f"[{host.host}]" if ":" in host.host else host.host
+        log.info("admin API listening on http://{where}:{port}" + PREFIX, where=shown, port=host.port)
+        waiting, self._listening = self._listening, []
+        for d in waiting:
+            d.callback(port)
+
+    def _listen_failed(self, failure: Failure) -> None:
+        # DHCP goes on without its admin API rather than not at all.
+        api = self.dhcp.config.api
+        log.critical("admin API: cannot listen on {host}:{port}: {error}", host=api.listen_host,
+                     port=api.listen_port, error=failure.getErrorMessage())
+        waiting, self._listening = self._listening, []
+        for d in waiting:
+            d.errback(failure)
+
+    def stopService(self) -> Any:
+        super().stopService()
+        port, self.port = self.port, None
+        if port is not None:
+            return port.stopListening()
+        return None

@@ -1,0 +1,336 @@
+"""What goes to the operator's log: CNR's log-settings, and JSON lines.
+
+Two halves:
+
+* :class:`EventLogger` turns the core's events (``DhcpServer`` and ``Peer``
+  call ``log(event, fields)``) into log lines.  Which lines appear follows
+  ``[server] log-settings`` as CNR defines them (seed, "Troubleshooting
+  Failover"), read at the time of each event, because the admin API can change
+  them while the server runs:
+
+  ``failover-detail``
+      every BNDUPD and BNDACK sent and received, one line each;
+  ``no-failover-activity``
+      no lines for normal failover activity (link up and down, partner heard,
+      pool split, the backup's "dropped because failover is in NORMAL");
+      warnings, errors and state changes still appear;
+  ``no-failover-conflict``
+      no lines for binding conflicts between the partners (updates one side
+      rejected);
+  ``incoming-packet-detail``
+      a line for each request dropped, with the reason.
+
+* :func:`observer` writes twistd's log: the usual text lines, or one JSON
+  object per line while log-settings has ``json``.  ``twistd cnrd`` installs
+  it through :func:`use_for_twistd` (twistd's own ``--logger`` hook), so the
+  log file, stdout under ``-n``, and log rotation stay as twistd does them.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import json
+import math
+import signal
+import sys
+from collections.abc import Callable
+from collections.abc import Set as AbstractSet
+from typing import IO, Any
+
+from constantly import NamedConstant
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import (
+    FileLogObserver,
+    ILogObserver,
+    LogEvent,
+    Logger,
+    LogLevel,
+    formatEvent,
+    formatEventAsClassicLogText,
+    formatTime,
+    timeFormatRFC3339,
+)
+from twisted.python import usage
+from twisted.python.logfile import LogFile
+
+from cnrd.failover.wire import RejectReason
+
+log = Logger(namespace="cnrd")
+
+# Categories of log lines, and the log-settings that show or hide them.
+DETAIL = "failover-detail"  # shown only with failover-detail
+ACTIVITY = "failover-activity"  # hidden by no-failover-activity
+CONFLICT = "failover-conflict"  # hidden by no-failover-conflict
+PACKET_DETAIL = "incoming-packet-detail"  # shown only with incoming-packet-detail
+ALWAYS = "always"
+
+
+def shown(category: str, settings: AbstractSet[str]) -> bool:
+    """Whether a line of ``category`` goes to the log under ``settings`` (log-settings)."""
+    if category == DETAIL:
+        return "failover-detail" in settings
+    if category == ACTIVITY:
+        return "no-failover-activity" not in settings
+    if category == CONFLICT:
+        return "no-failover-conflict" not in settings
+    if category == PACKET_DETAIL:
+        return "incoming-packet-detail" in settings
+    return True
+
+
+# States worth a warning on entry: the partner is gone or the pair disagrees.
+_TROUBLE_STATES = frozenset({"COMMUNICATIONS-INTERRUPTED", "PARTNER-DOWN", "POTENTIAL-CONFLICT",
+                             "RESOLUTION-INTERRUPTED"})
+
+_REJECT = " (reject reason {reason} {reason_name})"
+
+# Peer events: (category, level, format).  The format's fields are the
+# event's, with addresses dotted and reject reasons named (see _fields).
+_FAILOVER: dict[str, tuple[str, LogLevel, str]] = {
+    "failover-comm-ok": (ACTIVITY, LogLevel.info, "failover pair {pair}: partner heard, in state {partner_state}"),
+    "failover-comm-lost": (ALWAYS, LogLevel.warn, "failover pair {pair}: communication with the partner lost"),
+    "failover-partner-not-heard": (ALWAYS, LogLevel.warn,
+                                   "failover pair {pair}: partner not heard in {seconds} s after start-up"),
+    "failover-handshake-timeout": (ALWAYS, LogLevel.warn,
+                                   "failover pair {pair}: the partner did not complete the handshake"),
+    "failover-reject": (ALWAYS, LogLevel.warn, "failover pair {pair}: rejected the partner: {message}" + _REJECT),
+    "failover-rejected": (ALWAYS, LogLevel.warn, "failover pair {pair}: the partner rejected us: {message}" + _REJECT),
+    "failover-disconnect": (ALWAYS, LogLevel.warn,
+                            "failover pair {pair}: the partner disconnected: {message}" + _REJECT),
+    "failover-bndack-reject": (CONFLICT, LogLevel.warn,
+                               "failover pair {pair}: the partner rejected our update for {address}: "
+                               "{message}" + _REJECT),
+    "failover-bndupd-reject": (CONFLICT, LogLevel.warn,
+                               "failover pair {pair}: rejected the partner's update for {address}: "
+                               "{message}" + _REJECT),
+    "failover-pool-split": (ACTIVITY, LogLevel.info,
+                            "failover pair {pair}: {moved} free addresses handed to the backup"),
+    "failover-role-changed": (ALWAYS, LogLevel.warn,
+                              ("failover pair {pair}: this server is now the {role}; the failover state stored "
+                               "for the old roles is discarded")),
+    "failover-recover-still-set": (ALWAYS, LogLevel.warn,
+                                   ("failover pair {pair}: [server] failover-recover is still set ({since}); "
+                                    "unset it, or the next restart discards what this server learnt since")),
+}
+
+NORMAL_DROP_INTERVAL = 60  # seconds between the backup's "dropped in NORMAL" summaries
+
+
+def dotted(address: int) -> str:
+    """An IPv4 address (host byte order integer) as text."""
+    return f"{address >> 24 & 255}.{address >> 16 & 255}.{address >> 8 & 255}.{address & 255}"
+
+
+def reject_name(reason: Any) -> str:
+    """The draft's name of a reject-reason code (``INVALID_MCLT``), or ``""``."""
+    try:
+        return RejectReason(reason).name
+    except (ValueError, TypeError):
+        return ""
+
+
+def _fields(fields: dict) -> dict:
+    out = dict(fields)
+    if isinstance(out.get("address"), int):
+        out["address"] = dotted(out["address"])
+    if "reason" in out:
+        out["reason_name"] = reject_name(out["reason"])
+    if "message" in out and not out["message"]:
+        out["message"] = "no message"
+    return out
+
+
+class EventLogger:
+    """The core's events as log lines, per the log-settings in force at each event.
+
+    ``settings`` returns the current log-settings (the service passes
+    ``lambda: dhcp.config.server.log_settings``); ``clock`` paces the
+    once-a-minute summaries.
+    """
+
+    def __init__(self, settings: Callable[[], AbstractSet[str]], clock: IReactorTime) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._normal_drops = 0
+        self._normal_drop_logged = -1e9
+
+    def __call__(self, event: str, fields: dict) -> None:
+        """Log one event from the DHCP server core or a failover peer."""
+        if event == "dhcp-drop":
+            self._drop(event, fields)
+        elif event == "failover-state":
+            level = LogLevel.warn if fields["to"] in _TROUBLE_STATES else LogLevel.info
+            log.emit(level, "failover pair {pair}: state {old} -> {new} ({reason})", event=event,
+                     pair=fields["pair"], old=fields["from"], new=fields["to"], reason=fields["reason"])
+        elif event in _FAILOVER:
+            category, level, fmt = _FAILOVER[event]
+            if shown(category, self.settings()):
+                log.emit(level, fmt, event=event, **_fields(fields))
+        else:
+            log.info("{event} {fields}", event=event, fields=fields)
+
+    def _drop(self, event: str, fields: dict) -> None:
+        reason = fields.get("reason", "")
+        settings = self.settings()
+        if reason == "failover-normal-backup":
+            # Seed, "Confirming Failover" step 6: the backup says why it is
+            # silent; once a minute with a count, not once per packet.
+            if not shown(ACTIVITY, settings):
+                return
+            now = self.clock.seconds()
+            self._normal_drops += 1
+            if now - self._normal_drop_logged >= NORMAL_DROP_INTERVAL:
+                log.info("backup server dropped {n} DHCP requests because failover is in NORMAL",
+                         event=event, n=self._normal_drops)
+                self._normal_drop_logged = now
+                self._normal_drops = 0
+        elif shown(PACKET_DETAIL, settings):
+            log.info("dropped request: {reason}", event=event, **fields)
+
+
+# -- the observer ----------------------------------------------------------------
+
+# Keys of events from the legacy twisted.python.log API, already in "message".
+_LEGACY_KEYS = frozenset({"message", "format", "isError", "system", "time", "why", "failure"})
+
+
+def _plain(value: Any, depth: int = 0) -> Any:
+    """``value`` as something json.dumps writes as one valid JSON value."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (enum.Enum, NamedConstant)):  # Python enums; twisted's LogLevel
+        return value.name
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex()
+    if depth < 4:
+        if isinstance(value, dict):
+            return {str(k): _plain(v, depth + 1) for k, v in value.items()}
+        if isinstance(value, (list, tuple, set, frozenset)):
+            items = sorted(value, key=str) if isinstance(value, (set, frozenset)) else value
+            return [_plain(v, depth + 1) for v in items]
+    return str(value)
+
+
+def _iso(t: float | None) -> str | None:
+    if t is None:
+        return None
+    when = datetime.datetime.fromtimestamp(t, datetime.UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
+
+
+def json_line(event: LogEvent) -> str:
+    """One log event as one line of JSON.
+
+    ``time`` (UTC, ISO 8601), ``level``, ``namespace`` and ``message`` (the
+    text the line would have had) come first; then the event's own fields
+    (``event``, ``pair``, ``reason`` ...), and ``traceback`` for a failure.
+    """
+    level = event.get("log_level")
+    out: dict[str, Any] = {
+        "time": _iso(event.get("log_time")),
+        "level": getattr(level, "name", None),
+        "namespace": event.get("log_namespace") or event.get("log_system"),
+        "message": formatEvent(event),
+    }
+    for key, value in event.items():
+        if key.startswith("log_") or key in _LEGACY_KEYS or key in out:
+            continue
+        out[key] = _plain(value)
+    failure = event.get("log_failure")
+    if failure is not None:
+        try:
+            out["traceback"] = failure.getTraceback()
+        except Exception:  # a broken failure must not lose the line
+            out["traceback"] = repr(failure)
+    # json.dumps escapes newlines inside strings: always exactly one line.
+    return json.dumps(out, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def _text_line(event: LogEvent) -> str | None:
+    # twistd's own format (textFileLogObserver).
+    return formatEventAsClassicLogText(event, formatTime=lambda t: formatTime(t, timeFormatRFC3339))
+
+
+def observer(out: IO[str], settings: Callable[[], AbstractSet[str]]) -> ILogObserver:
+    """A log observer writing to ``out``: twistd's text lines, or JSON lines while ``settings()`` has json."""
+
+    def fmt(event: LogEvent) -> str | None:
+        try:
+            as_json = "json" in settings()
+        except Exception:  # the log must keep working whatever the settings source does
+            as_json = False
+        return json_line(event) if as_json else _text_line(event)
+
+    return FileLogObserver(out, fmt)
+
+
+class SettingsSource:
+    """Where the twistd observer reads log-settings: the running configuration once there is one."""
+
+    def __init__(self, initial: AbstractSet[str] = frozenset()) -> None:
+        self._get: Callable[[], AbstractSet[str]] = lambda: initial
+
+    def follow(self, get: Callable[[], AbstractSet[str]]) -> None:
+        """Read the settings from ``get()`` from now on (``lambda: dhcp.config.server.log_settings``)."""
+        self._get = get
+
+    def __call__(self) -> AbstractSet[str]:
+        return self._get()
+
+
+class _TwistdLog:
+    """What :func:`twistd_observer` needs; twistd's --logger takes a name, not an object."""
+
+    logfile = ""
+    nodaemon = False
+    settings: Callable[[], AbstractSet[str]] = SettingsSource()
+
+
+_twistd = _TwistdLog()
+
+
+def use_for_twistd(options: usage.Options, settings: Callable[[], AbstractSet[str]]) -> bool:
+    """Have twistd log through :func:`observer`; call from the plugin's ``postOptions``.
+
+    Sets twistd's ``--logger`` to :func:`twistd_observer`, unless the
+    operator chose ``--logger`` or ``--syslog`` (then twistd logs as told,
+    and only the log-settings filtering applies).  True when it did.
+    """
+    _twistd.settings = settings
+    parent = getattr(options, "parent", None)
+    if parent is None or parent.get("logger") or parent.get("syslog"):
+        return False
+    _twistd.logfile = parent.get("logfile") or ""
+    _twistd.nodaemon = bool(parent.get("nodaemon"))
+    # twistd resolves the name itself after our postOptions (namedAny).
+    parent["logger"] = f"{__name__}.twistd_observer"
+    return True
+
+
+def twistd_observer() -> ILogObserver:
+    """twistd's ``--logger`` factory: :func:`observer` on the file twistd itself would use."""
+    return observer(_open_twistd_log(_twistd.logfile, _twistd.nodaemon), _twistd.settings)
+
+
+def _open_twistd_log(logfile: str, nodaemon: bool) -> IO[str]:
+    # The choice twistd makes without --logger (UnixAppLogger): stdout when
+    # not daemonizing and no file is named, else the file (twistd.log by
+    # default), rotated on SIGUSR1.
+    if logfile == "-" or (nodaemon and not logfile):
+        if not nodaemon:
+            sys.exit("Daemons cannot log to stdout, exiting!")
+        return sys.stdout
+    out = LogFile.fromFullPath(logfile or "twistd.log")
+
+    def rotate(signum: int, frame: Any) -> None:
+        from twisted.internet import reactor
+
+        reactor.callFromThread(out.rotate)
+
+    signal.signal(signal.SIGUSR1, rotate)
+    return out  # type: ignore[return-value]

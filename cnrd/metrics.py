@@ -1,0 +1,265 @@
+"""Prometheus metrics for one cnrd process, read from live state at scrape time.
+
+:func:`registry_for` gives the registry the admin API serves at ``/metrics``.
+Its collector keeps nothing of its own: at each scrape it reads the
+counters the server keeps anyway (``DhcpServer.counters``, the peers'
+update counts, the pools' address counts, the trap detector), so metrics
+cost nothing on the packet path.  Per-scope address counts come from counts
+the lease table keeps up to date (``Pool.address_counts``), never from
+walking a pool's addresses.
+
+The scrape runs on a web server thread (prometheus_client's Twisted
+resource is a WSGI app); the collector reads the state on the reactor thread
+and formats it on the calling one.  Times come from the service's reactor
+clock.  docs/metrics.md lists every metric.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from prometheus_client import PlatformCollector, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+from twisted.python import threadable
+
+from cnrd import __version__
+from cnrd.failover.states import LABELS
+from cnrd.leases.model import LeaseState
+from cnrd.traps import TRAPS
+
+if TYPE_CHECKING:
+    from cnrd.service import DhcpService
+
+SNAPSHOT_TIMEOUT = 10.0  # seconds a scrape waits for the reactor thread
+
+#: Message types always exported (at 0 until seen), so the series exist from the start.
+RECEIVED_TYPES = ("DISCOVER", "REQUEST", "DECLINE", "RELEASE", "INFORM", "BOOTP")
+SENT_TYPES = ("OFFER", "ACK", "NAK", "BOOTREPLY")
+#: Every address state a scope reports, with its owner label (see _owner).
+SCOPE_STATES = tuple(LeaseState)
+#: Failover states exported per side; the partner side also has "unknown" (never heard).
+FAILOVER_STATES = tuple(LABELS.values())
+
+T = TypeVar("T")
+
+
+def registry_for(dhcp: DhcpService) -> CollectorRegistry:
+    """A registry with cnrd's metrics for ``dhcp`` (a DhcpService) and the process's own.
+
+    Mount it with ``prometheus_client.twisted.MetricsResource(registry=registry_for(dhcp))``.
+    """
+    registry = CollectorRegistry()
+    registry.register(CnrdCollector(dhcp))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    return registry
+
+
+def on_reactor(reactor: Any, f: Callable[[], T], timeout: float = SNAPSHOT_TIMEOUT) -> T:
+    """``f()``, run on the reactor thread when called from another one while the reactor runs.
+
+    The server's state is only ever changed on the reactor thread; reading
+    it there gives a consistent snapshot and no "dict changed size during
+    iteration".  Without a running reactor (tests on a Clock), ``f`` runs here.
+    """
+    call = getattr(reactor, "callFromThread", None)
+    if call is None or threadable.ioThread is None or threadable.isInIOThread() \
+            or not getattr(reactor, "running", False):
+        return f()
+    box: queue.Queue = queue.Queue(maxsize=1)
+
+    def run() -> None:
+        try:
+            box.put((True, f()))
+        except BaseException as e:  # handed to the scraping thread, which raises it
+            box.put((False, e))
+
+    call(run)
+    try:
+        ok, value = box.get(timeout=timeout)
+    except queue.Empty:
+        raise TimeoutError(f"the reactor did not answer the metrics scrape within {timeout} s") from None
+    if not ok:
+        raise value
+    return value
+
+
+class CnrdCollector(Collector):
+    """cnrd's metrics for one DhcpService, built at each scrape from its live state."""
+
+    def __init__(self, dhcp: DhcpService, *, timeout: float = SNAPSHOT_TIMEOUT) -> None:
+        self.dhcp = dhcp
+        self.timeout = timeout
+
+    def describe(self) -> list[Metric]:
+        """The metric names (so a registry can filter by name), without samples."""
+        return self._families(with_samples=False)
+
+    def collect(self) -> list[Metric]:
+        """Every metric, read from the service on the reactor thread."""
+        return on_reactor(self.dhcp.reactor, self._families, self.timeout)
+
+    # -- building ------------------------------------------------------------
+    def _families(self, with_samples: bool = True) -> list[Metric]:
+        fams = _Families()
+        self._dhcp(fams, with_samples)
+        self._scopes(fams, with_samples)
+        self._failover(fams, with_samples)
+        self._traps(fams, with_samples)
+        return fams.out
+
+    def _dhcp(self, f: _Families, samples: bool) -> None:
+        dhcp = self.dhcp
+        info = f.gauge("cnrd_info", "cnrd version and server name; always 1", ["version", "server"])
+        enabled = f.gauge("cnrd_dhcp_enabled", "1 while the server answers DHCP clients (dhcp start/stop)")
+        received = f.counter("cnrd_dhcp_packets_received_total", "DHCP and BOOTP requests received, by message type",
+                             ["type"])
+        sent = f.counter("cnrd_dhcp_packets_sent_total", "DHCP and BOOTP replies sent, by message type", ["type"])
+        drops = f.counter("cnrd_dhcp_drops_total", "Requests not answered, by reason", ["reason"])
+        malformed = f.counter("cnrd_dhcp_malformed_packets_total", "Datagrams that were not valid DHCP/BOOTP")
+        kernel = f.counter("cnrd_dhcp_kernel_drops_total",
+                           "Datagrams the kernel dropped because the socket's receive queue was full")
+        commits = f.counter("cnrd_lease_commits_total", "Lease store commits (one fsync each)")
+        failures = f.counter("cnrd_lease_commit_failures_total", "Lease store commits that failed")
+        records = f.gauge("cnrd_lease_records", "Lease records held in memory, in every state")
+        if not samples:
+            return
+        c = dhcp.server.counters
+        info.add_metric([__version__, dhcp.config.server.name], 1)
+        enabled.add_metric([], 1 if dhcp.server.enabled else 0)
+        for name, values, base in ((received, c.received, RECEIVED_TYPES), (sent, c.sent, SENT_TYPES),
+                                   (drops, c.drops, ())):
+            counts = dict(values)
+            for key in base:
+                counts.setdefault(key, 0)
+            for key, n in sorted(counts.items()):
+                name.add_metric([key], n)
+        malformed.add_metric([], dhcp.malformed)
+        port = dhcp.port
+        kernel.add_metric([], getattr(port, "kernel_drops", 0) if port is not None else 0)
+        # The committer (and the store) exist once the service runs; reading
+        # them earlier would open the store from a scrape.
+        commits.add_metric([], dhcp.commits if dhcp.running else 0)
+        failures.add_metric([], dhcp.commit_failures if dhcp.running else 0)
+        records.add_metric([], len(dhcp.table.leases))
+
+    def _scopes(self, f: _Families, samples: bool) -> None:
+        addresses = f.gauge(
+            "cnrd_scope_addresses",
+            "Addresses in each scope's ranges by state; owner is main or backup for free addresses of a "
+            "failover scope (available: the main's, backup: the backup's), empty otherwise",
+            ["scope", "state", "owner"])
+        if not samples:
+            return
+        for name, pool in sorted(self.dhcp.table.pools.items()):
+            counts = pool.address_counts()
+            for state in SCOPE_STATES:
+                addresses.add_metric([name, state.label, _owner(state, pool.failover)], counts.get(state, 0))
+
+    def _failover(self, f: _Families, samples: bool) -> None:
+        pair_info = f.gauge("cnrd_failover_pair_info", "This server's role in each failover pair; always 1",
+                            ["pair", "role"])
+        state = f.gauge("cnrd_failover_state",
+                        "1 for the failover state each side of the pair is in (partner: as last heard; "
+                        "unknown if never), 0 for the others", ["pair", "side", "state"])
+        age = f.gauge("cnrd_failover_state_age_seconds", "Seconds since this server entered its failover state",
+                      ["pair"])
+        contact = f.gauge("cnrd_failover_partner_contact_age_seconds",
+                          "Seconds since the last message from the partner (since start-up if none in this run)",
+                          ["pair"])
+        comm = f.gauge("cnrd_failover_communication_ok",
+                       "1 while connected to the partner with the handshake done and its state heard", ["pair"])
+        upd_sent = f.counter("cnrd_failover_bndupd_sent_total", "Binding updates (BNDUPD) sent to the partner",
+                             ["pair"])
+        upd_acked = f.counter("cnrd_failover_bndupd_acked_total", "Binding updates the partner acknowledged",
+                              ["pair"])
+        upd_rejected = f.counter("cnrd_failover_bndupd_rejected_total", "Binding updates the partner rejected",
+                                 ["pair"])
+        upd_received = f.counter("cnrd_failover_bndupd_received_total",
+                                 "Binding updates received from the partner", ["pair"])
+        unacked = f.gauge("cnrd_failover_bndupd_unacked",
+                          "Binding updates the partner has not acknowledged yet (queued or in flight)", ["pair"])
+        in_flight = f.gauge("cnrd_failover_bndupd_in_flight", "Binding updates sent and awaiting their BNDACK",
+                            ["pair"])
+        transitions = f.counter("cnrd_failover_state_transitions_total",
+                                "Failover state changes of this server since start-up", ["pair"])
+        skew = f.gauge("cnrd_failover_clock_skew_seconds",
+                       "The partner's clock minus ours, measured at the last handshake", ["pair"])
+        mismatch = f.gauge("cnrd_failover_config_mismatch",
+                           "1 from a failover-configuration-mismatch trap until the partner is next heard",
+                           ["pair"])
+        if not samples:
+            return
+        dhcp = self.dhcp
+        now = dhcp.clock.seconds()
+        for peer in dhcp.peers:
+            pair = peer.name
+            pair_info.add_metric([pair, peer.role.value], 1)
+            local = peer.label
+            for label in FAILOVER_STATES:
+                state.add_metric([pair, "local", label], 1 if label == local else 0)
+            partner = peer.partner_label
+            for label in FAILOVER_STATES + ("unknown",):
+                state.add_metric([pair, "partner", label], 1 if label == partner else 0)
+            age.add_metric([pair], max(now - peer.stos, 0))
+            heard = peer.last_contact if peer.last_contact is not None else peer.started
+            contact.add_metric([pair], max(now - heard, 0))
+            comm.add_metric([pair], 1 if peer.in_touch else 0)
+            upd_sent.add_metric([pair], peer.sent_updates)
+            upd_acked.add_metric([pair], peer.acked_updates)
+            upd_rejected.add_metric([pair], peer.rejected_updates)
+            upd_received.add_metric([pair], peer.received_updates)
+            unacked.add_metric([pair], len(peer.pending) + len(peer.unacked))
+            in_flight.add_metric([pair], len(peer.unacked))
+            transitions.add_metric([pair], peer.transitions)
+            skew.add_metric([pair], peer.clock_skew)
+            mismatch.add_metric([pair], 1 if dhcp.traps.config_mismatch(pair) else 0)
+
+    def _traps(self, f: _Families, samples: bool) -> None:
+        traps = f.counter("cnrd_traps_total", "Traps raised, by trap and failover pair", ["trap", "pair"])
+        delivered = f.counter("cnrd_trap_webhook_deliveries_total",
+                              "Traps POSTed to [server] trap-webhook and answered with a 2xx status")
+        failed = f.counter("cnrd_trap_webhook_failures_total",
+                           "Trap webhook POSTs that failed (refused, timed out, non-2xx, too many outstanding)")
+        if not samples:
+            return
+        dhcp = self.dhcp
+        counts = dict(dhcp.traps.counts)
+        for peer in dhcp.peers:
+            for name in TRAPS:
+                counts.setdefault((name, peer.name), 0)
+        for (name, pair), n in sorted(counts.items()):
+            traps.add_metric([name, pair], n)
+        delivered.add_metric([], dhcp.notifier.delivered)
+        failed.add_metric([], dhcp.notifier.failed)
+
+
+def _owner(state: LeaseState, failover: bool) -> str:
+    # draft-ietf-dhc-failover-12: FREE addresses are the primary's (CNR's
+    # main), BACKUP ones the secondary's; a client's address, or any address
+    # of a scope without failover, has no owner.
+    if failover and state is LeaseState.AVAILABLE:
+        return "main"
+    if state is LeaseState.BACKUP:
+        return "backup"
+    return ""
+
+
+class _Families:
+    """The families of one scrape, in the order they were made."""
+
+    def __init__(self) -> None:
+        self.out: list[Metric] = []
+
+    def counter(self, name: str, doc: str, labels: Iterable[str] = ()) -> CounterMetricFamily:
+        fam = CounterMetricFamily(name, doc, labels=list(labels))
+        self.out.append(fam)
+        return fam
+
+    def gauge(self, name: str, doc: str, labels: Iterable[str] = ()) -> GaugeMetricFamily:
+        fam = GaugeMetricFamily(name, doc, labels=list(labels))
+        self.out.append(fam)
+        return fam

@@ -1,0 +1,154 @@
+"""Sends traps out: a warning log line and, when ``[server] trap-webhook`` is set, a JSON POST.
+
+The thin adapter under :mod:`cnrd.traps` (which decides what is a trap).  A
+POST runs in the background with a timeout and never blocks or fails the
+server: whatever happens to it is logged and counted.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import defer, protocol
+from twisted.internet.interfaces import IConsumer
+from twisted.logger import Logger
+from twisted.web.client import Agent
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IBodyProducer
+from zope.interface import implementer
+
+from cnrd import __version__
+from cnrd.traps import Trap, payload, safe_url
+
+log = Logger(namespace="cnrd.traps")
+
+WEBHOOK_TIMEOUT = 10.0  # seconds for the whole POST, connect to last byte
+MAX_IN_FLIGHT = 16  # webhook POSTs outstanding at once; beyond that a trap's POST is dropped (and counted)
+
+
+class _Drain(protocol.Protocol):
+    """Reads a response body away; ``done`` fires with the status code at its end."""
+
+    def __init__(self, code: int) -> None:
+        self.code = code
+        self.done: defer.Deferred = defer.Deferred(self._cancel)
+
+    def dataReceived(self, data: bytes) -> None:
+        pass
+
+    def connectionLost(self, reason: Any = None) -> None:
+        # The end of the body, whole or cut short: the status is known either way.
+        if not self.done.called:
+            self.done.callback(self.code)
+
+    def _cancel(self, d: defer.Deferred) -> None:
+        if self.transport is not None:
+            self.transport.stopProducing()  # the timeout: drop the connection
+
+
+@implementer(IBodyProducer)
+class _Body:
+    """A request body already in memory."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self.length = len(data)
+
+    def startProducing(self, consumer: IConsumer) -> defer.Deferred:
+        consumer.write(self._data)
+        return defer.succeed(None)
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def stopProducing(self) -> None:
+        pass
+
+
+class TrapNotifier:
+    """Sends traps out: a warning log line, and a POST to ``[server] trap-webhook`` when set.
+
+    ``server`` returns the running ``[server]`` settings (read at each trap:
+    the URL and the server name can change at run time).  A POST runs in
+    the background with a timeout; whatever happens to it is logged and
+    counted (``delivered``, ``failed``), never raised.
+    """
+
+    def __init__(self, reactor: Any, server: Callable[[], Any], *, timeout: float = WEBHOOK_TIMEOUT,
+                 agent: Any = None) -> None:
+        self.reactor = reactor
+        self._server = server
+        self.timeout = timeout
+        self._agent = agent
+        self.delivered = 0
+        self.failed = 0
+        self.in_flight = 0
+
+    def notify(self, trap: Trap) -> defer.Deferred | None:
+        """Raise ``trap``: log it, and POST it when a webhook is configured (the POST's Deferred, never failing)."""
+        try:
+            return self._notify(trap)
+        except Exception:  # a trap must never break the event that raised it
+            log.failure("trap {trap} not sent", trap=trap.name)
+            return None
+
+    def _notify(self, trap: Trap) -> defer.Deferred | None:
+        server = self._server()
+        now = self.reactor.seconds()
+        body = payload(trap, server.name, now)
+        extra = {k: v for k, v in trap.fields.items() if k not in ("event", "trap", "pair", "server")}
+        log.warn("trap {trap}: failover pair {pair}: {reason}", event="trap", trap=trap.name, pair=trap.pair,
+                 server=server.name, **{"reason": "", **extra})
+        url = getattr(server, "trap_webhook", None)
+        if not url:
+            return None
+        return self.post(url, body)
+
+    def post(self, url: str, body: dict[str, Any]) -> defer.Deferred:
+        """POST ``body`` as JSON to ``url``; fires with True when a 2xx answer came, else False."""
+        if self.in_flight >= MAX_IN_FLIGHT:
+            self._failed(url, f"{self.in_flight} webhook requests still outstanding")
+            return defer.succeed(False)
+        try:
+            data = json.dumps(body).encode()
+            agent = self._agent or Agent(self.reactor, connectTimeout=self.timeout)
+            headers = Headers({b"content-type": [b"application/json"],
+                               b"user-agent": [f"cnrd/{__version__}".encode()]})
+            d = defer.maybeDeferred(agent.request, b"POST", url.encode("ascii"), headers, _Body(data))
+        except Exception as e:  # a bad URL or a missing TLS library: counted, never raised
+            self._failed(url, str(e) or type(e).__name__)
+            return defer.succeed(False)
+        self.in_flight += 1
+        d.addCallback(self._read)
+        d.addTimeout(self.timeout, self.reactor)
+
+        def done(result: Any) -> bool:
+            self.in_flight -= 1
+            if isinstance(result, int) and 200 <= result < 300:
+                self.delivered += 1
+                return True
+            if isinstance(result, int):
+                self._failed(url, f"HTTP status {result}")
+            else:
+                self._failed(url, result.getErrorMessage() or result.type.__name__)
+            return False
+
+        d.addBoth(done)
+        return d
+
+    @staticmethod
+    def _read(response: Any) -> defer.Deferred:
+        # Read the answer to its end so the connection closes cleanly; the status decides.
+        drain = _Drain(response.code)
+        response.deliverBody(drain)
+        return drain.done
+
+    def _failed(self, url: str, reason: str) -> None:
+        self.failed += 1
+        log.warn("trap webhook {url}: not delivered: {error}", event="trap-webhook-failed", url=safe_url(url),
+                 error=reason)
