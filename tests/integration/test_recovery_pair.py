@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
 import sys
 from pathlib import Path
 
@@ -235,3 +236,76 @@ def test_partition_with_isc_resolves_through_potential_conflict(lab):
     clients.append(client(c, cifs[1]))
     wait_for(lambda: all(l.address in isc_leased(isc) for l, _ in clients), 15, what="ISC has the leases")
     audit(clients, [ours.leased(), isc_leased(isc)])
+
+
+# -- failover-recover, role changes, start with DHCP disabled (cnrd with cnrd) ------
+
+
+def test_backup_restored_from_a_copy_recovers_with_failover_recover(lab):
+    main, backup, c, cifs = start_cnrd_pair(lab)
+    clients = [client(c, cifs[0])]
+    wait_for(lambda: clients[0][0].address in backup.leased(), 10, what="lease replicated")
+    # the operator's backup of the backup server's database, taken at `taken`
+    backup.stop()
+    copy = backup.data_dir.with_name("backup-data-copy")
+    shutil.copytree(backup.data_dir, copy)
+    taken = int(time.time())
+    backup.start()
+    wait_for(lambda: reached(backup, "NORMAL"), 30, what="backup NORMAL again")
+    clients.append(client(c, cifs[1]))  # a lease the copy does not have
+    wait_for(lambda: clients[1][0].address in backup.leased(), 10, what="second lease replicated")
+    # the disk dies; the copy is restored and failover-recover set to its time
+    backup.kill9()
+    shutil.rmtree(backup.data_dir)
+    shutil.copytree(copy, backup.data_dir)
+    text = backup.config_path.read_text().replace("[server]\n", f"[server]\nfailover-recover = {taken}\n", 1)
+    backup.config_path.write_text(text)
+    backup.start()
+    wait_for(lambda: reached(backup, "NORMAL"), MCLT + 40, what="restored backup NORMAL")
+    passed = states_since(backup, 0)
+    assert passed[0] == "RECOVER" and "RECOVER-DONE" in passed, passed
+    # the lease the copy lacked came back from the main (UPDREQALL)
+    audit(clients, [main.leased(), backup.leased()])
+    # the seed: unset it once NORMAL
+    ctl(backup, "dhcp", "set", "failover-recover=0")
+    ctl(backup, "save")
+    assert "failover-recover" not in backup.config_path.read_text().split("[policy")[0] or \
+        "failover-recover = 0" in backup.config_path.read_text()
+
+
+def test_roles_reversed_then_repaired_keeps_every_lease(lab):
+    main, backup, c, cifs = start_cnrd_pair(lab)
+    clients = [client(c, cifs[0])]
+    wait_for(lambda: clients[0][0].address in backup.leased(), 10, what="lease replicated")
+    for proc in (main, backup):
+        proc.stop()
+    # swap the roles in both files (the seed's "Restoring the Failover Pair with Reversed Roles")
+    for proc in (main, backup):
+        t = proc.config_path.read_text()
+        t = t.replace("main = 10.98.0.1", "main = @B@").replace("backup = 10.98.0.2", "backup = 10.98.0.1")
+        proc.config_path.write_text(t.replace("@B@", "10.98.0.2"))
+    main.start()
+    backup.start()
+    wait_for(lambda: reached(main, "NORMAL") and reached(backup, "NORMAL"), MCLT + 60, what="NORMAL, roles reversed")
+    assert "role" in main.log() and "role" in backup.log()
+    clients.append(client(c, cifs[1]))
+    assert clients[1][0].server == "10.98.0.2"  # the new main answers
+    wait_for(lambda: clients[1][0].address in main.leased(), 10, what="replicated to the new backup")
+    audit(clients, [main.leased(), backup.leased()])
+
+
+def test_start_with_dhcp_disabled_syncs_but_answers_nobody_until_started(lab):
+    m, mif, b, bif, c, cifs = pair_net(lab)
+    text = cnrd_pair_config("main", mif).replace("[server]\n", "[server]\nstart-on-reboot = false\n", 1)
+    main = CnrdProcess(m, text, name="main").start()
+    backup = CnrdProcess(b, cnrd_pair_config("backup", bif), name="backup").start()
+    wait_for(lambda: reached(main, "NORMAL") and reached(backup, "NORMAL"), 40, what="both NORMAL")
+    r = main.ns.run(CNRCTL, "--config", str(main.config_path), "ready", check=False)
+    assert r.returncode != 0 and "disabled" in (r.stdout + r.stderr).lower()
+    lease = dhclient(c, cifs[0], timeout=8, check=False)
+    assert lease.address is None  # nobody answered: the backup is silent in NORMAL too
+    ctl(main, "dhcp", "start")
+    clients = [client(c, cifs[1])]
+    assert clients[0][0].server == "10.98.0.1"
+    wait_for(lambda: clients[0][0].address in backup.leased(), 10, what="lease replicated")
+    audit(clients, [main.leased(), backup.leased()])
