@@ -186,7 +186,11 @@ class FailoverService(service.MultiService):
         if self._client is not None:
             self._client.stopService()
         if self.link is not None:
-            self.link.transport.abortConnection()
+            link = self.link
+            link.transport.abortConnection()
+            # Record the lost link now: the transport reports it only on a
+            # later reactor turn, after the DHCP service has closed the store.
+            self.link_down(link)
         if self._listening is not None:
             self._listening.stopListening()
         return super().stopService()

@@ -72,3 +72,18 @@ def test_good_connect_is_answered_and_acks_wait_for_commit():
     assert [m.type for m in out] == [wire.MessageType.CONNECTACK, wire.MessageType.STATE]
     assert out[0].reject_reason is None
     assert commits  # the handshake's state was committed before anything else went out
+
+
+def test_stopping_records_the_lost_link_while_the_store_is_still_open():
+    svc, side, commits = make()
+    svc.startService()
+    proto, transport = connect(svc, "10.1.0.1")
+    side.peer.connected = side.peer.handshaken = side.peer.partner_heard = True
+    side.peer.state = wire.ServerState.NORMAL
+    before = len(commits)
+    svc.stopService()
+    # the peer knows at once (not on a later reactor turn), and its new state was committed
+    assert side.peer.state is wire.ServerState.COMMUNICATIONS_INTERRUPTED
+    assert len(commits) > before and svc.link is None
+    proto.connectionLost(None)  # the transport's own report later changes nothing
+    assert side.peer.state is wire.ServerState.COMMUNICATIONS_INTERRUPTED

@@ -112,6 +112,8 @@ class Clients:
 
 def audit(clients: Clients, sides: list[Side], now: int, *, both: bool = True) -> None:
     """No address held by two clients at once; no ACKed, unexpired lease lost."""
+    for side in sides:  # shown with -s: the states each side passed through
+        print(f"  {side.role.value}: {' > '.join(side.states)}")
     grants: dict[int, list[Acked]] = {}
     for a in clients.acked:
         for b in grants.get(a.address, ()):
