@@ -1,32 +1,86 @@
-# cnrd: a DHCPv4 server with failover.  Builds unchanged against Docker Hub's
-# Debian image, or a locally made base: --build-arg BASE=localhost/debian-base:bookworm
+# cnrd: a DHCPv4 server with failover.  See docs/containers.md.
+#
+# Builds unchanged against Docker Hub's Debian image, or against a locally
+# made base (scripts/container-base-image) where no registry is reachable:
+#   podman build --format docker --build-arg BASE=localhost/debian-base:bookworm -t localhost/cnrd .
+# (scripts/container-build does exactly that.)  Behind a TLS-intercepting
+# proxy, hand pip the CA bundle as a build secret (it never lands in a layer):
+#   --secret id=pip-ca,src=/etc/ssl/certs/ca-certificates.crt
 ARG BASE=debian:bookworm-slim
 
-FROM ${BASE} AS build
-RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        python3 python3-venv python3-dev gcc libc6-dev \
+# -- python: the interpreter, shared by the build and the runtime stages, so
+#    the venv built below runs on exactly the Python it was built with.
+FROM ${BASE} AS python
+# On every stage: `podman image prune --filter label=org.opencontainers.image.title=cnrd`
+# finds this Dockerfile's stale build images and nothing else.
+LABEL org.opencontainers.image.title=cnrd \
+      org.opencontainers.image.description="cnrd: a DHCPv4 server with main/backup failover"
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 libcap2-bin \
     && rm -rf /var/lib/apt/lists/*
+
+# -- build: wheels for cnrd and its dependencies, installed into a clean venv.
+FROM python AS build
+RUN apt-get update \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-venv \
+    && rm -rf /var/lib/apt/lists/*
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore
 WORKDIR /src
-COPY setup.cfg pyproject.toml README.md ./
+# Dependencies first, from setup.cfg alone: a change to cnrd's code reuses this layer.
+COPY setup.cfg ./
+RUN --mount=type=secret,id=pip-ca \
+    if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi \
+    && python3 -m venv /opt/build \
+    && /opt/build/bin/pip install -q --upgrade pip 'setuptools>=68' wheel \
+    && python3 -c "import configparser; c = configparser.ConfigParser(); c.read('setup.cfg'); \
+print(c['options']['install_requires'])" >requirements.txt \
+    && /opt/build/bin/pip wheel -q --wheel-dir /wheels -r requirements.txt
+COPY pyproject.toml README.md ./
 COPY cnrd ./cnrd
 COPY twisted ./twisted
-RUN python3 -m venv /opt/build && /opt/build/bin/pip install --no-cache-dir --upgrade pip wheel \
-    && /opt/build/bin/pip wheel --no-cache-dir --wheel-dir /wheels .
+# --copies: the venv gets its own python binary, which alone receives the
+# file capabilities below (the image's /usr/bin/python3 stays unprivileged).
+RUN /opt/build/bin/pip wheel -q --no-deps --no-build-isolation --wheel-dir /wheels . \
+    && python3 -m venv --without-pip --copies /opt/cnrd \
+    && py="$(basename "$(readlink -f /usr/bin/python3)")" \
+    && ln -sf "$py" /opt/cnrd/bin/python3 && ln -sf python3 /opt/cnrd/bin/python \
+    && /opt/build/bin/pip --python /opt/cnrd/bin/python install -q --no-index --find-links /wheels cnrd \
+    # The twistd plugin cache, made now: at run time site-packages is not
+    # writable.  Twisted remakes a cache not newer than every plugin module,
+    # and image layers keep whole seconds: hence the sleep.
+    && sleep 1 \
+    && /opt/cnrd/bin/python -c "from twisted.plugin import IPlugin, getPlugins; \
+assert 'cnrd' in {p.tapname for p in getPlugins(IPlugin) if hasattr(p, 'tapname')}" \
+    && test -s /opt/cnrd/lib/python3*/site-packages/twisted/plugins/dropin.cache
 
-FROM ${BASE}
-RUN apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-        python3 python3-venv \
-    && rm -rf /var/lib/apt/lists/*
-COPY --from=build /wheels /wheels
-RUN python3 -m venv /opt/cnrd && /opt/cnrd/bin/pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
-    # regenerate the twistd plugin cache at build time (the image is read-only at run time)
-    && /opt/cnrd/bin/python -c "from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))"
+# -- runtime
+FROM python
+ARG UID=10067
+RUN groupadd --system --gid ${UID} cnrd \
+    && useradd --system --uid ${UID} --gid cnrd --home-dir /var/lib/cnrd --no-create-home \
+        --shell /usr/sbin/nologin cnrd \
+    && install -d -o cnrd -g cnrd -m 0750 /var/lib/cnrd
+COPY --from=build /opt/cnrd /opt/cnrd
+# Port 67 and 647 need CAP_NET_BIND_SERVICE, the AF_PACKET reply to a client
+# without an address CAP_NET_RAW (cnrd/dhcp/net.py).  The non-root cnrd user
+# gets them from file capabilities on the venv's interpreter; the container
+# must still be allowed them: cap_drop ALL, cap_add NET_BIND_SERVICE, NET_RAW.
+RUN setcap cap_net_bind_service,cap_net_raw=ep "$(readlink -f /opt/cnrd/bin/python3)"
+COPY deploy/healthcheck.py /usr/local/bin/cnrd-healthcheck
+# The default configuration: a standalone server on eth0 (mount your own).
 COPY etc/standalone.ini /etc/cnrd/cnrd.ini
+RUN sed -i 's/^interfaces = eth1$/interfaces = eth0/; s|^data-dir = .*|data-dir = /var/lib/cnrd|' /etc/cnrd/cnrd.ini
+ENV PATH=/opt/cnrd/bin:$PATH PYTHONUNBUFFERED=1
 VOLUME /var/lib/cnrd
-ENV PATH=/opt/cnrd/bin:$PATH
+WORKDIR /var/lib/cnrd
+USER cnrd
 EXPOSE 67/udp 647/tcp 8067/tcp
-# A DHCP server needs port 67 and packet sockets: run with
-#   --cap-drop ALL --cap-add NET_BIND_SERVICE --cap-add NET_RAW
+# Ready = serving DHCP and no failover pair in STARTUP/RECOVER*/POTENTIAL-CONFLICT:
+# GET /api/v1/ready where [api] listen of /etc/cnrd/cnrd.ini says, with the
+# token from its token-file (python3 and urllib; no curl in the image).
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 CMD ["cnrd-healthcheck"]
+# twistd runs as PID 1 and handles SIGTERM itself: the reactor stops, the
+# lease store is drained and closed, and the process exits at once.
 STOPSIGNAL SIGTERM
-ENTRYPOINT ["twistd", "-n", "--pidfile=", "cnrd"]
+ENTRYPOINT ["twistd", "--nodaemon", "--pidfile=", "cnrd"]
 CMD ["--config", "/etc/cnrd/cnrd.ini"]
