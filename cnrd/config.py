@@ -358,12 +358,22 @@ def parse_bool(text: str) -> bool:
     raise _Invalid(f"bad boolean {text!r} (use true or false)")
 
 
+def _int_of(digits: str, what: str) -> int:
+    """int() of an ASCII decimal string the caller has matched.  Python refuses
+    more than sys.int_max_str_digits (4300) digits with a ValueError; here that
+    is a bad value, not a crash."""
+    try:
+        return int(digits)
+    except ValueError:
+        raise _Invalid(f"{what} has too many digits ({len(digits)})") from None
+
+
 def parse_int(text: str, low: int | None = None, high: int | None = None) -> int:
     """A decimal integer, optionally bounded (inclusive)."""
     t = text.strip()
     if not _INT_RE.fullmatch(t):
         raise _Invalid(f"bad integer {text!r}")
-    value = int(t)
+    value = _int_of(t, "integer")
     _check_bounds(value, low, high, t)
     return value
 
@@ -380,10 +390,11 @@ def _check_bounds(value: float, low: float | None, high: float | None, text: str
 def parse_duration(text: str, low: int | None = 0, high: int | None = None) -> int:
     """A duration in seconds: ``3600``, ``30s``, ``5m``, ``2h``, ``1d``, ``1w`` or ``1h30m``."""
     t = "".join(text.split())
-    if t.isdigit():
-        seconds = int(t)
+    # isascii: str.isdigit() is also true for digits int() refuses, like '²'.
+    if t.isascii() and t.isdigit():
+        seconds = _int_of(t, "duration")
     elif _DURATION_RE.fullmatch(t):
-        seconds = sum(int(n) * _DURATION_UNITS[u.lower()]
+        seconds = sum(_int_of(n, "duration") * _DURATION_UNITS[u.lower()]
                       for n, u in _DURATION_PART_RE.findall(t))
     else:
         raise _Invalid(f"bad duration {text.strip()!r}")
@@ -399,7 +410,7 @@ def parse_size(text: str, low: int = 1, high: int = (1 << 63) - 1) -> int:
     m = _SIZE_RE.fullmatch(text.strip())
     if not m:
         raise _Invalid(f"bad size {text.strip()!r} (use bytes or a K/M/G/T suffix)")
-    value = int(m.group(1)) * _SIZE_UNITS[m.group(2).upper()]
+    value = _int_of(m.group(1), "size") * _SIZE_UNITS[m.group(2).upper()]
     if value < low:
         raise _Invalid(f"size {text.strip()!r} is too small (at least {low} bytes)")
     if value > high:
@@ -440,8 +451,8 @@ def parse_time(text: str) -> int | None:
     the file does not depend on the server's time zone.
     """
     t = text.strip()
-    if t.isdigit():
-        value = int(t)
+    if t.isascii() and t.isdigit():  # not '²', which isdigit() accepts and int() refuses
+        value = _int_of(t, "time")
         return value or None
     try:
         when = datetime.datetime.fromisoformat(t)

@@ -663,3 +663,28 @@ def test_error_str_is_one_line() -> None:
     e = ConfigError("f.ini", "scope a", "ranges", "two\nlines")
     assert str(e) == "f.ini: [scope a] ranges: two\\nlines"
     assert str(ConfigError("f.ini", None, None, "x")) == "f.ini: x"
+
+
+# Found by bench/fuzz.py: int() raised ValueError (not ConfigError) for numbers of
+# more than 4300 digits (sys.int_max_str_digits) and for digits like '²', which
+# str.isdigit() accepts and int() refuses.
+@pytest.mark.parametrize("key, text", [
+    ("lease-time", "1" * 5000),           # parse_duration, plain seconds
+    ("lease-time", "2" * 5000 + "s"),     # parse_duration, with units
+    ("lease-time", "\u00b2"),             # '²'
+    ("offer-timeout", "1h" + "3" * 4400 + "m"),
+])
+def test_huge_or_odd_digit_durations_are_config_errors(key: str, text: str) -> None:
+    e = error(SEED.replace("lease-time = 3600", f"{key} = {text}"), "policy default", key)
+    assert len(str(e)) < 200  # the 5000 digits are not echoed back
+
+
+@pytest.mark.parametrize("key, text", [
+    ("max-dhcp-requests", "9" * 5000),                      # parse_int
+    ("lease-db-size", "9" * 5000 + "M"),                    # parse_size
+    ("failover-recover", "1" * 5000),                       # parse_time
+    ("failover-recover", "\u00b2"),
+])
+def test_huge_or_odd_digit_server_values_are_config_errors(key: str, text: str) -> None:
+    text_ = SEED.replace("max-dhcp-requests = 500", f"{key} = {text}")
+    error(text_, "server", key)
