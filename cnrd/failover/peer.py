@@ -629,10 +629,23 @@ class Peer:
         if status in (BindingStatus.ACTIVE, BindingStatus.EXPIRED, BindingStatus.RELEASED) and not hw \
                 and not msg.client_id:
             return RejectReason.MISSING_BINDING_INFO, "no client hardware address"
+        # Draft figure 7.1.3-1, in every state: an unexpired lease here is not
+        # given up for a partner's stale view of the address.  Found by
+        # bench/chaos: a backup killed with a FREE update unacked resent it
+        # after restart, and a main in PARTNER-DOWN that had leased the
+        # address since took it, losing an ACKed lease on both servers.
         if lease is not None and lease.state is LeaseState.LEASED and status != BindingStatus.ACTIVE:
+            # (ISC lets EXPIRED through 65 s early for clock skew; a lease
+            # granted for an MCLT is shorter than that, so no slack here: a
+            # skewed partner's EXPIRED is refused, and our own expiry frees
+            # the address moments later.)
             if status in (BindingStatus.FREE, BindingStatus.BACKUP, BindingStatus.EXPIRED) \
-                    and lease.expiration - 65 > now and self.state is S.NORMAL:
+                    and not lease.expired_at(now):
                 return RejectReason.OUTDATED_BINDING_INFO, "lease has not expired here"
+            if status == BindingStatus.RELEASED and not lease.expired_at(now) and (msg.cltt or 0) < lease.cltt:
+                # CLTT has one-second resolution: a release in the second of
+                # the ACK is the client's own, so only an older one is stale.
+                return RejectReason.OUTDATED_BINDING_INFO, "lease renewed here after that release"
         if lease is not None and lease.state is LeaseState.LEASED and status == BindingStatus.ACTIVE \
                 and lease.key is not None and lease.key != _key(msg) and self.role is Role.MAIN \
                 and not lease.expired_at(now):

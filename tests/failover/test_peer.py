@@ -7,6 +7,8 @@ receiving side's "commit" (take_dirty), as the adapter does.
 
 from __future__ import annotations
 
+import dataclasses
+
 from cnrd.config import loads
 from cnrd.dhcp.packet import MessageType as M
 from cnrd.dhcp.packet import ip_to_int
@@ -115,6 +117,30 @@ class Link:
 def pair():
     main, backup = Side(Role.MAIN, T0), Side(Role.BACKUP, T0)
     return main, backup, Link(main, backup, T0)
+
+
+BROADCAST = RxInfo(2, ip_to_int("10.1.0.1"), 0xFFFFFFFF, 0)
+
+
+def dora(side: Side, client: int, now: int) -> int:
+    """DISCOVER then REQUEST from ``mac(client)``; the address it was given."""
+    offer = side.server.handle(request(M.DISCOVER, mac(client)), BROADCAST, now)
+    yi = offer.packet.yiaddr
+    side.server.handle(request(M.REQUEST, mac(client), o50=u32(yi), o54=u32(ip_to_int("10.1.0.1"))),
+                       BROADCAST, now)
+    return yi
+
+
+def restart(side: Side, role: Role, now: int, queue) -> Side:
+    """The same server after a restart: its table (the store), stored state and queue."""
+    table = side.table
+    table.listeners.clear()
+    reborn = Side(role, now, stored=side.persisted.get("failover/examplepair/state"), queue=queue)
+    reborn.table = table
+    reborn.peer.table = table
+    table.listeners.append(reborn.peer._lease_changed)
+    reborn.server = DhcpServer(reborn.config, table)
+    return reborn
 
 
 def states(main, backup):
@@ -242,14 +268,7 @@ def test_unacked_updates_survive_restart_through_the_persisted_queue():
     main.persisted.update(main.peer.take_persist())  # the commit
     queue = [int(k.rsplit("/", 1)[1], 16) for k, v in main.persisted.items() if "/q/" in k and v is not None]
     assert offer.packet.yiaddr in queue
-    # restart the main: same table (the store), the stored state and queue
-    table = main.table
-    table.listeners.clear()
-    reborn = Side(Role.MAIN, link.now, stored=main.persisted["failover/examplepair/state"], queue=queue)
-    reborn.table = table
-    reborn.peer.table = table
-    table.listeners.append(reborn.peer._lease_changed)
-    reborn.server = DhcpServer(reborn.config, table)
+    reborn = restart(main, Role.MAIN, link.now, queue)
     link.a = reborn
     link.connect()
     assert states(reborn, backup) == (S.NORMAL, S.NORMAL)
@@ -321,3 +340,74 @@ def test_two_mains_and_two_backups_are_refused():
                                         max_unacked=10, receive_timer=6), T0)
     out = backup.peer.take()
     assert out.send[-1].type == wire.MessageType.DISCONNECT and out.close
+
+
+def _from_partner(side: Side, msg, now: int) -> list:
+    """Deliver one message as if from the partner; what the side answers."""
+    for got in side.framer.feed(wire.encode(msg)):
+        side.peer.receive(got, now)
+    return side.peer.take().acks
+
+
+def test_restarted_backup_resending_a_stale_free_does_not_take_a_partner_down_lease():
+    # bench/chaos found this: the backup, killed with a FREE update for an
+    # address unacked, resent it after restart; the main, in PARTNER-DOWN,
+    # had leased that address since, took the FREE and lost the lease on both.
+    main, backup, link = pair()
+    link.connect()
+    yi = dora(main, 7, link.now)
+    link.advance(5)
+    stale = link.now
+    # the backup's last word on the address, never acknowledged: FREE
+    backup.table.update(yi, durable=True, event="free", now=stale, state=LeaseState.AVAILABLE, scope="lan",
+                        hw=b"", client_id=None, expiration=0, cltt=stale)
+    link.up = False  # kill -9: nothing more crosses
+    main.peer.connection_lost(link.now)
+    link.advance(3)
+    assert main.peer.set_partner_down(link.now)
+    link.advance(6)
+    # leases granted before it queue ahead of its ACTIVE update, so the
+    # backup's stale FREE reaches the main before the main's update leaves
+    for i in range(20, 30):
+        dora(main, i, link.now)
+    assert dora(main, 7, link.now) == yi
+    assert main.table.get(yi).state is LeaseState.LEASED
+    reborn = restart(backup, Role.BACKUP, link.now, [yi])
+    reborn.peer.pair = dataclasses.replace(reborn.peer.pair, max_unacked_updates=1)
+    link.b = reborn
+    link.connect()
+    link.advance(200, step=5)
+    assert main.table.get(yi).state is LeaseState.LEASED
+    assert main.table.get(yi).hw == b"\x01" + mac(7)
+    assert reborn.table.get(yi).state is LeaseState.LEASED
+    assert states(main, reborn) == (S.NORMAL, S.NORMAL)
+
+
+def test_stale_free_backup_expired_or_release_is_refused_for_an_unexpired_lease():
+    # draft figure 7.1.3-1: time2 for FREE/BACKUP/EXPIRED, time1 for RELEASED
+    main, backup, link = pair()
+    link.connect()
+    link.drop()
+    link.advance(10)
+    assert main.peer.set_partner_down(link.now)
+    link.advance(5)
+    yi = dora(main, 7, link.now)
+    assert main.table.get(yi).state is LeaseState.LEASED
+    link.connect()
+    stale = link.now - 9
+    for status, hw in ((wire.BindingStatus.FREE, None), (wire.BindingStatus.BACKUP, None),
+                       (wire.BindingStatus.EXPIRED, b"\x01" + bytes(6)),
+                       (wire.BindingStatus.RELEASED, b"\x01" + bytes(6))):
+        acks = _from_partner(main, wire.bndupd(900 + status, link.now, assigned_address=yi, binding_status=status,
+                                               lease_expiration=0, potential_expiration=0,
+                                               start_time_of_state=stale, client_hw=hw, cltt=stale), link.now)
+        assert [a.reject_reason for a in acks] == [int(wire.RejectReason.OUTDATED_BINDING_INFO)], status
+        lease = main.table.get(yi)
+        assert lease.state is LeaseState.LEASED and lease.hw == b"\x01" + mac(7), status
+    # a release newer than the ACK is the client's and is taken
+    acks = _from_partner(main, wire.bndupd(999, link.now, assigned_address=yi, binding_status=wire.BindingStatus.RELEASED,
+                                           lease_expiration=link.now + 1, potential_expiration=link.now + 1,
+                                           start_time_of_state=link.now, client_hw=b"\x01" + mac(7),
+                                           cltt=link.now + 1), link.now + 1)
+    assert [a.reject_reason for a in acks] == [None]
+    assert main.table.get(yi).state is LeaseState.AVAILABLE
