@@ -70,7 +70,7 @@ DEFAULT_PAGE = 100
 # [server] settings fixed for the life of the process: sockets, the store,
 # threads.  A reload reports them as restart-required and keeps the old value.
 _SERVER_RESTART = ("interfaces", "data_dir", "server_port", "client_port", "lease_db_size", "event_history",
-                   "commit_thread")
+                   "commit_thread", "lease_journal")
 # What identifies a failover relationship (and our role in it) or its
 # sockets: changing it means a new Peer, so only at the next start.
 _PAIR_RESTART = ("main", "backup", "failover", "failover_main_server", "failover_backup_server", "port",

@@ -191,6 +191,7 @@ class ServerConfig:
     event_history: int = 100000  # lease events kept in the store
     stats_interval: int = 60  # seconds between counter summaries in the log (0: never)
     commit_thread: bool = False  # fsync the lease store on a worker thread
+    lease_journal: bool = True  # group commits go to a write-ahead journal, LMDB behind it
     trap_webhook: str | None = None  # http(s) URL that receives traps as JSON POSTs
 
 
@@ -712,6 +713,7 @@ class _Builder:
             stats_interval=s.get("stats-interval", parse_duration, 0,
                                  default=_default(d, "stats_interval")),
             commit_thread=s.get("commit-thread", parse_bool, default=_default(d, "commit_thread")),
+            lease_journal=s.get("lease-journal", parse_bool, default=_default(d, "lease_journal")),
             trap_webhook=s.get("trap-webhook", parse_http_url),
         )
 

@@ -37,7 +37,7 @@ from cnrd.failover.peer import Peer
 from cnrd.failover.protocol import FailoverService
 from cnrd.failover.states import Role
 from cnrd.leases.committer import GroupCommitter, Runner
-from cnrd.leases.lmdb_store import LmdbLeaseStore
+from cnrd.leases.journal import open_store
 from cnrd.leases.store import LeaseStore, PackedBatch
 from cnrd.leases.table import LeaseTable
 from cnrd.traps import TrapDetector
@@ -163,8 +163,7 @@ class DhcpService(service.Service):
     @property
     def store(self) -> LeaseStore:
         if self._store is None:
-            s = self.config.server
-            self._store = LmdbLeaseStore(s.data_dir, map_size=s.lease_db_size, event_history=s.event_history)
+            self._store = open_store(self.config.server)
         return self._store
 
     def _log_event(self, event: str, fields: dict) -> None:

@@ -53,7 +53,7 @@ def makeService(options: Options) -> service.IService:
     """Build the service tree for twistd, checking what only the host can tell."""
     from twisted.internet import reactor
 
-    from cnrd.leases.lmdb_store import LmdbLeaseStore
+    from cnrd.leases.journal import open_store
     from cnrd.leases.store import StoreError
     from cnrd.service import build, resolve_interfaces
 
@@ -64,7 +64,7 @@ def makeService(options: Options) -> service.IService:
         _fail(str(e))
     s = config.server
     try:
-        store = LmdbLeaseStore(s.data_dir, map_size=s.lease_db_size, event_history=s.event_history)
+        store = open_store(s)
     except StoreError as e:
         _fail(f"{config.path}: [server] data-dir: {e}")
     top = build(config, reactor, store=store)

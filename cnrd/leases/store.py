@@ -12,6 +12,7 @@ Pure module.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -53,6 +54,71 @@ class PackedBatch:
 
     def empty(self) -> bool:
         return not self.leases and not self.events and not self.state
+
+    def to_bytes(self) -> bytes:
+        """The batch as one byte string (a journal record); :meth:`from_bytes` reads it back."""
+        out = [_COUNTS.pack(len(self.leases), len(self.events), len(self.state))]
+        for address, (record, key) in self.leases.items():
+            out.append(_LEASE.pack(address, len(record), _NONE16 if key is None else len(key)))
+            out.append(record)
+            if key is not None:
+                out.append(key)
+        for event in self.events:
+            out.append(_LEN32.pack(len(event)))
+            out.append(event)
+        for k, v in self.state.items():
+            kb = k.encode()
+            out.append(_STATE.pack(len(kb), _NONE32 if v is None else len(v)))
+            out.append(kb)
+            if v is not None:
+                out.append(v)
+        return b"".join(out)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "PackedBatch":
+        """Inverse of :meth:`to_bytes`; ValueError if ``data`` is not one."""
+        try:
+            n_leases, n_events, n_state = _COUNTS.unpack_from(data, 0)
+            pos = _COUNTS.size
+            batch = cls()
+            for _ in range(n_leases):
+                address, rlen, klen = _LEASE.unpack_from(data, pos)
+                pos += _LEASE.size
+                record = bytes(data[pos:pos + rlen])
+                pos += rlen
+                key = None
+                if klen != _NONE16:
+                    key = bytes(data[pos:pos + klen])
+                    pos += klen
+                batch.leases[address] = (record, key)
+            for _ in range(n_events):
+                (elen,) = _LEN32.unpack_from(data, pos)
+                pos += _LEN32.size
+                batch.events.append(bytes(data[pos:pos + elen]))
+                pos += elen
+            for _ in range(n_state):
+                klen, vlen = _STATE.unpack_from(data, pos)
+                pos += _STATE.size
+                k = bytes(data[pos:pos + klen]).decode()
+                pos += klen
+                v = None
+                if vlen != _NONE32:
+                    v = bytes(data[pos:pos + vlen])
+                    pos += vlen
+                batch.state[k] = v
+        except (struct.error, UnicodeDecodeError) as e:
+            raise ValueError(f"not a packed batch: {e}") from e
+        if pos != len(data):
+            raise ValueError(f"not a packed batch: lengths add up to {pos} bytes, not {len(data)}")
+        return batch
+
+
+_COUNTS = struct.Struct("!III")
+_LEASE = struct.Struct("!IIH")
+_LEN32 = struct.Struct("!I")
+_STATE = struct.Struct("!HI")
+_NONE16 = 0xFFFF
+_NONE32 = 0xFFFFFFFF
 
 
 class LeaseStore(Protocol):

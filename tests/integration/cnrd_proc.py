@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from cnrd.dhcp.packet import format_hw, int_to_ip
-from cnrd.leases.lmdb_store import LmdbLeaseStore
+from cnrd.leases.journal import JournaledStore
 from cnrd.leases.model import Lease, LeaseState
 from tests.integration.lab import Netns, read_log, wait_for
 
@@ -57,7 +57,8 @@ class CnrdProcess:
 
     def leases(self) -> list[Lease]:
         """The lease records on disk (read by a second process, as LMDB allows)."""
-        store = LmdbLeaseStore(str(self.data_dir), readonly=True)
+        # LMDB plus what the journal holds that LMDB has not got yet
+        store = JournaledStore(str(self.data_dir), readonly=True)
         try:
             return list(store.load())
         finally:

@@ -8,15 +8,18 @@ import sys
 
 import pytest
 
+from cnrd.leases.journal import JournaledStore
 from cnrd.leases.lmdb_store import LmdbLeaseStore
 from cnrd.leases.model import Lease, LeaseEvent, LeaseFlag, LeaseState, client_key
 from cnrd.leases.store import MemoryLeaseStore, StoreError
 
 
-@pytest.fixture(params=["memory", "lmdb"])
+@pytest.fixture(params=["memory", "lmdb", "journal"])
 def store(request, tmp_path):
     if request.param == "memory":
         s = MemoryLeaseStore(event_history=5)
+    elif request.param == "journal":
+        s = JournaledStore(str(tmp_path / "db"), map_size=1 << 24, event_history=5, journal_size=1 << 16)
     else:
         s = LmdbLeaseStore(str(tmp_path / "db"), map_size=1 << 24, event_history=5)
     yield s
