@@ -125,6 +125,10 @@ class CnrdCollector(Collector):
         commits = f.counter("cnrd_lease_commits_total", "Lease store commits (one fsync each)")
         failures = f.counter("cnrd_lease_commit_failures_total", "Lease store commits that failed")
         records = f.gauge("cnrd_lease_records", "Lease records held in memory, in every state")
+        applies = f.counter("cnrd_lease_journal_applies_total",
+                            "Background applies of the lease journal to LMDB (0 with lease-journal off)")
+        unapplied = f.gauge("cnrd_lease_journal_unapplied_commits",
+                            "Commits durable in the lease journal that LMDB does not hold yet")
         if not samples:
             return
         c = dhcp.server.counters
@@ -145,6 +149,9 @@ class CnrdCollector(Collector):
         commits.add_metric([], dhcp.commits if dhcp.running else 0)
         failures.add_metric([], dhcp.commit_failures if dhcp.running else 0)
         records.add_metric([], len(dhcp.table.leases))
+        store = dhcp.store if dhcp.running else None
+        applies.add_metric([], getattr(store, "applies", 0))
+        unapplied.add_metric([], getattr(store, "unapplied", 0))
 
     def _scopes(self, f: _Families, samples: bool) -> None:
         addresses = f.gauge(

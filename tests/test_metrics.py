@@ -24,6 +24,7 @@ from cnrd.config import Range, loads
 from cnrd.dhcp.packet import MessageType as M
 from cnrd.failover import wire
 from cnrd.failover.states import Role, S
+from cnrd.leases.journal import JournaledStore
 from cnrd.leases.model import Lease, LeaseState
 from cnrd.leases.store import MemoryLeaseStore
 from cnrd.leases.table import LeaseTable, Pool
@@ -123,6 +124,21 @@ def lease_on(node: Node, n: int) -> int:
 
 
 # -- standalone ------------------------------------------------------------------------
+def test_journal_series_follow_the_journaled_store(tmp_path):
+    store = JournaledStore(str(tmp_path / "db"), map_size=1 << 24, journal_size=1 << 16, apply_interval=3600)
+    svc, port, _, _ = make(store=store)
+    try:
+        port.on_batch([Rx(request(M.DISCOVER, mac(1)).serialize())], 0)
+        yi = port.sent[0][1].yiaddr
+        port.on_batch([Rx(request(M.REQUEST, mac(1), o50=u32(yi), o54=u32(SERVER_IP)).serialize())], 0)
+        store.flush()  # what the background thread does within 50 ms
+        m = scrape(svc)
+        assert value(m, "cnrd_lease_journal_applies_total") == store.applies >= 1
+        assert value(m, "cnrd_lease_journal_unapplied_commits") == 0
+    finally:
+        store.close()
+
+
 def test_dhcp_counters_commits_and_scope_addresses():
     svc, port, store, _ = make()
     port.on_batch([Rx(request(M.DISCOVER, mac(1)).serialize()), Rx(b"\x01\x02junk")], 3)

@@ -178,6 +178,7 @@ class JournaledStore:
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
         self.applies = 0
+        self.commits = 0
         self._seq = 0  # the last journaled (durable) sequence
         self._applied_seq = 0  # the last one LMDB holds
         # read-only: the journal's unapplied records, laid over LMDB's
@@ -266,11 +267,13 @@ class JournaledStore:
                         self._pending.extend(batch)
                         self._pending_seq = seq
                         self._wake.notify()
+                        self.commits += 1
                         return
             # Too big for the ring, or the ring is full: straight into LMDB,
             # after whatever is still pending (order matters).
             self._apply(batch, seq)
             self._seq = seq
+            self.commits += 1
         except OSError as e:
             raise StoreError(f"lease journal write failed: {e}") from e
 
@@ -306,6 +309,11 @@ class JournaledStore:
             # Applies are spaced out: each is two syncs, and a sync the disk
             # is busy with delays the journal's, which ACKs wait for.
             self._stop.wait(self.apply_interval)
+
+    @property
+    def unapplied(self) -> int:
+        """Commits durable in the journal that LMDB does not hold yet."""
+        return self._seq - self._applied_seq
 
     def flush(self) -> None:
         """Apply everything journaled to LMDB now (readers in other processes see it)."""
