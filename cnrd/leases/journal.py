@@ -40,10 +40,11 @@ from cnrd.leases.model import Lease, LeaseEvent
 from cnrd.leases.store import PackedBatch, StoreError
 
 MAGIC = b"CNJ1"
-_HDR = struct.Struct("!4sQII")  # magic, sequence, payload length, crc32
+_HDR = struct.Struct("!4sQQII")  # magic, epoch, sequence, payload length, crc32
 ALIGN = 512
 DEFAULT_SIZE = 16 << 20
 APPLIED_KEY = "journal/applied"
+EPOCH_KEY = "journal/epoch"
 _SEQ = struct.Struct("!Q")
 
 
@@ -51,8 +52,8 @@ def _align(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
-def _crc(seq: int, payload: bytes) -> int:
-    return zlib.crc32(payload, zlib.crc32(_SEQ.pack(seq)))
+def _crc(epoch: int, seq: int, payload: bytes) -> int:
+    return zlib.crc32(payload, zlib.crc32(_SEQ.pack(epoch) + _SEQ.pack(seq)))
 
 
 def open_store(server: Any) -> "JournaledStore | LmdbLeaseStore":
@@ -104,20 +105,21 @@ class Journal:
         finally:
             os.close(d)
 
-    def scan(self) -> list[tuple[int, bytes, int, int]]:
-        """Every intact record: (seq, payload, start, end), by sequence."""
+    def scan(self, epoch: int) -> list[tuple[int, bytes, int, int]]:
+        """Every intact record of ``epoch``: (seq, payload, start, end), by sequence."""
         out = []
         size = self.size
         data = os.pread(self.fd, size, 0)
         off = 0
         while off + _HDR.size <= size:
             if data[off:off + 4] == MAGIC:
-                _, seq, length, crc = _HDR.unpack_from(data, off)
+                _, rec_epoch, seq, length, crc = _HDR.unpack_from(data, off)
                 end = off + _HDR.size + length
                 if end <= size:
                     payload = data[off + _HDR.size:end]
-                    if _crc(seq, payload) == crc:
-                        out.append((seq, payload, off, end))
+                    if _crc(rec_epoch, seq, payload) == crc:
+                        if rec_epoch == epoch:
+                            out.append((seq, payload, off, end))
                         off = _align(end)
                         continue
             off += ALIGN
@@ -128,7 +130,7 @@ class Journal:
         """Whether a payload of ``length`` bytes can ever go in the ring."""
         return _align(_HDR.size + length) <= self.size // 2
 
-    def append(self, seq: int, payload: bytes) -> bool:
+    def append(self, epoch: int, seq: int, payload: bytes) -> bool:
         """Write one record and fdatasync it; False if the ring has no free room."""
         span = _align(_HDR.size + len(payload))
         start = self.pos if self.pos + span <= self.size else 0
@@ -136,7 +138,7 @@ class Journal:
         for _, s, e in self.live:
             if s < end and start < e:
                 return False
-        os.pwrite(self.fd, _HDR.pack(MAGIC, seq, len(payload), _crc(seq, payload)) + payload, start)
+        os.pwrite(self.fd, _HDR.pack(MAGIC, epoch, seq, len(payload), _crc(epoch, seq, payload)) + payload, start)
         os.fdatasync(self.fd)
         self.live.append((seq, start, end))
         self.pos = end
@@ -179,6 +181,7 @@ class JournaledStore:
         self.error: BaseException | None = None
         self.applies = 0
         self.commits = 0
+        self.epoch = 0  # tells this LMDB's journal records from any other's
         self._seq = 0  # the last journaled (durable) sequence
         self._applied_seq = 0  # the last one LMDB holds
         # read-only: the journal's unapplied records, laid over LMDB's
@@ -197,6 +200,10 @@ class JournaledStore:
         self._thread.start()
 
     # -- start-up --------------------------------------------------------------
+    def _epoch(self) -> int:
+        v = self.inner.get_state(EPOCH_KEY)
+        return _SEQ.unpack(v)[0] if v else 0
+
     def _applied(self) -> int:
         v = self.inner.get_state(APPLIED_KEY)
         return _SEQ.unpack(v)[0] if v else 0
@@ -207,7 +214,10 @@ class JournaledStore:
         batch, end = PackedBatch(), 0
         if self.journal is None:
             return batch, last, end
-        for seq, payload, _, rec_end in self.journal.scan():
+        epoch = self._epoch()
+        if not epoch:
+            return batch, last, end  # LMDB never had a journal: nothing in the file is its
+        for seq, payload, _, rec_end in self.journal.scan(epoch):
             if seq <= last:
                 continue
             if seq != last + 1:
@@ -226,6 +236,14 @@ class JournaledStore:
         if last > self._applied():
             batch.state[APPLIED_KEY] = _SEQ.pack(last)
             self.inner.commit_packed(batch)
+        self.epoch = self._epoch()
+        if not self.epoch:
+            # A new LMDB (or one from before the journal, or restored without
+            # its journal): records left in the file by another LMDB's life
+            # must never be applied to this one, so they carry another epoch.
+            self.epoch = int.from_bytes(os.urandom(8), "big") or 1
+            self.inner.commit_packed(PackedBatch(state={EPOCH_KEY: _SEQ.pack(self.epoch),
+                                                        APPLIED_KEY: _SEQ.pack(last)}))
         self.journal.pos = end
         return last
 
@@ -261,7 +279,7 @@ class JournaledStore:
         try:
             if self.journal.fits(len(payload)):
                 with self._lock:
-                    ok = self.journal.append(seq, payload)
+                    ok = self.journal.append(self.epoch, seq, payload)
                     if ok:
                         self._seq = seq
                         self._pending.extend(batch)

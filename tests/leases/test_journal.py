@@ -11,7 +11,7 @@ import time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cnrd.leases.journal import ALIGN, Journal, JournaledStore
+from cnrd.leases.journal import ALIGN, EPOCH_KEY, Journal, JournaledStore
 from cnrd.leases.lmdb_store import LmdbLeaseStore
 from cnrd.leases.model import LeaseState
 from cnrd.leases.store import PackedBatch
@@ -40,13 +40,18 @@ def test_truncated_batch_bytes_are_refused():
         raise AssertionError(f"{n} bytes accepted")
 
 
-def _journal_only(path: str, batches: list[PackedBatch], start_seq: int = 1) -> None:
+EPOCH = 0x5EED
+
+
+def _journal_only(path: str, batches: list[PackedBatch], start_seq: int = 1, epoch: int = EPOCH) -> None:
     """Write records to the journal as a server that crashed before applying them would have."""
     os.makedirs(path, exist_ok=True)
-    LmdbLeaseStore(path, map_size=1 << 24).close()
+    lm = LmdbLeaseStore(path, map_size=1 << 24)
+    lm.commit([], [], {EPOCH_KEY: EPOCH.to_bytes(8, "big")})
+    lm.close()
     j = Journal(os.path.join(path, "journal"), 1 << 16)
     for i, b in enumerate(batches):
-        assert j.append(start_seq + i, b.to_bytes())
+        assert j.append(epoch, start_seq + i, b.to_bytes())
     j.close()
 
 
@@ -78,7 +83,7 @@ def test_a_torn_last_record_is_ignored(tmp_path):
     path = str(tmp_path / "db")
     _journal_only(path, [PackedBatch.of([lease(1)]), PackedBatch.of([lease(2)])])
     jfile = os.path.join(path, "journal")
-    recs = Journal(jfile, 1 << 16).scan()
+    recs = Journal(jfile, 1 << 16).scan(EPOCH)
     assert [r[0] for r in recs] == [1, 2]
     with open(jfile, "r+b") as f:  # the crash hit during the second write
         f.seek(recs[1][3] - 3)
@@ -103,6 +108,32 @@ def test_old_records_already_in_lmdb_are_not_replayed(tmp_path):
     s = JournaledStore(path, map_size=1 << 24, journal_size=1 << 16)
     try:
         assert [l.state for l in s.load()] == [LeaseState.EXPIRED]
+    finally:
+        s.close()
+
+
+def test_records_of_another_lmdb_are_never_applied(tmp_path):
+    path = str(tmp_path / "db")
+    # a journal left by another LMDB's life (e.g. data.mdb deleted or restored without its journal)
+    _journal_only(path, [PackedBatch.of([lease(i, state=LeaseState.RELEASED)]) for i in range(1, 6)], epoch=0xBAD)
+    s = JournaledStore(path, map_size=1 << 24, journal_size=1 << 16)
+    s.close()
+    os.unlink(os.path.join(path, "data.mdb"))
+    os.unlink(os.path.join(path, "lock.mdb"))
+    s = JournaledStore(path, map_size=1 << 24, journal_size=1 << 16, apply_interval=3600)
+    assert s.lease_count() == 0
+    s.commit([lease(1)])  # sequence 1 again, in a ring that still holds the old 1..5
+    s.commit([lease(2)])
+    s._closing = True  # a crash: nothing more is applied
+    s._stop.set()
+    with s._lock:
+        s._wake.notify()
+    s._thread.join()
+    s.inner.close()
+    s.journal.close()
+    s = JournaledStore(path, map_size=1 << 24, journal_size=1 << 16)
+    try:
+        assert {l.address - 0x0A010000: l.state for l in s.load()} == {1: LeaseState.LEASED, 2: LeaseState.LEASED}
     finally:
         s.close()
 
