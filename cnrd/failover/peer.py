@@ -609,6 +609,8 @@ class Peer:
         xid = self.inflight.get(address)
         if xid is not None:
             ours = self.unacked[xid][1]
+            longer = _longer_for_same_client(lease, msg, now) if ours == BindingStatus.ACTIVE \
+                and status == BindingStatus.ACTIVE else None
             mine_better = (ours == BindingStatus.ACTIVE and status == BindingStatus.ACTIVE
                            and lease is not None and (lease.cltt > (msg.cltt or 0)
                                                       or (lease.cltt == (msg.cltt or 0) and self.role is Role.MAIN)))
@@ -616,6 +618,11 @@ class Peer:
                                           and self.role is Role.MAIN)
             mine_better = mine_better or (ours == BindingStatus.ACTIVE and status != BindingStatus.ACTIVE
                                           and status != BindingStatus.EXPIRED)
+            if longer is not None:
+                # Both of us ACKed this client (a partition with both serving):
+                # it may hold either lease, so the later expiration wins,
+                # whoever is primary and whichever CLTT is newer.
+                mine_better = longer == "ours"
             if mine_better:
                 return RejectReason.LESS_CRITICAL_BINDING_INFO, "incoming update is less critical than outgoing update"
             # Theirs wins: ours is withdrawn, and for an update request in
@@ -654,6 +661,7 @@ class Peer:
                 and status == BindingStatus.ACTIVE and (msg.cltt or 0) <= lease.cltt:
             return RejectReason.OUTDATED_BINDING_INFO, "older than our release or expiry"
         fields: dict = {"scope": pool.scope}
+        keep_ours = False
         if status == BindingStatus.ACTIVE:
             fields.update(
                 state=LeaseState.LEASED, hw=hw or b"", client_id=msg.client_id,
@@ -661,6 +669,14 @@ class Peer:
                 cltt=msg.cltt or now,
                 partner_time=max(msg.potential_expiration or 0, lease.partner_time if lease else 0),
             )
+            # The same client, and our lease runs longer: found by bench/chaos
+            # (partition, partner-down on one side, both answering a renewal:
+            # one with the MCLT, one with the full time).  Taking the shorter
+            # binding lost the lease the client held once it ran out; keep the
+            # longer one and send it back so the partner holds it too.
+            if _longer_for_same_client(lease, msg, now) == "ours":
+                keep_ours = True
+                fields.update(expiration=lease.expiration, cltt=max(lease.cltt, fields["cltt"]))
         elif status in (BindingStatus.EXPIRED, BindingStatus.RELEASED, BindingStatus.RESET, BindingStatus.FREE):
             # Expired and released bindings are stored free: the sender frees
             # them itself once we acknowledge (ISC does the same).
@@ -674,6 +690,8 @@ class Peer:
         else:
             return RejectReason.UNKNOWN, f"unknown binding status {status}"
         self.table.update(address, durable=True, from_partner=True, event="partner-update", now=now, **fields)
+        if keep_ours:
+            self._queue(address)
         return None, None
 
     # -- the pool split --------------------------------------------------------
@@ -849,6 +867,22 @@ _STATUS_OF = {
     LeaseState.RESET: int(BindingStatus.RESET),
     LeaseState.BACKUP: int(BindingStatus.BACKUP),
 }
+
+
+def _longer_for_same_client(lease: Lease | None, msg: Message, now: int) -> str | None:
+    """For an ACTIVE update of an address we hold LEASED, unexpired, to the
+    same client: "ours" or "theirs", whichever lease runs longer; None if the
+    client differs, ours has run out, or they end together."""
+    if lease is None or lease.state is not LeaseState.LEASED or lease.expired_at(now):
+        return None
+    if lease.key is None or lease.key != _key(msg):
+        return None
+    theirs = msg.lease_expiration or 0
+    if lease.expiration > theirs:
+        return "ours"
+    if theirs > lease.expiration:
+        return "theirs"
+    return None
 
 
 def _key(msg: Message) -> bytes | None:

@@ -411,3 +411,37 @@ def test_stale_free_backup_expired_or_release_is_refused_for_an_unexpired_lease(
                                            cltt=link.now + 1), link.now + 1)
     assert [a.reject_reason for a in acks] == [None]
     assert main.table.get(yi).state is LeaseState.AVAILABLE
+
+
+def test_both_servers_acked_the_client_the_longer_lease_wins_on_both():
+    # bench/chaos found this: partitioned, the backup in PARTNER-DOWN renewed a
+    # client for the full time while the main, COMMUNICATIONS-INTERRUPTED,
+    # gave the same client the MCLT; the primary's shorter binding won the
+    # duel, ran out, and the lease the client held was lost on both servers.
+    main, backup, link = pair()
+    link.connect()
+    yi = dora(main, 7, link.now)
+    main.peer.pump(link.now)  # our ACTIVE update is in flight, not yet acked
+    assert yi in main.peer.inflight
+    ours = main.table.get(yi)
+    assert ours.expiration - link.now <= 60  # a first lease: the MCLT
+    longer = link.now + 3600
+    acks = _from_partner(main, wire.bndupd(
+        700, link.now, assigned_address=yi, binding_status=wire.BindingStatus.ACTIVE, lease_expiration=longer,
+        potential_expiration=longer + 1800, start_time_of_state=link.now, client_hw=b"\x01" + mac(7),
+        cltt=ours.cltt), link.now)
+    assert [a.reject_reason for a in acks] == [None]  # not "less critical": it runs longer
+    assert main.table.get(yi).expiration == longer
+    link.settle()
+    # a shorter binding of the same client, even with a newer CLTT, does not cut it short
+    for got in main.framer.feed(wire.encode(wire.bndupd(
+            701, link.now, assigned_address=yi, binding_status=wire.BindingStatus.ACTIVE,
+            lease_expiration=link.now + 30, potential_expiration=link.now + 3630, start_time_of_state=link.now,
+            client_hw=b"\x01" + mac(7), cltt=link.now + 1))):
+        main.peer.receive(got, link.now + 1)
+    assert [a.reject_reason for a in main.peer.out.acks] == [None]
+    assert main.table.get(yi).expiration == longer
+    assert yi in main.peer.inflight  # and the partner is told the longer one back
+    link.settle()
+    assert backup.table.get(yi).expiration == longer
+    assert main.table.get(yi).state is backup.table.get(yi).state is LeaseState.LEASED
