@@ -23,7 +23,7 @@ import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from bench import pairs as _pairs  # noqa: F401  (registers cnrd-pair and isc-pair)
 from bench import perf
@@ -63,6 +63,7 @@ class Settings:
     quiet_wait_total: float = 180.0  # ... and over the whole bench
     mode: str = "full"
     recovery_leases: int = 100_000  # pairs: leases on the main when a fresh backup joins
+    pin: bool = True  # load generator on the first CPU, the server(s) under test on the last
 
 
 FULL = Settings()
@@ -73,6 +74,42 @@ SMOKE = replace(FULL, duration=1, start_rate=500, sat_tries=1, renew_tries=1,
 # A pool a little larger than the 100,000 recovery leases: UPDREQALL sends every
 # address of the pool, so a /12 would measure never-used addresses.
 RECOVERY_NET = Net("10.32.0.0/15", "10.32.0.10", "10.33.255.250", "10.32.0.1")
+
+
+#: the CPU the server under test gets to itself (set by pin_load)
+SERVER_CPU: int | None = None
+
+
+def pin_load() -> bool:
+    """Keep this process and what it starts (perfdhcp, the servers until
+    :func:`pin_server` moves them) off the last CPU, which the server under
+    test gets to itself: on a small machine perfdhcp's busy loop otherwise
+    shares a core with the server and the latency tail measures the
+    scheduler.  Applied to every server alike; False with a single CPU."""
+    global SERVER_CPU
+    c = sorted(os.sched_getaffinity(0))
+    if len(c) < 2:
+        return False
+    SERVER_CPU = c[-1]
+    os.sched_setaffinity(0, c[:-1])
+    return True
+
+
+def pin_server(pids: Iterable[int]) -> None:
+    """Every thread of the server processes onto :data:`SERVER_CPU`."""
+    if SERVER_CPU is None:
+        return
+    last = {SERVER_CPU}
+    for pid in pids:
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                os.sched_setaffinity(tid, last)
+            except OSError:
+                pass  # a thread that just ended
 
 
 def size_label(n: int) -> str:
@@ -161,6 +198,8 @@ class Bench:
         self.current = srv
         try:
             srv.start(self.lab, self.srv, self.srv_if, timeout=self.s.start_timeout)
+            if self.s.pin:
+                pin_server(srv.pids())
             yield srv
         except Exception:
             if srv.proc is not None:
@@ -520,6 +559,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--duration", type=int, default=None,
                     help="whole seconds per perfdhcp run (default 10; runs at high rates stop earlier, see README)")
     ap.add_argument("--out", default="results/bench.json", help="JSON output (default results/bench.json)")
+    ap.add_argument("--no-pin", action="store_true",
+                    help="let the scheduler place perfdhcp and the servers (default: the server under test "
+                         "alone on the last CPU, everything else on the others)")
     a = ap.parse_args(argv)
     # pairs run only when named: the default is the single servers
     servers = a.servers or ("cnrd" if a.smoke else ",".join(n for n in SERVERS if not n.endswith("-pair")))
@@ -538,6 +580,7 @@ def main(argv: list[str] | None = None) -> int:
             print("--duration must be in (0, 600] seconds", file=sys.stderr)
             return 2
         s = replace(s, duration=a.duration)
+    s = replace(s, pin=not a.no_pin and pin_load())
     need = {"isc": "dhcpd", "isc-pair": "dhcpd", "kea": "kea-dhcp4"}
     binaries = ["ip", "perfdhcp"] + [need[n] for n in a.server_list if n in need]
     missing = missing_requirements(binaries)
