@@ -23,12 +23,11 @@ import json
 import struct
 import sys
 
-import pytest
 
 from cnrd.failover import wire as w
 from tests.integration.cnrd_proc import CnrdProcess
 from tests.integration.lab import dhclient, wait_for
-from tests.integration.test_failover_pair import PAIR, reached, state_lines
+from tests.integration.test_failover_pair import pair, reached, state_lines  # noqa: F401 (pair: the fixture)
 
 # Connect from SRC to DST:647, read what the main says first (its CONNECT), send
 # the payload, read until the main closes; print what happened as JSON.
@@ -128,19 +127,6 @@ def inject(backup: CnrdProcess, payload: bytes) -> dict:
     cp = backup.ns.run(sys.executable, "-c", INJECT, "10.98.0.2", "10.98.0.1", payload.hex(),
                        timeout=30)
     return json.loads(cp.stdout)
-
-
-@pytest.fixture
-def pair(lab):
-    lan = lab.netns("lan")
-    br = lab.bridge(lan, "br0")
-    m, b, c = lab.netns("main"), lab.netns("backup"), lab.netns("cli")
-    _, mif = lab.link(lan, m, a_bridge=br, b_addr="10.98.0.1/24")
-    _, bif = lab.link(lan, b, a_bridge=br, b_addr="10.98.0.2/24")
-    main = CnrdProcess(m, PAIR.format(name="main", iface=mif), name="main")
-    backup = CnrdProcess(b, PAIR.format(name="backup", iface=bif), name="backup")
-    # The lab stops every process it started (by PID), even when the test fails.
-    return lab, lan, br, c, main, backup
 
 
 def test_malformed_failover_input_drops_the_link_and_the_pair_recovers(pair):
