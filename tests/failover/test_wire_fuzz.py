@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cnrd.failover import wire as w
+from bench.fuzz import feed_all
 from cnrd.failover.wire import FailoverWireError, Framer, Message, decode, encode, validate
 
 
@@ -93,25 +94,6 @@ def exercise(frame: bytes) -> None:
             except FailoverWireError:
                 assert not valid, f"{name} failed on a validated message"
     assert isinstance(msg.ignored, list)
-
-
-def feed_all(framer: Framer, chunks: list[bytes]) -> list[Message]:
-    """Feed like the link layer does: keep going past non-fatal errors (whose
-    message is answered with a reject, so it is returned too), stop at a fatal one."""
-    out: list[Message] = []
-    for chunk in chunks + [b""]:
-        while True:
-            try:
-                out += framer.feed(chunk)
-                break
-            except FailoverWireError as err:
-                out += err.preceding
-                if err.fatal:
-                    return out
-                assert err.message is not None
-                out.append(err.message)
-                chunk = b""
-    return out
 
 
 # --- strategies --------------------------------------------------------------------
