@@ -193,6 +193,9 @@ class JournaledStore:
                 return
             self.journal = Journal(jpath, journal_size)
             self._seq = self._applied_seq = self._recover()
+        except StoreError:
+            self.inner.close()
+            raise
         except OSError as e:
             self.inner.close()
             raise StoreError(f"cannot open the lease journal in {path}: {e}") from e
