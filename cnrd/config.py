@@ -192,6 +192,8 @@ class ServerConfig:
     stats_interval: int = 60  # seconds between counter summaries in the log (0: never)
     commit_thread: bool = False  # fsync the lease store on a worker thread
     lease_journal: bool = True  # group commits go to a write-ahead journal, LMDB behind it
+    gc_freeze_interval: int = 10  # seconds between freezes of what survived young GC (0: CPython's own GC)
+    gc_full_interval: int = 86400  # seconds between full garbage collections (0: never)
     trap_webhook: str | None = None  # http(s) URL that receives traps as JSON POSTs
 
 
@@ -714,6 +716,10 @@ class _Builder:
                                  default=_default(d, "stats_interval")),
             commit_thread=s.get("commit-thread", parse_bool, default=_default(d, "commit_thread")),
             lease_journal=s.get("lease-journal", parse_bool, default=_default(d, "lease_journal")),
+            gc_freeze_interval=s.get("gc-freeze-interval", parse_duration, 0,
+                                     default=_default(d, "gc_freeze_interval")),
+            gc_full_interval=s.get("gc-full-interval", parse_duration, 0,
+                                   default=_default(d, "gc_full_interval")),
             trap_webhook=s.get("trap-webhook", parse_http_url),
         )
 

@@ -16,6 +16,7 @@ clock.  docs/metrics.md lists every metric.
 
 from __future__ import annotations
 
+import gc
 import queue
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -129,8 +130,21 @@ class CnrdCollector(Collector):
                             "Background applies of the lease journal to LMDB (0 with lease-journal off)")
         unapplied = f.gauge("cnrd_lease_journal_unapplied_commits",
                             "Commits durable in the lease journal that LMDB does not hold yet")
+        gc_pauses = f.counter("cnrd_gc_pauses_total", "Cyclic garbage collections, by generation", ["generation"])
+        gc_seconds = f.counter("cnrd_gc_pause_seconds_total",
+                               "Seconds the server stood still for garbage collection, by generation", ["generation"])
+        gc_max = f.gauge("cnrd_gc_pause_max_seconds", "Longest garbage collection pause since start, by generation",
+                         ["generation"])
+        gc_frozen = f.gauge("cnrd_gc_frozen_objects", "Objects the collector no longer walks (gc-freeze-interval)")
         if not samples:
             return
+        policy = dhcp.gc
+        if policy is not None:
+            for gen, (n, secs, longest) in sorted(policy.pauses.items()):
+                gc_pauses.add_metric([str(gen)], n)
+                gc_seconds.add_metric([str(gen)], secs)
+                gc_max.add_metric([str(gen)], longest)
+        gc_frozen.add_metric([], gc.get_freeze_count())
         c = dhcp.server.counters
         info.add_metric([__version__, dhcp.config.server.name], 1)
         enabled.add_metric([], 1 if dhcp.server.enabled else 0)

@@ -36,6 +36,7 @@ from cnrd.dhcp.server import DhcpServer, Interface, Reply, RxInfo
 from cnrd.failover.peer import Peer
 from cnrd.failover.protocol import FailoverService
 from cnrd.failover.states import Role
+from cnrd.gcpolicy import GcPolicy
 from cnrd.leases.committer import GroupCommitter, Runner
 from cnrd.leases.journal import open_store
 from cnrd.leases.store import LeaseStore, PackedBatch
@@ -113,6 +114,7 @@ class DhcpService(service.Service):
         self._refresh = LoopingCall(self._refresh_interfaces)
         self._refresh.clock = reactor
         self._stats = LoopingCall(self._log_stats)
+        self.gc: GcPolicy | None = None
         self._stats.clock = reactor
         self._last_stats: tuple = ()
         self.started_at = 0.0
@@ -179,14 +181,18 @@ class DhcpService(service.Service):
         self.started_at = self.clock.seconds()
         now = int(self.started_at)
         t0 = time.monotonic()
-        n = self.server.load(self.store.load(), now)
+        s = self.config.server
+        self.gc = GcPolicy(self.reactor, s.gc_freeze_interval, s.gc_full_interval)
+        with self.gc.loading():
+            n = self.server.load(self.store.load(), now)
         log.info(
             "cnrd {version} server {name}: loaded {count} leases in {secs:.2f} s",
             version=__version__, name=self.config.server.name, count=n, secs=time.monotonic() - t0,
         )
         self.server.set_interfaces(self._interfaces(self.config))
         self._expire()  # leases that ran out while we were down
-        s = self.config.server
+        # After the load: the leases just read are frozen with everything else.
+        self.gc.start()
         self.port = self._port_factory(self.reactor, s.server_port, self.on_batch, max_batch=s.max_dhcp_requests)
         self.port.start()
         self._expiry.start(s.expiry_interval, now=False)
@@ -202,6 +208,8 @@ class DhcpService(service.Service):
         for loop in (self._expiry, self._refresh, self._stats):
             if loop.running:
                 loop.stop()
+        if self.gc is not None:
+            self.gc.stop()
         if self.port is not None:
             self.port.stop()
             self.port = None

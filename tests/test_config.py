@@ -149,6 +149,8 @@ safe-period = 1d
 expiry-interval = 1m
 lease-db-size = 512M
 event-history = 0
+gc-freeze-interval = 30s
+gc-full-interval = 0
 
 [api]
 listen = [::1]:9000
@@ -227,6 +229,7 @@ scopes = b
     assert s.failover_recover == 1714521600
     assert s.safe_period == 86400 and s.expiry_interval == 60
     assert s.lease_db_size == 512 << 20 and s.event_history == 0
+    assert (s.gc_freeze_interval, s.gc_full_interval) == (30, 0)
     assert c.api == config.ApiConfig("::1", 9000, "/etc/cnrd/token", False)
     pol = c.policies["short"]
     assert (pol.lease_time, pol.offer_timeout, pol.unavailable_timeout, pol.grace_period) == \
@@ -519,6 +522,11 @@ def test_bad_client_id() -> None:
 def test_bad_duration(text: str) -> None:
     error(SEED.replace("lease-time = 3600", f"lease-time = {text}"), "policy default",
           "lease-time", f"bad duration '{text}'")
+
+
+def test_bad_gc_interval() -> None:
+    error(SEED.replace("name = main\n", "name = main\ngc-freeze-interval = often\n"), "server",
+          "gc-freeze-interval", "bad duration 'often'")
 
 
 def test_mclt_floor() -> None:

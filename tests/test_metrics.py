@@ -165,6 +165,10 @@ def test_dhcp_counters_commits_and_scope_addresses():
     assert not m.get("cnrd_failover_state")
     # the process collector rides along
     assert "process_start_time_seconds" in m
+    # the garbage collector's pauses (cnrd/gcpolicy.py): frozen after the load
+    assert value(m, "cnrd_gc_frozen_objects") > 0
+    assert {dict(k)["generation"] for k in series(m, "cnrd_gc_pauses_total")} == {"0", "1", "2"}
+    assert value(m, "cnrd_gc_pause_max_seconds", generation="2") >= 0
 
 
 def test_names_follow_prometheus_conventions():
