@@ -6,11 +6,12 @@ ACKs of a group wait for all of it.  With the journal, a group is durable
 once its changes are appended to a preallocated file and that file is
 fdatasync'ed: one sync of a few hundred bytes, no file-system metadata to
 commit (the file never grows, its blocks were written at creation).  The
-same changes are then applied to LMDB by a background thread with LMDB's
-own fully synced commits, several groups at a time, so the LMDB file is
-always a consistent snapshot and never depends on write ordering the disk
-does not promise.  The highest journal sequence LMDB holds is stored in the
-same LMDB transaction (state key ``journal/applied``).
+same changes are then applied to LMDB by a separate low-priority process
+(:mod:`cnrd.leases.applier`) with LMDB's own fully synced commits, several
+groups at a time, so the LMDB file is always a consistent snapshot and
+never depends on write ordering the disk does not promise.  The highest
+journal sequence LMDB holds, and where the record after it starts, are
+stored in the same LMDB transaction (state key ``journal/applied``).
 
 After a crash the journal's records above that number are applied before
 anything else (:meth:`JournaledStore.__init__`); a record cut short by the
@@ -22,22 +23,28 @@ group is applied to LMDB at once instead (slower, never unsafe).
 Readers in another process (tests, the chaos auditor, bench) open it with
 ``readonly=True`` and see LMDB plus the journal's unapplied records.
 
-Pure module apart from file I/O and one worker thread (lmdb and os only).
+Pure module apart from file I/O and the applier process it starts (lmdb and os only).
 """
 
 from __future__ import annotations
 
 import os
 import struct
+import subprocess
+import sys
 import threading
 import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from twisted.logger import Logger
+
 from cnrd.leases.lmdb_store import LmdbLeaseStore
 from cnrd.leases.model import Lease, LeaseEvent
 from cnrd.leases.store import PackedBatch, StoreError
+
+log = Logger(namespace="cnrd.store")
 
 MAGIC = b"CNJ1"
 _HDR = struct.Struct("!4sQQII")  # magic, epoch, sequence, payload length, crc32
@@ -46,6 +53,7 @@ DEFAULT_SIZE = 16 << 20
 APPLIED_KEY = "journal/applied"
 EPOCH_KEY = "journal/epoch"
 _SEQ = struct.Struct("!Q")
+_APPLIED = struct.Struct("!QQQ")  # last sequence LMDB holds, where the next record starts, applies
 
 
 def _align(n: int) -> int:
@@ -150,40 +158,144 @@ class Journal:
         while live and live[0][0] <= upto:
             live.popleft()
 
+    def record_at(self, offset: int, epoch: int, seq: int) -> tuple[bytes, int] | None:
+        """The intact record ``seq`` of ``epoch`` starting at ``offset``: (payload, its end), else None."""
+        if offset + _HDR.size > self.size:
+            return None
+        head = os.pread(self.fd, 4096, offset)
+        if len(head) < _HDR.size or head[:4] != MAGIC:
+            return None
+        _, rec_epoch, rec_seq, length, crc = _HDR.unpack_from(head)
+        end = offset + _HDR.size + length
+        if rec_epoch != epoch or rec_seq != seq or end > self.size:
+            return None
+        payload = head[_HDR.size:_HDR.size + length]
+        if len(payload) < length:
+            payload += os.pread(self.fd, length - len(payload), offset + len(head))
+        if len(payload) != length or _crc(rec_epoch, rec_seq, payload) != crc:
+            return None  # torn, or still being written
+        return payload, end
+
+    def read_from(self, epoch: int, after: int, offset: int | None,
+                  limit: int = 1 << 30) -> tuple[list[tuple[int, bytes]], int | None]:
+        """The records after sequence ``after``, in order and without a gap.
+
+        ``offset`` is where record ``after + 1`` should start (it may have
+        wrapped to 0); None (a store from before offsets were kept) scans the
+        whole ring.  Returns the records and where the next one would start.
+        """
+        out: list[tuple[int, bytes]] = []
+        if offset is None:
+            for seq, payload, _, end in self.scan(epoch):
+                if seq <= after:
+                    continue
+                if seq != after + 1:
+                    break
+                out.append((seq, payload))
+                after, offset = seq, _align(end)
+            return out, offset
+        total = 0
+        while total < limit:
+            want = after + 1
+            found = self.record_at(offset, epoch, want)
+            if found is None and offset:
+                found = self.record_at(0, epoch, want)  # the writer wrapped round
+                if found is not None:
+                    offset = 0
+            if found is None:
+                break
+            payload, end = found
+            out.append((want, payload))
+            total += len(payload)
+            after, offset = want, _align(end)
+        return out, offset
+
     def close(self) -> None:
         os.close(self.fd)
+
+
+def _applied_of(value: bytes | None) -> tuple[int, int | None, int]:
+    """``journal/applied``: (last sequence LMDB holds, where the next record starts, applies so far).
+
+    Stores from before the offset was kept hold the sequence alone (offset None)."""
+    if not value:
+        return 0, None, 0
+    if len(value) == _SEQ.size:
+        return _SEQ.unpack(value)[0], None, 0
+    return _APPLIED.unpack(value)
+
+
+def apply_journal(inner: LmdbLeaseStore, journal: Journal, epoch: int, *, extra: PackedBatch | None = None,
+                  extra_seq: int = 0, next_offset: int = 0, limit: int = 1 << 30) -> int:
+    """Apply what the journal holds beyond LMDB's number (then ``extra``) in one LMDB transaction.
+
+    LMDB's number is read inside the write transaction, so the server and
+    its applier process may both call this: whichever comes second finds
+    only what is left.  ``extra`` (sequence ``extra_seq``, not in the ring)
+    goes last; the next journal record will then start at ``next_offset``.
+    Returns the number of journal records applied.
+    """
+    applied = [0]
+
+    def make(get_state: Any) -> PackedBatch | None:
+        seq, offset, applies = _applied_of(get_state(APPLIED_KEY))
+        records, end = journal.read_from(epoch, seq, offset, limit)
+        if not records and extra is None:
+            return None
+        batch = PackedBatch()
+        for rseq, payload in records:
+            try:
+                batch.extend(PackedBatch.from_bytes(payload))
+            except ValueError as e:
+                raise StoreError(f"lease journal record {rseq} in {journal.path} is corrupt: {e}") from e
+        last = records[-1][0] if records else seq
+        if extra is not None:
+            if last != extra_seq - 1:
+                raise StoreError(f"lease journal in {journal.path}: LMDB holds up to {last}, "
+                                 f"records up to {extra_seq - 1} were written")
+            batch.extend(extra)
+            last, end = extra_seq, next_offset
+        batch.state[APPLIED_KEY] = _APPLIED.pack(last, end or 0, applies + 1)
+        applied[0] = len(records)
+        return batch
+
+    inner.commit_with(make)
+    return applied[0]
 
 
 class JournaledStore:
     """A :class:`~cnrd.leases.store.LeaseStore`: journal first, LMDB behind it.
 
-    ``commit_packed`` returns once the changes are in the journal (durable);
-    a worker thread applies them to LMDB.  A read first applies what is
-    pending (the server reads its leases from memory, so reads are rare:
-    start-up, the admin API), so it sees every commit before it.
+    ``commit_packed`` returns once the changes are in the journal (durable).
+    A separate process (:mod:`cnrd.leases.applier`, started here, at a lower
+    CPU priority) applies them to LMDB: in a thread of this process it held
+    the GIL and the core for a few milliseconds every 50 ms, and the requests
+    that arrived meanwhile waited (docs/performance.md).  It needs nothing
+    from us but the files: it reads the ring from where LMDB's number says.
+    A read first applies what is pending itself (the server reads its leases
+    from memory, so reads are rare: start-up, the admin API), so it sees
+    every commit before it.
     """
 
     def __init__(self, path: str, map_size: int = 4 << 30, event_history: int = 100000, *,
                  readonly: bool = False, journal_size: int = DEFAULT_SIZE, apply_interval: float = 0.05) -> None:
         self.path = path
+        self.map_size = map_size
+        self.event_history = event_history
         self.apply_interval = apply_interval
         self.inner = LmdbLeaseStore(path, map_size=map_size, event_history=event_history, readonly=readonly)
         jpath = os.path.join(path, "journal")
         self.readonly = readonly
-        self._lock = threading.Lock()  # pending, journal.live
-        self._apply_lock = threading.Lock()  # one LMDB apply at a time, in order
-        self._wake = threading.Condition(self._lock)
-        self._pending = PackedBatch()
-        self._pending_seq = 0
+        # commit_packed may run on the commit thread while a read flushes on the reactor
+        self._lock = threading.Lock()
         self._closing = False
-        self._stop = threading.Event()  # wakes the applier from its pause at close
-        self._thread: threading.Thread | None = None
-        self.error: BaseException | None = None
-        self.applies = 0
+        self._proc: subprocess.Popen | None = None
         self.commits = 0
+        self.direct_writes = 0  # groups that went straight to LMDB (ring full or too big)
+        self.applier_restarts = 0
         self.epoch = 0  # tells this LMDB's journal records from any other's
         self._seq = 0  # the last journaled (durable) sequence
-        self._applied_seq = 0  # the last one LMDB holds
+        self._applied_seq = 0  # the last one LMDB holds, as last read
         # read-only: the journal's unapplied records, laid over LMDB's
         self._overlay: PackedBatch | None = None
         try:
@@ -193,66 +305,95 @@ class JournaledStore:
                 return
             self.journal = Journal(jpath, journal_size)
             self._seq = self._applied_seq = self._recover()
+            self._start_applier()
         except StoreError:
             self.inner.close()
             raise
         except OSError as e:
             self.inner.close()
             raise StoreError(f"cannot open the lease journal in {path}: {e}") from e
-        self._thread = threading.Thread(target=self._apply_loop, name="cnrd-lmdb-apply", daemon=True)
-        self._thread.start()
 
     # -- start-up --------------------------------------------------------------
     def _epoch(self) -> int:
         v = self.inner.get_state(EPOCH_KEY)
         return _SEQ.unpack(v)[0] if v else 0
 
-    def _applied(self) -> int:
-        v = self.inner.get_state(APPLIED_KEY)
-        return _SEQ.unpack(v)[0] if v else 0
+    def _applied(self) -> tuple[int, int | None, int]:
+        return _applied_of(self.inner.get_state(APPLIED_KEY))
 
-    def _unapplied(self) -> tuple[PackedBatch, int, int]:
-        """Records above LMDB's number, in order and without a gap: (batch, last seq, end offset)."""
-        applied = last = self._applied()
-        batch, end = PackedBatch(), 0
-        if self.journal is None:
-            return batch, last, end
+    def _unapplied(self) -> PackedBatch:
+        """Records above LMDB's number, in order and without a gap (read-only view)."""
+        batch = PackedBatch()
         epoch = self._epoch()
-        if not epoch:
-            return batch, last, end  # LMDB never had a journal: nothing in the file is its
-        for seq, payload, _, rec_end in self.journal.scan(epoch):
-            if seq <= last:
-                continue
-            if seq != last + 1:
-                break  # a gap: nothing after it was acknowledged on top of what is missing
+        if self.journal is None or not epoch:
+            return batch  # LMDB never had a journal: nothing in the file is its
+        seq, offset, _ = self._applied()
+        records, _ = self.journal.read_from(epoch, seq, offset)
+        for rseq, payload in records:
             try:
                 batch.extend(PackedBatch.from_bytes(payload))
             except ValueError as e:
-                raise StoreError(f"lease journal record {seq} in {self.path} is corrupt: {e}") from e
-            last, end = seq, rec_end
-        if last == applied:
-            end = 0
-        return batch, last, end
+                raise StoreError(f"lease journal record {rseq} in {self.path} is corrupt: {e}") from e
+        return batch
 
     def _recover(self) -> int:
-        batch, last, end = self._unapplied()
-        if last > self._applied():
-            batch.state[APPLIED_KEY] = _SEQ.pack(last)
-            self.inner.commit_packed(batch)
         self.epoch = self._epoch()
-        if not self.epoch:
+        if self.epoch:
+            apply_journal(self.inner, self.journal, self.epoch)  # what a crash left only in the journal
+            seq, offset, applies = self._applied()
+        else:
             # A new LMDB (or one from before the journal, or restored without
             # its journal): records left in the file by another LMDB's life
             # must never be applied to this one, so they carry another epoch.
             self.epoch = int.from_bytes(os.urandom(8), "big") or 1
-            self.inner.commit_packed(PackedBatch(state={EPOCH_KEY: _SEQ.pack(self.epoch),
-                                                        APPLIED_KEY: _SEQ.pack(last)}))
-        self.journal.pos = end
-        return last
+            seq, offset, applies = self._applied()[0], 0, 0
+        # Always in the current form, with where the next record will go.
+        self.journal.pos = offset or 0
+        self.inner.commit_packed(PackedBatch(state={EPOCH_KEY: _SEQ.pack(self.epoch),
+                                                    APPLIED_KEY: _APPLIED.pack(seq, self.journal.pos, applies)}))
+        return seq
 
     def _replay_view(self) -> None:
-        batch, _, _ = self._unapplied()
-        self._overlay = batch
+        self._overlay = self._unapplied()
+
+    # -- the applier process -------------------------------------------------------
+    def _start_applier(self) -> None:
+        env = dict(os.environ)
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "cnrd.leases.applier", self.path, str(self.map_size), str(self.event_history),
+             repr(self.apply_interval)],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, close_fds=True, env=env)
+
+    def _check_applier(self) -> None:
+        """If the applier died, apply here what it left (an LMDB error surfaces), then start another."""
+        proc = self._proc
+        if proc is None or proc.poll() is None:
+            return
+        why = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+        proc.stdin.close() if proc.stdin else None
+        proc.stderr.close() if proc.stderr else None
+        self._proc = None
+        log.warn("lease journal applier exited with status {status}{why}; restarting it",
+                 status=proc.returncode, why=f": {why.splitlines()[-1]}" if why else "")
+        apply_journal(self.inner, self.journal, self.epoch)
+        self.applier_restarts += 1
+        self._start_applier()
+
+    def _stop_applier(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.stdin is not None:
+            proc.stdin.close()  # end of input: it applies what is left and exits
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
 
     # -- the contract ------------------------------------------------------------
     def load(self) -> Iterator[Lease]:
@@ -275,71 +416,65 @@ class JournaledStore:
     def commit_packed(self, batch: PackedBatch) -> None:
         if self.readonly or self._closing:
             raise StoreError("lease store is closed" if self._closing else "lease store is read-only")
-        if self.error is not None:
-            raise StoreError(f"lease store write failed: {self.error}")
         payload = batch.to_bytes()
-        seq = self._seq + 1
-        try:
-            if self.journal.fits(len(payload)):
-                with self._lock:
-                    ok = self.journal.append(self.epoch, seq, payload)
+        with self._lock:
+            seq = self._seq + 1
+            journal = self.journal
+            try:
+                self._check_applier()
+                if journal.fits(len(payload)):
+                    if len(journal.live) > 64:
+                        # append checks room against every live record: keep them few
+                        self._refresh()
+                    ok = journal.append(self.epoch, seq, payload)
+                    if not ok:
+                        self._refresh()  # the applier may have freed room since we last looked
+                        ok = journal.append(self.epoch, seq, payload)
                     if ok:
                         self._seq = seq
-                        self._pending.extend(batch)
-                        self._pending_seq = seq
-                        self._wake.notify()
                         self.commits += 1
                         return
-            # Too big for the ring, or the ring is full: straight into LMDB,
-            # after whatever is still pending (order matters).
-            self._apply(batch, seq)
-            self._seq = seq
-            self.commits += 1
-        except OSError as e:
-            raise StoreError(f"lease journal write failed: {e}") from e
+                # Too big for the ring, or the applier is a ring behind:
+                # straight into LMDB, after whatever is still pending.
+                apply_journal(self.inner, journal, self.epoch, extra=batch, extra_seq=seq, next_offset=journal.pos)
+                self._seq = self._applied_seq = seq
+                journal.release(seq)
+                self.direct_writes += 1
+                self.commits += 1
+            except OSError as e:
+                raise StoreError(f"lease journal write failed: {e}") from e
 
-    def _apply(self, extra: PackedBatch | None, extra_seq: int = 0) -> None:
-        with self._apply_lock:
-            with self._lock:
-                batch, seq = self._pending, self._pending_seq
-                self._pending, self._pending_seq = PackedBatch(), 0
-            if extra is not None:
-                batch.extend(extra)
-                seq = max(seq, extra_seq)
-            if batch.empty():
-                return
-            batch.state[APPLIED_KEY] = _SEQ.pack(seq)
-            self.inner.commit_packed(batch)
-            self.applies += 1
-            self._applied_seq = seq
-            with self._lock:
-                self.journal.release(seq)
-
-    def _apply_loop(self) -> None:
-        while True:
-            with self._lock:
-                while self._pending.empty() and not self._closing:
-                    self._wake.wait()
-                if self._pending.empty() and self._closing:
-                    return
-            try:
-                self._apply(None)
-            except BaseException as e:  # noqa: BLE001 -- surfaced by the next commit
-                self.error = e
-                return
-            # Applies are spaced out: each is two syncs, and a sync the disk
-            # is busy with delays the journal's, which ACKs wait for.
-            self._stop.wait(self.apply_interval)
+    def _refresh(self) -> None:
+        """Read LMDB's number; free the ring's room it covers."""
+        self._applied_seq = self._applied()[0]
+        self.journal.release(self._applied_seq)
 
     @property
     def unapplied(self) -> int:
         """Commits durable in the journal that LMDB does not hold yet."""
-        return self._seq - self._applied_seq
+        if self.readonly or self._closing:
+            return 0
+        with self._lock:
+            self._refresh()
+            return self._seq - self._applied_seq
+
+    @property
+    def applies(self) -> int:
+        """LMDB transactions that applied journal records (by the applier or a read)."""
+        return self._applied()[2]
 
     def flush(self) -> None:
         """Apply everything journaled to LMDB now (readers in other processes see it)."""
-        if not self.readonly and not self._closing and self._applied_seq < self._seq:
-            self._apply(None)  # waits for an apply under way, then applies the rest
+        if self.readonly or self._closing:
+            return
+        with self._lock:
+            if self._applied_seq >= self._seq:
+                return
+            apply_journal(self.inner, self.journal, self.epoch)
+            self._refresh()
+            if self._applied_seq < self._seq:
+                raise StoreError(f"lease journal in {self.path}: LMDB holds up to {self._applied_seq}, "
+                                 f"{self._seq} were committed")
 
     def events(self, after: int = 0, limit: int = 1000) -> list[tuple[int, LeaseEvent]]:
         self.flush()
@@ -376,17 +511,14 @@ class JournaledStore:
         return self.inner.addresses_of(key)
 
     def close(self) -> None:
-        if self._thread is not None:
-            with self._lock:
-                self._closing = True
-                self._wake.notify()
-            self._stop.set()
-            self._thread.join()
-            self._thread = None
-            if self.error is None:
-                self._apply(None)
-        else:
+        if self._closing:
+            return
+        try:
+            if not self.readonly:
+                self._stop_applier()
+                self.flush()
+        finally:
             self._closing = True
-        if self.journal is not None:
-            self.journal.close()
-        self.inner.close()
+            if self.journal is not None:
+                self.journal.close()
+            self.inner.close()

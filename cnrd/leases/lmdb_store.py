@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import lmdb
 
@@ -35,6 +35,10 @@ from cnrd.leases.store import PackedBatch, StoreError
 
 _ADDR = struct.Struct("!I")
 _SEQ = struct.Struct("!Q")
+
+
+def _bytes(value: object) -> bytes | None:
+    return bytes(value) if value is not None else None  # type: ignore[call-overload]
 
 
 class LmdbLeaseStore:
@@ -70,9 +74,6 @@ class LmdbLeaseStore:
             self._env.close()
             raise StoreError(f"cannot open lease store in {path}: {e}") from e
         self._history = event_history
-        with self._env.begin(db=self._events) as txn:
-            cur = txn.cursor()
-            self._seq = _SEQ.unpack(cur.key())[0] if cur.last() else 0
 
     def load(self) -> Iterator[Lease]:
         with self._env.begin(db=self._leases, buffers=True) as txn:
@@ -88,36 +89,62 @@ class LmdbLeaseStore:
         self.commit_packed(PackedBatch.of(leases, events, state))
 
     def commit_packed(self, batch: PackedBatch) -> None:
-        seq = self._seq
+        self.commit_with(lambda get_state: batch)
+
+    def commit_with(self, make: Callable[[Callable[[str], bytes | None]], PackedBatch | None]) -> bool:
+        """One write transaction whose batch is decided inside it.
+
+        ``make(get_state)`` reads state keys as this transaction sees them
+        (LMDB allows one writer at a time across processes, so nothing changes
+        in between) and returns the batch to write, or None to write nothing.
+        Returns whether anything was committed.
+        """
         try:
-            with self._env.begin(write=True) as txn:
-                put = txn.put
-                get = txn.get
-                for address, (record, new_key) in batch.leases.items():
-                    addr = _ADDR.pack(address)
-                    # The old record says which client-index entry to drop; a
-                    # B-tree read per write is cheaper than keeping every key in RAM.
-                    old = get(addr, db=self._leases)
-                    old_key = Lease.key_of_record(old) if old is not None else None
-                    put(addr, record, db=self._leases)
-                    if old_key != new_key:
-                        if old_key is not None:
-                            txn.delete(old_key + addr, db=self._clients)
-                        if new_key is not None:
-                            put(new_key + addr, b"", db=self._clients)
-                for event in batch.events:
-                    seq += 1
-                    put(_SEQ.pack(seq), event, db=self._events)
-                if seq > self._history:
-                    self._prune(txn, seq - self._history)
-                for k, v in batch.state.items():
-                    if v is None:
-                        txn.delete(k.encode(), db=self._state)
-                    else:
-                        put(k.encode(), v, db=self._state)
+            txn = self._env.begin(write=True)
+            try:
+                batch = make(lambda key: _bytes(txn.get(key.encode(), db=self._state)))
+                if batch is None:
+                    txn.abort()
+                    return False
+                self._write(txn, batch)
+            except BaseException:
+                txn.abort()
+                raise
+            txn.commit()
         except lmdb.Error as e:
             raise StoreError(f"lease store write failed: {e}") from e
-        self._seq = seq  # only once the transaction is committed
+        return True
+
+    def _write(self, txn: lmdb.Transaction, batch: PackedBatch) -> None:
+        put = txn.put
+        get = txn.get
+        for address, (record, new_key) in batch.leases.items():
+            addr = _ADDR.pack(address)
+            # The old record says which client-index entry to drop; a
+            # B-tree read per write is cheaper than keeping every key in RAM.
+            old = get(addr, db=self._leases)
+            old_key = Lease.key_of_record(old) if old is not None else None
+            put(addr, record, db=self._leases)
+            if old_key != new_key:
+                if old_key is not None:
+                    txn.delete(old_key + addr, db=self._clients)
+                if new_key is not None:
+                    put(new_key + addr, b"", db=self._clients)
+        if batch.events:
+            # Read here, not cached: another process (the journal applier) may
+            # have appended events since this one last wrote.
+            cur = txn.cursor(db=self._events)
+            seq = _SEQ.unpack(cur.key())[0] if cur.last() else 0
+            for event in batch.events:
+                seq += 1
+                put(_SEQ.pack(seq), event, db=self._events)
+            if seq > self._history:
+                self._prune(txn, seq - self._history)
+        for k, v in batch.state.items():
+            if v is None:
+                txn.delete(k.encode(), db=self._state)
+            else:
+                put(k.encode(), v, db=self._state)
 
     def _prune(self, txn: lmdb.Transaction, below: int) -> None:
         cur = txn.cursor(db=self._events)

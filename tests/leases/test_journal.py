@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
 
 from hypothesis import given, settings
@@ -124,13 +123,7 @@ def test_records_of_another_lmdb_are_never_applied(tmp_path):
     assert s.lease_count() == 0
     s.commit([lease(1)])  # sequence 1 again, in a ring that still holds the old 1..5
     s.commit([lease(2)])
-    s._closing = True  # a crash: nothing more is applied
-    s._stop.set()
-    with s._lock:
-        s._wake.notify()
-    s._thread.join()
-    s.inner.close()
-    s.journal.close()
+    _crash(s)
     s = JournaledStore(path, map_size=1 << 24, journal_size=1 << 16)
     try:
         assert {l.address - 0x0A010000: l.state for l in s.load()} == {1: LeaseState.LEASED, 2: LeaseState.LEASED}
@@ -138,52 +131,65 @@ def test_records_of_another_lmdb_are_never_applied(tmp_path):
         s.close()
 
 
-def test_the_ring_wraps_and_a_full_ring_waits_for_lmdb(tmp_path):
+def _crash(s: JournaledStore) -> None:
+    """The server and its applier die at once: nothing more reaches LMDB."""
+    s._proc.kill()
+    s._proc.wait()
+    s._proc = None
+    s._closing = True
+    s.inner.close()
+    s.journal.close()
+
+
+def test_the_ring_wraps_and_a_full_ring_goes_straight_to_lmdb(tmp_path):
     path = str(tmp_path / "db")
-    s = JournaledStore(path, map_size=1 << 24, journal_size=16 * ALIGN)
-    gate = threading.Event()
-    real = s.inner.commit_packed
-
-    def slow_lmdb(batch):
-        if threading.current_thread().name == "cnrd-lmdb-apply":
-            gate.wait(10)
-        real(batch)
-
-    s.inner.commit_packed = slow_lmdb
-    done: list[int] = []
-
-    def server():
+    # an applier that never gets round to it: the ring fills
+    s = JournaledStore(path, map_size=1 << 24, journal_size=16 * ALIGN, apply_interval=3600)
+    try:
         for i in range(1, 41):
             s.commit([lease(i)])
-            done.append(i)
-
-    t = threading.Thread(target=server)
-    try:
-        t.start()
-        seen, since = -1, time.monotonic()
-        while time.monotonic() - since < 0.3:  # until the committing thread stops getting anywhere
-            if len(done) != seen:
-                seen, since = len(done), time.monotonic()
-            time.sleep(0.02)
-        # one slot's worth of records went to the stalled apply, the rest fill the ring; then the
-        # next commit has no room and waits for LMDB rather than overwrite what it lacks
-        assert 10 <= len(done) < 40
-        gate.set()
-        t.join(10)
-        assert done == list(range(1, 41))
+        # a full ring is never overwritten: those groups went to LMDB, after what the ring held
+        assert s.direct_writes >= 2
+        assert s.inner.lease_count() > 16
+        assert s.lease_count() == 40
         positions = []
-        for i in range(41, 80):  # LMDB keeps up again: the ring goes round
+        for i in range(41, 80):  # LMDB caught up at each read: the ring goes round
             s.commit([lease(i)])
             positions.append(s.journal.pos)
+            s.flush()
         assert any(b < a for a, b in zip(positions, positions[1:])), positions
+        before = s.direct_writes
         s.commit([lease(i) for i in range(80, 250)])  # more than half the ring: straight to LMDB
+        assert s.direct_writes == before + 1
     finally:
-        gate.set()
-        t.join(10)
         s.close()
     s = LmdbLeaseStore(path, map_size=1 << 24)
     try:
         assert s.lease_count() == 249
+    finally:
+        s.close()
+
+
+def test_another_process_applies_the_journal_and_is_restarted_if_it_dies(tmp_path):
+    path = str(tmp_path / "db")
+    s = JournaledStore(path, map_size=1 << 24, journal_size=1 << 16, apply_interval=0.01)
+    try:
+        assert s._proc is not None and s._proc.pid != os.getpid()
+        for i in range(1, 21):
+            s.commit([lease(i)])
+        deadline = time.monotonic() + 20
+        while s.inner.lease_count() < 20 and time.monotonic() < deadline:  # no read: no flush here
+            time.sleep(0.01)
+        assert s.inner.lease_count() == 20
+        assert s.applies >= 1 and s.unapplied == 0
+        s._proc.kill()
+        s._proc.wait()
+        s.commit([lease(21)])  # notices, starts another
+        assert s.applier_restarts == 1 and s._proc.poll() is None
+        deadline = time.monotonic() + 20
+        while s.inner.lease_count() < 21 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert s.inner.lease_count() == 21
     finally:
         s.close()
 
