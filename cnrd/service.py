@@ -31,7 +31,7 @@ from twisted.python.threadpool import ThreadPool
 from cnrd import __version__, logs
 from cnrd.config import Config, ConfigError
 from cnrd.dhcp import net
-from cnrd.dhcp.packet import MalformedPacket, parse
+from cnrd.dhcp.packet import MalformedPacket, MessageType, parse
 from cnrd.dhcp.server import DhcpServer, Interface, Reply, RxInfo
 from cnrd.failover.peer import Peer
 from cnrd.failover.protocol import FailoverService
@@ -47,6 +47,9 @@ from cnrd.webhook import TrapNotifier
 log = Logger(namespace="cnrd")
 
 _U32 = struct.Struct("!I")
+# Handled after the exchange-completing requests of a batch (see on_batch).
+_NOT_FIRST = frozenset({MessageType.DISCOVER, MessageType.INFORM})
+LAZY_COMMIT = 1.0  # seconds an offer's lease change may wait for a commit
 
 
 def _aton(text: str) -> int:
@@ -135,6 +138,7 @@ class DhcpService(service.Service):
         self._commit_runner = commit_runner
         self._committer: GroupCommitter | None = None
         self._awaiting = 0  # durable replies waiting for their commit
+        self._lazy_commit: Any = None
 
     @property
     def committer(self) -> GroupCommitter:
@@ -210,6 +214,9 @@ class DhcpService(service.Service):
                 loop.stop()
         if self.gc is not None:
             self.gc.stop()
+        if self._lazy_commit is not None and self._lazy_commit.active():
+            self._lazy_commit.cancel()  # the commit below takes what it would have
+        self._lazy_commit = None
         if self.port is not None:
             self.port.stop()
             self.port = None
@@ -229,7 +236,14 @@ class DhcpService(service.Service):
 
     # -- the request path --------------------------------------------------
     def on_batch(self, batch: list[Any], dropped: int) -> None:
-        """Answer one batch of datagrams: decide, commit once, then send."""
+        """Answer one batch of datagrams: decide, commit once, then send.
+
+        Requests that complete an exchange (REQUEST, and DECLINE, RELEASE,
+        BOOTP, which change leases) are handled first and committed, so
+        their ACKs leave before the batch's DISCOVERs and INFORMs are worked
+        on: a burst of new clients does not hold up the ones about to be
+        bound, and the ACK's wait is the commit, not the rest of the batch.
+        """
         if dropped:
             self.server.counters.drops["overload"] += dropped
         server = self.server
@@ -238,7 +252,8 @@ class DhcpService(service.Service):
             server.counters.drops["overload"] += len(batch)
             return
         now = int(self.clock.seconds())
-        durable: list[Reply] = []
+        first: list[tuple[Any, RxInfo]] = []
+        later: list[tuple[Any, RxInfo]] = []
         for rx in batch:
             try:
                 packet = parse(rx.data)
@@ -248,15 +263,42 @@ class DhcpService(service.Service):
                 log.debug("malformed packet from {src}: {reason}", src=rx.src_ip, reason=e.reason)
                 continue
             info = RxInfo(rx.ifindex, _aton(rx.local_ip), _aton(rx.dst_ip), _aton(rx.src_ip), rx.src_port)
-            reply = server.handle(packet, info, now)
+            try:
+                kind = packet.message_type
+            except MalformedPacket:
+                kind = None  # handle() counts and drops it
+            (later if kind in _NOT_FIRST else first).append((packet, info))
+        durable = self._handle(first, now)
+        self._awaiting += len(durable)
+        self.commit(lambda ok: self._committed(ok, durable))
+        if later:
+            durable = self._handle(later, now)
+            if durable:
+                self._awaiting += len(durable)
+                self.commit(lambda ok: self._committed(ok, durable))
+            elif self.table.has_dirty and (self._lazy_commit is None or not self._lazy_commit.active()):
+                # Offers promise nothing: their lease changes ride with the
+                # next batch's commit, or this one if no batch comes.
+                self._lazy_commit = self.reactor.callLater(LAZY_COMMIT, self._commit_if_dirty)
+
+    def _handle(self, packets: list[tuple[Any, RxInfo]], now: int) -> list[Reply]:
+        """Decide each packet; send what needs no commit, return what does."""
+        durable: list[Reply] = []
+        handle = self.server.handle
+        for packet, info in packets:
+            reply = handle(packet, info, now)
             if reply is None:
                 continue
             if reply.durable:
                 durable.append(reply)
             else:
                 self._send(reply)
-        self._awaiting += len(durable)
-        self.commit(lambda ok: self._committed(ok, durable))
+        return durable
+
+    def _commit_if_dirty(self) -> None:
+        self._lazy_commit = None
+        if self.running and self.table.has_dirty:
+            self.commit(lambda ok: None)
 
     def _committed(self, ok: bool, durable: list[Reply]) -> None:
         self._awaiting -= len(durable)

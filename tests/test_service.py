@@ -99,6 +99,39 @@ def test_batch_is_committed_once_before_acks_leave():
     assert store.lease_count() == 5
 
 
+def test_requests_of_a_batch_are_committed_and_acked_before_its_discovers_are_worked_on():
+    svc, port, store, clock = make()
+    port.on_batch([Rx(request(M.DISCOVER, mac(i)).serialize()) for i in range(2)], 0)
+    offers = [s[1] for s in port.sent]
+    port.sent.clear()
+    # new clients first on the wire, then the two completing their exchange
+    batch = [Rx(request(M.DISCOVER, mac(i)).serialize()) for i in range(10, 14)]
+    batch += [Rx(request(M.REQUEST, mac(i), o50=u32(o.yiaddr), o54=u32(SERVER_IP)).serialize())
+              for i, o in enumerate(offers)]
+    port.on_batch(batch, 0)
+    assert [s[1].message_type for s in port.sent] == [M.ACK] * 2 + [M.OFFER] * 4
+    assert store.commits == 1 and all(s[5] == 1 for s in port.sent[:2])
+    assert store.lease_count() == 2
+
+
+def test_a_durable_change_made_by_a_discover_is_committed_within_a_second():
+    svc, port, store, clock = make()
+    port.on_batch([Rx(request(M.DISCOVER, mac(1)).serialize())], 0)
+    yi = port.sent[0][1].yiaddr
+    real = svc.server.handle
+
+    def handle(packet, rx, now):
+        # what handling a DISCOVER may do to another lease (failover, reclaiming)
+        svc.table.update(yi + 1, durable=True, event="available", now=now)
+        return real(packet, rx, now)
+
+    svc.server.handle = handle
+    port.on_batch([Rx(request(M.DISCOVER, mac(2)).serialize())], 0)
+    assert store.commits == 0
+    clock.advance(1)
+    assert store.commits == 1 and not svc.table.has_dirty
+
+
 def test_store_failure_withholds_acks_and_keeps_changes():
     svc, port, store, clock = make()
     port.on_batch([Rx(request(M.DISCOVER, mac(1)).serialize())], 0)

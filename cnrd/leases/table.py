@@ -501,6 +501,11 @@ class LeaseTable:
             changed.append(lease)
         return changed
 
+    @property
+    def has_dirty(self) -> bool:
+        """Whether changes wait for a commit."""
+        return bool(self._dirty or self._events)
+
     def take_dirty(self) -> tuple[list[Lease], list[LeaseEvent]]:
         """The records and events changed since the last call, for one commit."""
         leases = list(self._dirty.values())
