@@ -130,6 +130,10 @@ class CnrdCollector(Collector):
                             "Background applies of the lease journal to LMDB (0 with lease-journal off)")
         unapplied = f.gauge("cnrd_lease_journal_unapplied_commits",
                             "Commits durable in the lease journal that LMDB does not hold yet")
+        direct = f.counter("cnrd_lease_journal_direct_writes_total",
+                           "Group commits written straight to LMDB: too big for the journal, or the ring was full")
+        restarts = f.counter("cnrd_lease_journal_applier_restarts_total",
+                             "Times the journal's applier process died and another was started")
         gc_pauses = f.counter("cnrd_gc_pauses_total", "Cyclic garbage collections, by generation", ["generation"])
         gc_seconds = f.counter("cnrd_gc_pause_seconds_total",
                                "Seconds the server stood still for garbage collection, by generation", ["generation"])
@@ -166,6 +170,8 @@ class CnrdCollector(Collector):
         store = dhcp.store if dhcp.running else None
         applies.add_metric([], getattr(store, "applies", 0))
         unapplied.add_metric([], getattr(store, "unapplied", 0))
+        direct.add_metric([], getattr(store, "direct_writes", 0))
+        restarts.add_metric([], getattr(store, "applier_restarts", 0))
 
     def _scopes(self, f: _Families, samples: bool) -> None:
         addresses = f.gauge(

@@ -135,6 +135,8 @@ def test_journal_series_follow_the_journaled_store(tmp_path):
         m = scrape(svc)
         assert value(m, "cnrd_lease_journal_applies_total") == store.applies >= 1
         assert value(m, "cnrd_lease_journal_unapplied_commits") == 0
+        assert value(m, "cnrd_lease_journal_direct_writes_total") == 0
+        assert value(m, "cnrd_lease_journal_applier_restarts_total") == 0
     finally:
         store.close()
 

@@ -33,6 +33,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -290,6 +291,9 @@ class JournaledStore:
         self._lock = threading.Lock()
         self._closing = False
         self._proc: subprocess.Popen | None = None
+        self._started_at = 0.0
+        self._restart_at: float | None = None
+        self.restart_backoff = 10.0  # seconds between starts of the applier process
         self.commits = 0
         self.direct_writes = 0  # groups that went straight to LMDB (ring full or too big)
         self.applier_restarts = 0
@@ -357,29 +361,43 @@ class JournaledStore:
         self._overlay = self._unapplied()
 
     # -- the applier process -------------------------------------------------------
+    def _applier_argv(self) -> list[str]:
+        return [sys.executable, "-m", "cnrd.leases.applier", self.path, str(self.map_size),
+                str(self.event_history), repr(self.apply_interval)]
+
     def _start_applier(self) -> None:
         env = dict(os.environ)
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "cnrd.leases.applier", self.path, str(self.map_size), str(self.event_history),
-             repr(self.apply_interval)],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, close_fds=True, env=env)
+        self._started_at = time.monotonic()
+        self._proc = subprocess.Popen(self._applier_argv(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE, close_fds=True, env=env)
 
     def _check_applier(self) -> None:
-        """If the applier died, apply here what it left (an LMDB error surfaces), then start another."""
+        """If the applier died, apply here what it left (an LMDB error surfaces), then start another.
+
+        At most one start per ``restart_backoff`` seconds: one that dies at
+        once is not respawned by every commit.  Meanwhile the ring fills and
+        groups go straight to LMDB, which is slower but never unsafe.
+        """
         proc = self._proc
-        if proc is None or proc.poll() is None:
-            return
-        why = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
-        proc.stdin.close() if proc.stdin else None
-        proc.stderr.close() if proc.stderr else None
-        self._proc = None
-        log.warn("lease journal applier exited with status {status}{why}; restarting it",
-                 status=proc.returncode, why=f": {why.splitlines()[-1]}" if why else "")
-        apply_journal(self.inner, self.journal, self.epoch)
-        self.applier_restarts += 1
-        self._start_applier()
+        if proc is not None:
+            if proc.poll() is None:
+                return
+            why = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
+            for f in (proc.stdin, proc.stderr):
+                if f is not None:
+                    f.close()
+            self._proc = None
+            self._restart_at = self._started_at + self.restart_backoff
+            log.warn("lease journal applier exited with status {status}{why}; starting another in "
+                     "{delay:.0f} s", status=proc.returncode, why=f": {why.splitlines()[-1]}" if why else "",
+                     delay=max(0.0, self._restart_at - time.monotonic()))
+            apply_journal(self.inner, self.journal, self.epoch)
+        if self._proc is None and self._restart_at is not None and time.monotonic() >= self._restart_at:
+            self._restart_at = None
+            self.applier_restarts += 1
+            self._start_applier()
 
     def _stop_applier(self) -> None:
         proc, self._proc = self._proc, None

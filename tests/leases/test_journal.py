@@ -182,6 +182,7 @@ def test_another_process_applies_the_journal_and_is_restarted_if_it_dies(tmp_pat
             time.sleep(0.01)
         assert s.inner.lease_count() == 20
         assert s.applies >= 1 and s.unapplied == 0
+        s.restart_backoff = 0
         s._proc.kill()
         s._proc.wait()
         s.commit([lease(21)])  # notices, starts another
@@ -190,6 +191,27 @@ def test_another_process_applies_the_journal_and_is_restarted_if_it_dies(tmp_pat
         while s.inner.lease_count() < 21 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert s.inner.lease_count() == 21
+    finally:
+        s.close()
+
+
+def test_an_applier_that_dies_at_once_is_not_restarted_by_every_commit(tmp_path):
+    path = str(tmp_path / "db")
+    s = JournaledStore(path, map_size=1 << 24, journal_size=16 * ALIGN, apply_interval=0.01)
+    try:
+        s._applier_argv = lambda: [sys.executable, "-c", "raise SystemExit('broken install')"]
+        s.restart_backoff = 0
+        s._proc.kill()
+        s._proc.wait()
+        s.commit([lease(1)])  # notices, starts the broken one
+        assert s.applier_restarts == 1
+        s._proc.wait(10)
+        s.restart_backoff = 3600
+        for i in range(2, 60):  # the ring fills; groups go straight to LMDB
+            s.commit([lease(i)])
+        assert s.applier_restarts == 1 and s._proc is None
+        assert s.direct_writes >= 1
+        assert s.lease_count() == 59
     finally:
         s.close()
 
