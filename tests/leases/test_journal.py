@@ -131,6 +131,48 @@ def test_records_of_another_lmdb_are_never_applied(tmp_path):
         s.close()
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 5 * ALIGN), st.integers(0, 3)), min_size=1, max_size=80))
+def test_ring_room_check_agrees_with_checking_every_live_record(tmp_path_factory, steps):
+    j = Journal(str(tmp_path_factory.mktemp("ring") / "journal"), 16 * ALIGN)
+    try:
+        seq = 0
+        for length, releases in steps:
+            span = _align_for_test(length)
+            start = j.pos if j.pos + span <= j.size else 0
+            end = start + span
+            brute = all(not (s < end and start < e) for _, s, e in j.live)
+            assert j.has_room(start, end) == brute, (start, end, list(j.live), j.pos)
+            if span <= j.size and j.append(EPOCH, seq + 1, bytes(length)):
+                seq += 1
+            if releases and j.live:
+                j.release(j.live[min(releases, len(j.live)) - 1][0])
+    finally:
+        j.close()
+
+
+def test_ring_room_when_the_live_arc_wraps(tmp_path):
+    j = Journal(str(tmp_path / "journal"), 16 * ALIGN)
+    try:
+        a = ALIGN
+        j.live.extend([(5, 14 * a, 15 * a), (6, 0, 12 * a)])  # oldest near the end, newest from 0
+        j.pos = 12 * a
+        assert j.has_room(12 * a, 14 * a)  # the gap before the oldest
+        assert not j.has_room(12 * a, 15 * a)  # into the oldest
+        assert not j.has_room(0, 5 * a)  # a wrap would land on the newest
+        j.live.clear()
+        j.live.extend([(1, 2 * a, 4 * a), (2, 4 * a, 10 * a)])  # no wrap: free after pos and before the oldest
+        j.pos = 10 * a
+        assert j.has_room(10 * a, 16 * a) and j.has_room(0, 2 * a) and not j.has_room(0, 3 * a)
+    finally:
+        j.close()
+
+
+def _align_for_test(length: int) -> int:
+    from cnrd.leases.journal import _HDR, _align
+    return _align(_HDR.size + length)
+
+
 def _crash(s: JournaledStore) -> None:
     """The server and its applier die at once: nothing more reaches LMDB."""
     s._proc.kill()
