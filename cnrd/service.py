@@ -117,8 +117,8 @@ class DhcpService(service.Service):
         self._refresh = LoopingCall(self._refresh_interfaces)
         self._refresh.clock = reactor
         self._stats = LoopingCall(self._log_stats)
-        self.gc: GcPolicy | None = None
         self._stats.clock = reactor
+        self.gc: GcPolicy | None = None
         self._last_stats: tuple = ()
         self.started_at = 0.0
         self.peers: list[Any] = []  # failover Peers sharing this table and store

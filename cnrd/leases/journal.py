@@ -244,6 +244,17 @@ def _applied_of(value: bytes | None) -> tuple[int, int | None, int]:
     return _APPLIED.unpack(value)
 
 
+def _batch_of(records: list[tuple[int, bytes]], path: str) -> PackedBatch:
+    """The journal records' changes, merged in order; a record that will not decode is a StoreError."""
+    batch = PackedBatch()
+    for seq, payload in records:
+        try:
+            batch.extend(PackedBatch.from_bytes(payload))
+        except ValueError as e:
+            raise StoreError(f"lease journal record {seq} in {path} is corrupt: {e}") from e
+    return batch
+
+
 def apply_journal(inner: LmdbLeaseStore, journal: Journal, epoch: int, *, extra: PackedBatch | None = None,
                   extra_seq: int = 0, next_offset: int = 0, limit: int = 1 << 30) -> int:
     """Apply what the journal holds beyond LMDB's number (then ``extra``) in one LMDB transaction.
@@ -261,12 +272,7 @@ def apply_journal(inner: LmdbLeaseStore, journal: Journal, epoch: int, *, extra:
         records, end = journal.read_from(epoch, seq, offset, limit)
         if not records and extra is None:
             return None
-        batch = PackedBatch()
-        for rseq, payload in records:
-            try:
-                batch.extend(PackedBatch.from_bytes(payload))
-            except ValueError as e:
-                raise StoreError(f"lease journal record {rseq} in {journal.path} is corrupt: {e}") from e
+        batch = _batch_of(records, journal.path)
         last = records[-1][0] if records else seq
         if extra is not None:
             if last != extra_seq - 1:
@@ -345,18 +351,12 @@ class JournaledStore:
 
     def _unapplied(self) -> PackedBatch:
         """Records above LMDB's number, in order and without a gap (read-only view)."""
-        batch = PackedBatch()
         epoch = self._epoch()
         if self.journal is None or not epoch:
-            return batch  # LMDB never had a journal: nothing in the file is its
+            return PackedBatch()  # LMDB never had a journal: nothing in the file is its
         seq, offset, _ = self._applied()
         records, _ = self.journal.read_from(epoch, seq, offset)
-        for rseq, payload in records:
-            try:
-                batch.extend(PackedBatch.from_bytes(payload))
-            except ValueError as e:
-                raise StoreError(f"lease journal record {rseq} in {self.path} is corrupt: {e}") from e
-        return batch
+        return _batch_of(records, self.path)
 
     def _recover(self) -> int:
         self.epoch = self._epoch()
