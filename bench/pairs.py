@@ -24,6 +24,7 @@ import signal
 import struct
 import time
 
+from bench import perf
 from bench.servers import LEASE_TIME, OPTIONS, SERVERS, CnrdServer, IscServer, _isc_time
 from cnrd.leases.lmdb_store import LmdbLeaseStore
 from cnrd.leases.model import LeaseState
@@ -75,7 +76,7 @@ class _PairMixin:
         out = [self.pid]
         if self.backup_proc is not None and self.backup_proc.poll() is None:
             out.append(self.backup_proc.pid)
-        return out
+        return perf.with_descendants(out)
 
     def stop(self):
         if self.backup_proc is not None and self.backup_ns is not None:

@@ -206,17 +206,52 @@ class ProcSample:
     vmhwm_kb: int
 
 
+def with_descendants(pids: Sequence[int]) -> list[int]:
+    """``pids`` and every process they started, children before grandchildren.
+
+    A server's helper processes (cnrd's journal applier) are part of what it
+    costs: they are pinned with it and their CPU and memory count as its own.
+    """
+    out, todo = [], list(pids)
+    while todo:
+        pid = todo.pop(0)
+        if pid in out:
+            continue
+        out.append(pid)
+        try:
+            tasks = os.listdir(f"/proc/{pid}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+            except OSError:
+                pass  # a thread or process that just ended
+    return out
+
+
 def proc_sample(pids: Sequence[int]) -> ProcSample:
+    """CPU seconds, RSS and peak RSS summed over ``pids`` (a process that has
+    just ended, such as a helper being restarted, counts as nothing; the
+    first, the server itself, must exist).  Shared pages (a store both
+    processes map) count once per process: the sum errs high."""
     cpu, rss, hwm = 0.0, 0, 0
-    for pid in pids:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rpartition(")")[2].split()
+    for i, pid in enumerate(pids):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+            with open(f"/proc/{pid}/status") as f:
+                status = f.read()
+        except OSError:
+            if i == 0:
+                raise
+            continue
         # after "(comm)": state is field 3, utime 14, stime 15 (1-based, man 5 proc)
         cpu += (int(fields[11]) + int(fields[12])) / _CLK_TCK
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    rss += int(line.split()[1])
-                elif line.startswith("VmHWM:"):
-                    hwm += int(line.split()[1])
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                rss += int(line.split()[1])
+            elif line.startswith("VmHWM:"):
+                hwm += int(line.split()[1])
     return ProcSample(cpu, rss, hwm)

@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from bench import perf
 from cnrd import __version__ as CNRD_VERSION
 from cnrd.leases.lmdb_store import LmdbLeaseStore
 from cnrd.leases.model import Lease, LeaseState
@@ -180,8 +181,9 @@ class BenchServer:
         return self.proc.pid
 
     def pids(self) -> list[int]:
-        """Every process of this server (one here; a pair has two)."""
-        return [self.pid]
+        """Every process of this server: the one started and what it started
+        (cnrd's journal applier), so all are pinned and counted alike."""
+        return perf.with_descendants([self.pid])
 
     def lease_count(self) -> int:
         """Addresses currently leased, read from the server's durable store."""
