@@ -268,14 +268,16 @@ class DhcpService(service.Service):
             except MalformedPacket:
                 kind = None  # handle() counts and drops it
             (later if kind in _NOT_FIRST else first).append((packet, info))
-        durable = self._handle(first, now)
-        self._awaiting += len(durable)
-        self.commit(lambda ok: self._committed(ok, durable))
+        acks = self._handle(first, now)
+        self._awaiting += len(acks)
+        self.commit(lambda ok: self._committed(ok, acks))
         if later:
-            durable = self._handle(later, now)
-            if durable:
-                self._awaiting += len(durable)
-                self.commit(lambda ok: self._committed(ok, durable))
+            # A name of its own: the callback above may run after this line
+            # (commit thread), and must still see the first list.
+            more = self._handle(later, now)
+            if more:
+                self._awaiting += len(more)
+                self.commit(lambda ok: self._committed(ok, more))
             elif self.table.has_dirty and (self._lazy_commit is None or not self._lazy_commit.active()):
                 # Offers promise nothing: their lease changes ride with the
                 # next batch's commit, or this one if no batch comes.

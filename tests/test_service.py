@@ -114,6 +114,58 @@ def test_requests_of_a_batch_are_committed_and_acked_before_its_discovers_are_wo
     assert store.lease_count() == 2
 
 
+class DeferredRunner:
+    """A commit runner like the commit thread: each commit finishes when the test says so."""
+
+    def __init__(self):
+        self.pending = []
+
+    def __call__(self, f):
+        d = defer.Deferred()
+        self.pending.append((f, d))
+        return d
+
+    def finish_all(self):
+        while self.pending:
+            f, d = self.pending.pop(0)
+            d.callback(f())
+
+
+def test_acks_of_a_mixed_batch_leave_when_a_later_commit_completes():
+    # With commits off the reactor thread the callback runs after on_batch
+    # returns, by then the batch's DISCOVERs have been handled too; the ACKs
+    # must still be the REQUESTs' and be sent (a lost list once left every
+    # later request dropped as overload).
+    runner = DeferredRunner()
+    clock = Clock()
+    clock.advance(1_000_000)
+    store = RecordingStore()
+    ports = []
+
+    def factory(*a, **kw):
+        ports.append(FakePort(*a, **kw))
+        return ports[-1]
+
+    svc = DhcpService(loads(BASE_CONFIG), clock, store=store, port_factory=factory,
+                      interfaces=lambda c: [IFACE], commit_runner=runner)
+    svc.startService()
+    port = ports[0]
+    port.on_batch([Rx(request(M.DISCOVER, mac(i)).serialize()) for i in range(3)], 0)
+    offers = [s[1] for s in port.sent]
+    port.sent.clear()
+    batch = [Rx(request(M.REQUEST, mac(i), o50=u32(o.yiaddr), o54=u32(SERVER_IP)).serialize())
+             for i, o in enumerate(offers)]
+    batch += [Rx(request(M.DISCOVER, mac(i)).serialize()) for i in range(10, 12)]
+    port.on_batch(batch, 0)
+    assert [s[1].message_type for s in port.sent] == [M.OFFER] * 2  # the ACKs wait for the disk
+    assert svc._awaiting == 3
+    runner.finish_all()
+    assert sorted(s[1].message_type for s in port.sent) == [M.OFFER] * 2 + [M.ACK] * 3
+    assert {s[1].yiaddr for s in port.sent if s[1].message_type == M.ACK} == {o.yiaddr for o in offers}
+    assert svc._awaiting == 0
+    assert store.lease_count() == 3
+
+
 def test_a_durable_change_made_by_a_discover_is_committed_within_a_second():
     svc, port, store, clock = make()
     port.on_batch([Rx(request(M.DISCOVER, mac(1)).serialize())], 0)
