@@ -15,6 +15,7 @@ from cnrd.leases.store import MemoryLeaseStore, StoreError
 from cnrd.service import DhcpService
 
 from tests.dhcp.helpers import BASE_CONFIG, IFACE, SERVER_IP, mac, request, u32
+from tests.leases.test_committer import ManualRunner
 
 
 @dataclass
@@ -114,29 +115,12 @@ def test_requests_of_a_batch_are_committed_and_acked_before_its_discovers_are_wo
     assert store.lease_count() == 2
 
 
-class DeferredRunner:
-    """A commit runner like the commit thread: each commit finishes when the test says so."""
-
-    def __init__(self):
-        self.pending = []
-
-    def __call__(self, f):
-        d = defer.Deferred()
-        self.pending.append((f, d))
-        return d
-
-    def finish_all(self):
-        while self.pending:
-            f, d = self.pending.pop(0)
-            d.callback(f())
-
-
 def test_acks_of_a_mixed_batch_leave_when_a_later_commit_completes():
     # With commits off the reactor thread the callback runs after on_batch
     # returns, by then the batch's DISCOVERs have been handled too; the ACKs
     # must still be the REQUESTs' and be sent (a lost list once left every
     # later request dropped as overload).
-    runner = DeferredRunner()
+    runner = ManualRunner()
     clock = Clock()
     clock.advance(1_000_000)
     store = RecordingStore()
@@ -159,7 +143,8 @@ def test_acks_of_a_mixed_batch_leave_when_a_later_commit_completes():
     port.on_batch(batch, 0)
     assert [s[1].message_type for s in port.sent] == [M.OFFER] * 2  # the ACKs wait for the disk
     assert svc._awaiting == 3
-    runner.finish_all()
+    while runner.waiting:
+        runner.finish()
     assert sorted(s[1].message_type for s in port.sent) == [M.OFFER] * 2 + [M.ACK] * 3
     assert {s[1].yiaddr for s in port.sent if s[1].message_type == M.ACK} == {o.yiaddr for o in offers}
     assert svc._awaiting == 0
