@@ -68,6 +68,9 @@ class Settings:
     mode: str = "full"
     recovery_leases: int = 100_000  # pairs: leases on the main when a fresh backup joins
     pin: bool = True  # load generator on the first CPU, the server(s) under test on the last
+    # --latency-at: only the latency step, at this DORA rate for every server
+    # (the same rate for all, where the full run takes each one's sat/2)
+    latency_at: int | None = None
 
 
 FULL = Settings()
@@ -408,6 +411,11 @@ class Bench:
         first_run = len(self.foreign)
         if name.endswith("-pair"):
             return self._measure_pair(name, factory, out, m, step, first_run)
+        if self.s.latency_at:
+            rate = self.s.latency_at
+            lat = out["latency"] = step(f"latency at {rate}/s", lambda: self.latency(factory, 2 * rate))
+            self._fill_latency(m, lat)
+            return out
         sat = out["saturation"] = step("saturation", lambda: self.saturation(factory))
         sat_rate = None
         if sat:
@@ -425,13 +433,7 @@ class Bench:
                 m["rss_kb_per_1k"] = (r["vmhwm_kb"] - r["vmrss_before_kb"]) / (leases / 1000)
         if sat_rate:
             lat = out["latency"] = step("latency at half saturation", lambda: self.latency(factory, sat_rate))
-            if lat:
-                d = lat["delays"]
-                m.update(lat_rate=lat["rate"],
-                         lat_do_p50_ms=d.get("DISCOVER-OFFER", {}).get("p50_ms"),
-                         lat_do_p99_ms=d.get("DISCOVER-OFFER", {}).get("p99_ms"),
-                         lat_ra_p50_ms=d.get("REQUEST-ACK", {}).get("p50_ms"),
-                         lat_ra_p99_ms=d.get("REQUEST-ACK", {}).get("p99_ms"))
+            self._fill_latency(m, lat)
             ren = out["renew"] = step("renewals", lambda: self.renew(factory, sat_rate))
             if ren:
                 r = ren["result"]
@@ -448,6 +450,16 @@ class Bench:
                 m[f"rss_{size_label(n)}_mb"] = st["vmrss_kb"] / 1024
         return out
 
+
+    @staticmethod
+    def _fill_latency(m: dict[str, Any], lat: dict | None) -> None:
+        if lat:
+            d = lat["delays"]
+            m.update(lat_rate=lat["rate"],
+                     lat_do_p50_ms=d.get("DISCOVER-OFFER", {}).get("p50_ms"),
+                     lat_do_p99_ms=d.get("DISCOVER-OFFER", {}).get("p99_ms"),
+                     lat_ra_p50_ms=d.get("REQUEST-ACK", {}).get("p50_ms"),
+                     lat_ra_p99_ms=d.get("REQUEST-ACK", {}).get("p99_ms"))
 
     def _measure_pair(self, name: str, factory, out: dict, m: dict, step, first_run: int) -> dict:
         """A failover pair: DORA/s at saturation on the main, and a fresh backup's recovery."""
@@ -532,8 +544,13 @@ def table(result: dict) -> str:
         ratios.append(("cnrd-pair", "isc-pair", "cnrd-pair/isc-pair"))
     head = ["metric"] + names + [label for _, _, label in ratios] + ["better"]
     body = []
+    latency_only = bool(result["settings"].get("latency_at"))
     for key, label, better in rows:
         vals = [result["servers"][n]["metrics"].get(key) for n in names]
+        if latency_only:
+            if all(v is None for v in vals):
+                continue  # steps this mode does not run
+            label = label.replace(" (sat/2)", "")
         line = [label] + [_f(v) for v in vals]
         for ours, other, _ in ratios:
             a = result["servers"][ours]["metrics"].get(key)
@@ -581,6 +598,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-pin", action="store_true",
                     help="let the scheduler place perfdhcp and the servers (default: the server under test "
                          "alone on the last CPU, everything else on the others)")
+    ap.add_argument("--latency-at", type=int, default=None, metavar="RATE",
+                    help="only the latency step, at RATE DORA/s for every server (compares servers at one "
+                         "request rate; the full run takes each server's own half saturation)")
     a = ap.parse_args(argv)
     # pairs run only when named: the default is the single servers
     servers = a.servers or ("cnrd" if a.smoke else ",".join(n for n in SERVERS if not n.endswith("-pair")))
@@ -588,6 +608,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = [s for s in a.server_list if s not in SERVERS]
     if unknown or not a.server_list:
         ap.error(f"unknown server(s) {unknown}; choose from {list(SERVERS)}")
+    if a.latency_at is not None:
+        if a.latency_at < 1:
+            ap.error("--latency-at must be a positive rate")
+        if any(s.endswith("-pair") for s in a.server_list):
+            ap.error("--latency-at measures single servers only")
     return a
 
 
@@ -599,6 +624,8 @@ def main(argv: list[str] | None = None) -> int:
             print("--duration must be in (0, 600] seconds", file=sys.stderr)
             return 2
         s = replace(s, duration=a.duration)
+    if a.latency_at is not None:
+        s = replace(s, latency_at=a.latency_at, startup_sizes=(), mode=f"{s.mode}, latency at {a.latency_at}/s only")
     s = replace(s, pin=not a.no_pin and pin_load())
     need = {"isc": "dhcpd", "isc-pair": "dhcpd", "kea": "kea-dhcp4"}
     binaries = ["ip", "perfdhcp"] + [need[n] for n in a.server_list if n in need]

@@ -29,22 +29,27 @@ POSITIVE = (
 NON_NEGATIVE = ("sat_do_drop_pct", "sat_ra_drop_pct", "renew_drop_pct", "other_cpu_pct")
 
 
-@pytest.mark.integration
-def test_bench_smoke_writes_every_metric(tmp_path):
+def _smoke(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """``bench.run --smoke ARGS``; its output and JSON (skips, or fails under CI, without root/perfdhcp)."""
     if MISSING:
         reason = "the bench needs root and perfdhcp; missing: " + ", ".join(MISSING)
         if os.environ.get("CI") == "true":
             pytest.fail(reason + " (CI=true: not skipping)", pytrace=False)
         pytest.skip(reason)
-    from bench.run import metric_keys
-
     out = tmp_path / "bench.json"
     cp = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--smoke", "--out", str(out)],
+        [sys.executable, "-m", "bench.run", "--smoke", *args, "--out", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )
     assert cp.returncode == 0, f"exit {cp.returncode}\n{cp.stdout}\n{cp.stderr}"
-    data = json.loads(out.read_text())
+    return cp, json.loads(out.read_text())
+
+
+@pytest.mark.integration
+def test_bench_smoke_writes_every_metric(tmp_path):
+    from bench.run import metric_keys
+
+    cp, data = _smoke(tmp_path)
 
     assert data["settings"]["mode"] == "smoke"
     assert data["machine"]["nproc"] >= 1 and data["machine"]["kernel"]
@@ -74,3 +79,23 @@ def test_latency_figures_are_the_median_of_the_tries():
     m = _median_delays(tries)
     assert m["REQUEST-ACK"] == {"n": 11, "p50_ms": 0.6, "p99_ms": 2.0}
     assert m["DISCOVER-OFFER"] == {"n": 3, "p99_ms": None}
+
+
+@pytest.mark.integration
+def test_bench_latency_at_one_rate_measures_only_latency(tmp_path):
+    cp, data = _smoke(tmp_path, "--latency-at", "100")
+    assert data["settings"]["latency_at"] == 100
+    cnrd = data["servers"]["cnrd"]
+    assert cnrd["errors"] == [] and "saturation" not in cnrd and "startup" not in cnrd
+    m = cnrd["metrics"]
+    assert m["lat_rate"] == 100 and m["dora_per_s"] is None
+    for key in ("lat_do_p50_ms", "lat_do_p99_ms", "lat_ra_p50_ms", "lat_ra_p99_ms"):
+        assert isinstance(m[key], (int, float)) and m[key] > 0, (key, m[key])
+    assert "REQUEST-ACK p99 ms" in cp.stdout and "DORA/s at saturation" not in cp.stdout
+
+
+def test_bench_latency_at_refuses_pairs_and_bad_rates():
+    for args in (["--latency-at", "100", "--servers", "cnrd-pair"], ["--latency-at", "0"]):
+        cp = subprocess.run([sys.executable, "-m", "bench.run", *args, "--out", "/nonexistent/x.json"],
+                            cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert cp.returncode == 2 and "--latency-at" in cp.stderr, (args, cp.returncode, cp.stderr)
