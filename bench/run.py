@@ -450,7 +450,6 @@ class Bench:
                 m[f"rss_{size_label(n)}_mb"] = st["vmrss_kb"] / 1024
         return out
 
-
     @staticmethod
     def _fill_latency(m: dict[str, Any], lat: dict | None) -> None:
         if lat:
