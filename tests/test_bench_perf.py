@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -44,8 +45,8 @@ def test_descendants_include_children_and_grandchildren() -> None:
 def test_sample_skips_a_helper_that_has_ended_but_not_the_server() -> None:
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    me = perf.proc_sample([perf.os.getpid()])
-    both = perf.proc_sample([perf.os.getpid(), gone.pid])
+    me = perf.proc_sample([os.getpid()])
+    both = perf.proc_sample([os.getpid(), gone.pid])
     assert both.vmrss_kb > 0 and abs(both.vmrss_kb - me.vmrss_kb) < 10_000
     try:
         perf.proc_sample([gone.pid])

@@ -67,7 +67,7 @@ class RecordingStore(MemoryLeaseStore):
         super().commit_packed(batch)
 
 
-def make(store=None, clock=None):
+def make(store=None, clock=None, runner=run_now):
     clock = clock or Clock()
     clock.advance(1_000_000)
     store = store or RecordingStore()
@@ -80,7 +80,7 @@ def make(store=None, clock=None):
         return p
 
     svc = DhcpService(loads(BASE_CONFIG), clock, store=store, port_factory=factory, interfaces=lambda c: [IFACE],
-                      commit_runner=run_now)
+                      commit_runner=runner)
     svc.startService()
     return svc, ports[0], store, clock
 
@@ -121,19 +121,7 @@ def test_acks_of_a_mixed_batch_leave_when_a_later_commit_completes():
     # must still be the REQUESTs' and be sent (a lost list once left every
     # later request dropped as overload).
     runner = ManualRunner()
-    clock = Clock()
-    clock.advance(1_000_000)
-    store = RecordingStore()
-    ports = []
-
-    def factory(*a, **kw):
-        ports.append(FakePort(*a, **kw))
-        return ports[-1]
-
-    svc = DhcpService(loads(BASE_CONFIG), clock, store=store, port_factory=factory,
-                      interfaces=lambda c: [IFACE], commit_runner=runner)
-    svc.startService()
-    port = ports[0]
+    svc, port, store, clock = make(runner=runner)
     port.on_batch([Rx(request(M.DISCOVER, mac(i)).serialize()) for i in range(3)], 0)
     offers = [s[1] for s in port.sent]
     port.sent.clear()
