@@ -4,7 +4,7 @@ A :class:`Server` is the real DhcpService (memory store, fake DHCP port,
 commits run at once) built from an INI file in a temporary directory, so
 ``reload`` and ``save`` have a file to read and write.  :func:`pair` builds
 two of them with real Peers and FailoverServices from
-:func:`cnrd.service.add_failover`, joined by an in-memory TCP stand-in that
+:func:`cnrd.app.service.add_failover`, joined by an in-memory TCP stand-in that
 carries the failover bytes both ways, so the states seen through the API are
 the protocol's own.
 """
@@ -22,7 +22,7 @@ from cnrd.config import load
 from cnrd.dhcp.packet import MessageType as M
 from cnrd.dhcp.packet import ip_to_int
 from cnrd.failover.protocol import FailoverProtocol
-from cnrd.service import DhcpService, add_failover
+from cnrd.app.service import DhcpService, add_failover
 from tests.dhcp.helpers import IFACE, SERVER_IP, mac, request, u32
 from tests.test_service import FakePort, RecordingStore, Rx, run_now
 

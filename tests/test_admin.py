@@ -9,11 +9,11 @@ import struct
 
 import pytest
 
-from cnrd.admin import Admin, AdminError
+from cnrd.admin.commands import Admin, AdminError
 from cnrd.dhcp.packet import ip_to_int
 from cnrd.failover.states import S
 from cnrd.leases.model import LeaseState
-from cnrd.timespec import format_iso
+from cnrd.config.timespec import format_iso
 from tests.adminkit import STANDALONE, T0, Server, pair
 
 UTC = datetime.timezone.utc
@@ -605,12 +605,12 @@ def test_save_writes_api_changes_keeping_comments_and_order(tmp_path):
 def test_save_refused_when_the_file_cannot_be_read_or_written(server, admin, monkeypatch):
     server.path.chmod(0o640)
     admin.patch_attributes({"max-dhcp-requests": 42})
-    import cnrd.admin
+    import cnrd.admin.commands
 
     def fail(path, text):
         raise OSError(30, "Read-only file system")
 
-    monkeypatch.setattr(cnrd.admin, "_write_atomically", fail)
+    monkeypatch.setattr(cnrd.admin.commands, "_write_atomically", fail)
     assert refused(409, admin.save) == f"cannot write {server.path}: Read-only file system"
     assert admin.unsaved  # kept for another try
     monkeypatch.undo()

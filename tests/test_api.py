@@ -1,6 +1,6 @@
 """The admin HTTP API over real HTTP on 127.0.0.1, in-process on the pytest-twisted reactor.
 
-The API service is the production one (cnrd.api.ApiService) listening on an
+The API service is the production one (cnrd.admin.api.ApiService) listening on an
 ephemeral port; behind it is a real DhcpService (memory store, fake DHCP
 port, a Clock) and, for the failover routes, two such servers whose real
 Peers talk through their FailoverServices (tests/adminkit.py).
@@ -20,11 +20,11 @@ from twisted.internet import reactor
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, readBody
 from twisted.web.http_headers import Headers
 
-from cnrd.api import ApiService, load_token
+from cnrd.admin.api import ApiService, load_token
 from cnrd.config import ConfigError, loads
 from cnrd.dhcp.packet import ip_to_int
 from cnrd.failover.states import S
-from cnrd.service import build
+from cnrd.app.service import build
 from tests.adminkit import STANDALONE, TOKEN, Server, pair
 
 V1 = "/api/v1"

@@ -7,7 +7,7 @@ import weakref
 
 from twisted.internet.task import Clock
 
-from cnrd.gcpolicy import NEVER, GcPolicy
+from cnrd.ops.gcpolicy import NEVER, GcPolicy
 from tests.test_service import make
 
 

@@ -1,4 +1,4 @@
-"""Tests for cnrd.inifile.set_values: in-place INI edits that keep the operator's text."""
+"""Tests for cnrd.config.inifile.set_values: in-place INI edits that keep the operator's text."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from cnrd.config import _parse_ini, loads
-from cnrd.inifile import read_values, section_id, set_values
+from cnrd.config.inifile import read_values, section_id, set_values
 
 ETC = Path(__file__).resolve().parent.parent / "etc"
 

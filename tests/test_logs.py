@@ -22,7 +22,7 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
-from cnrd import logs
+from cnrd.ops import logs
 from cnrd.dhcp.packet import MessageType as M
 from cnrd.failover import wire
 from cnrd.failover.protocol import FailoverProtocol

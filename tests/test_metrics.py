@@ -28,8 +28,8 @@ from cnrd.leases.journal import JournaledStore
 from cnrd.leases.model import Lease, LeaseState
 from cnrd.leases.store import MemoryLeaseStore
 from cnrd.leases.table import LeaseTable, Pool
-from cnrd.metrics import on_reactor, registry_for
-from cnrd.service import DhcpService, add_failover
+from cnrd.admin.metrics import on_reactor, registry_for
+from cnrd.app.service import DhcpService, add_failover
 from tests.dhcp.helpers import IFACE, SERVER_IP, mac, request, u32
 from tests.failover.test_peer import CONFIG as PAIR_CONFIG
 from tests.failover.test_peer import T0, Link

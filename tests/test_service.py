@@ -12,7 +12,7 @@ from cnrd.dhcp.packet import MessageType as M
 from cnrd.dhcp.packet import ip_to_int, parse
 from cnrd.leases.model import LeaseState
 from cnrd.leases.store import MemoryLeaseStore, StoreError
-from cnrd.service import DhcpService
+from cnrd.app.service import DhcpService
 
 from tests.dhcp.helpers import BASE_CONFIG, IFACE, SERVER_IP, mac, request, u32
 from tests.leases.test_committer import ManualRunner

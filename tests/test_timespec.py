@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cnrd.timespec import TimeSpecError, format_iso, parse_relative, parse_when, parse_words
+from cnrd.config.timespec import TimeSpecError, format_iso, parse_relative, parse_when, parse_words
 
 UTC = datetime.timezone.utc
 NOW = 1_800_000_000  # 2027-01-15T08:00:00Z

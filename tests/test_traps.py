@@ -23,8 +23,8 @@ from cnrd.failover.protocol import FailoverProtocol
 from cnrd.failover.states import Role, S
 from cnrd.failover.wire import RejectReason
 from cnrd.leases.store import MemoryLeaseStore
-from cnrd.service import DhcpService, add_failover
-from cnrd.traps import (
+from cnrd.app.service import DhcpService, add_failover
+from cnrd.ops.traps import (
     CONFIG_MISMATCH,
     NOT_RESPONDING,
     Trap,
@@ -32,7 +32,7 @@ from cnrd.traps import (
     classify,
     payload,
 )
-from cnrd.webhook import TrapNotifier
+from cnrd.ops.webhook import TrapNotifier
 from tests.dhcp.helpers import IFACE
 from tests.failover.test_peer import CONFIG as PAIR_CONFIG
 from tests.failover.test_peer import T0

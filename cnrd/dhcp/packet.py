@@ -25,6 +25,7 @@ import struct
 from dataclasses import dataclass, field
 
 from cnrd.dhcp.errors import MalformedPacket
+from cnrd.text import int_to_ip, ip_to_int  # noqa: F401  (the codec's callers use them from here)
 
 __all__ = [
     "BOOTREPLY",
@@ -521,18 +522,3 @@ def parse_hw(text: str) -> bytes:
     return result
 
 
-def ip_to_int(text: str) -> int:
-    """Dotted-quad to a host-order int.  Strict (inet_pton, unlike
-    inet_aton, refuses '10.1', leading zeros and spaces).  Raises ValueError."""
-    try:
-        return _U32.unpack(socket.inet_pton(socket.AF_INET, text))[0]
-    except (OSError, TypeError):
-        raise ValueError(f"{text!r} is not an IPv4 address") from None
-
-
-def int_to_ip(n: int) -> str:
-    """Host-order int to dotted quad.  Raises ValueError out of range."""
-    try:
-        return socket.inet_ntoa(_U32.pack(n))
-    except struct.error:
-        raise ValueError(f"{n!r} is not an IPv4 address") from None

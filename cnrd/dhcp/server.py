@@ -24,6 +24,7 @@ from cnrd.config import ClientClassConfig, ClientConfig, Config, PolicyConfig, S
 from cnrd.dhcp.packet import BOOTREQUEST, DhcpPacket, MalformedPacket, MessageType
 from cnrd.leases.model import FREE_STATES, Lease, LeaseFlag, LeaseState, client_key
 from cnrd.leases.table import LeaseTable, Pool
+from cnrd.text import int_to_ip
 
 BROADCAST = 0xFFFFFFFF
 _U32 = struct.Struct("!I")
@@ -115,9 +116,6 @@ class Counters:
     sent: collections.Counter = field(default_factory=collections.Counter)
     drops: collections.Counter = field(default_factory=collections.Counter)
 
-
-def _ip(n: int) -> str:
-    return f"{n >> 24}.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}"
 
 
 class DhcpServer:
@@ -658,7 +656,7 @@ class DhcpServer:
             state=LeaseState.UNAVAILABLE, expiration=ctx.now + hold, cltt=ctx.now,
             hw=b"", client_id=None,
         )
-        self._log("dhcp-decline", {"address": _ip(address), "client": ctx.hw.hex()})
+        self._log("dhcp-decline", {"address": int_to_ip(address), "client": ctx.hw.hex()})
         return None
 
     def _inform(self, ctx: "_Ctx") -> Reply | None:

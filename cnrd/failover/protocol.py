@@ -29,10 +29,11 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from cnrd import logs
+from cnrd.ops import logs
 from cnrd.failover import wire
 from cnrd.failover.peer import Peer
 from cnrd.failover.wire import FailoverWireError, MessageType
+from cnrd.text import int_to_ip
 
 log = Logger(namespace="cnrd.failover")
 
@@ -103,7 +104,7 @@ def _describe(msg: wire.Message) -> str:
     parts = [f"xid={msg.xid}"]
     addr = msg.assigned_address
     if addr is not None:
-        parts.append("address=%d.%d.%d.%d" % (addr >> 24, (addr >> 16) & 255, (addr >> 8) & 255, addr & 255))
+        parts.append(f"address={int_to_ip(addr)}")
     if msg.binding_status is not None:
         parts.append(f"status={getattr(msg.binding_status, 'name', msg.binding_status)}")
     if msg.reject_reason is not None:

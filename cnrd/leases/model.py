@@ -213,3 +213,17 @@ class LeaseEvent:
         what = str(data[off : off + wlen], "utf-8")
         key = bytes(data[off + wlen :])
         return cls(time, addr, _STATES[state], key, exp, what)
+
+
+@dataclass(frozen=True)
+class Range:
+    """An inclusive address range, as integers (host byte order)."""
+
+    first: int
+    last: int
+
+    def __contains__(self, address: object) -> bool:
+        return isinstance(address, int) and self.first <= address <= self.last
+
+    def __len__(self) -> int:
+        return self.last - self.first + 1

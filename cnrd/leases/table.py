@@ -21,8 +21,7 @@ import heapq
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 
-from cnrd.config import Range
-from cnrd.leases.model import FREE_STATES, Lease, LeaseEvent, LeaseState
+from cnrd.leases.model import FREE_STATES, Lease, LeaseEvent, LeaseState, Range
 
 
 _TIMED = frozenset({LeaseState.LEASED, LeaseState.OFFERED, LeaseState.UNAVAILABLE})

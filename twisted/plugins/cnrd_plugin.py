@@ -4,7 +4,7 @@ from twisted.application.service import ServiceMaker
 
 cnrd = ServiceMaker(
     "cnrd",
-    "cnrd.tap",
+    "cnrd.app.tap",
     "A DHCPv4 server with main/backup failover",
     "cnrd",
 )

@@ -29,10 +29,10 @@ from twisted.python import threadable
 from cnrd import __version__
 from cnrd.failover.states import LABELS
 from cnrd.leases.model import LeaseState
-from cnrd.traps import TRAPS
+from cnrd.ops.traps import TRAPS
 
 if TYPE_CHECKING:
-    from cnrd.service import DhcpService
+    from cnrd.app.service import DhcpService
 
 SNAPSHOT_TIMEOUT = 10.0  # seconds a scrape waits for the reactor thread
 

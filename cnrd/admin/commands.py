@@ -1,7 +1,7 @@
 """The operator's commands over a running server, apart from HTTP.
 
-:class:`Admin` is what the admin API (:mod:`cnrd.api`) and, through it,
-``cnrctl`` do to a live :class:`~cnrd.service.DhcpService`: status, the CNR
+:class:`Admin` is what the admin API (:mod:`cnrd.admin.api`) and, through it,
+``cnrctl`` do to a live :class:`~cnrd.app.service.DhcpService`: status, the CNR
 ``dhcp`` commands (getRelatedServers, setPartnerDown, stop/start, reload,
 set/enable/disable of attributes), failover-pair changes, lease and scope
 queries, and ``save``.  Every method takes and returns plain values (dicts
@@ -11,7 +11,7 @@ server.  Methods that must wait for the lease store return a Deferred.
 
 What an operator changes through here is applied to the running server at
 once and remembered (``unsaved``) until ``save`` writes it into the INI file
-with :func:`cnrd.inifile.set_values`, keeping the file's comments and order.
+with :func:`cnrd.config.inifile.set_values`, keeping the file's comments and order.
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ from cnrd.config import (
     ConfigError,
     FailoverPairConfig,
     ServerConfig,
-    _LOG_SETTINGS,
-    _default as _config_default,  # a dataclass field's default, where the loader keeps them
-    _Invalid as _InvalidValue,  # the config parsers' "bad value" exception
+    LOG_SETTINGS,
+    field_default,
+    InvalidValue,
     load,
     loads,
     parse_bool,
@@ -51,7 +51,8 @@ from cnrd.config import (
 )
 from cnrd.failover.states import S, Role, on_partner_down_command
 from cnrd.leases.model import Lease, LeaseState
-from cnrd.timespec import TimeSpecError, format_iso, parse_when
+from cnrd.config.timespec import TimeSpecError, format_iso, parse_when
+from cnrd.text import hw_text, ip_text, suggest
 
 log = Logger(namespace="cnrd.admin")
 
@@ -89,18 +90,6 @@ class AdminError(Exception):
         self.status = status
         self.reason = reason.replace("\n", " ").replace("\r", " ")
 
-
-def _ip(n: int | None) -> str | None:
-    return None if n is None else str(ipaddress.IPv4Address(n))
-
-
-def _hw_text(hw: bytes) -> str:
-    return ":".join(f"{b:02x}" for b in hw)
-
-
-def _suggest(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def parse_address(text: Any) -> int:
@@ -144,7 +133,7 @@ def parse_time_value(value: Any, now: int, tz: datetime.tzinfo | None = None) ->
 def _config_text(parse: Callable[..., Any], value: str, *args: Any) -> Any:
     try:
         return parse(value, *args)
-    except _InvalidValue as e:
+    except InvalidValue as e:
         raise AdminError(400, str(e)) from None
 
 
@@ -192,8 +181,8 @@ def _log_settings(value: Any) -> frozenset[str]:
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         # A JSON list names each setting exactly; a string is read as the INI file would.
         for v in value:
-            if v not in _LOG_SETTINGS:
-                raise AdminError(400, f"unknown log setting {v!r}" + _suggest(v.lower(), _LOG_SETTINGS))
+            if v not in LOG_SETTINGS:
+                raise AdminError(400, f"unknown log setting {v!r}" + suggest(v.lower(), LOG_SETTINGS))
         return frozenset(value)
     raise AdminError(400, "log-settings must be a list of strings")
 
@@ -233,8 +222,8 @@ _SERVER_ATTRS: dict[str, tuple[str, Callable[[Any], Any] | None, Callable[[Any],
 
 # key -> (FailoverPairConfig field, parser, INI text); the bounds are the loader's.
 _PAIR_ATTRS: dict[str, tuple[str, Callable[[Any], Any], Callable[[Any], str | None]]] = {
-    "main": ("main", _ipv4_text, _ip),
-    "backup": ("backup", _ipv4_text, _ip),
+    "main": ("main", _ipv4_text, ip_text),
+    "backup": ("backup", _ipv4_text, ip_text),
     "failover": ("failover", _bool, _ini_bool),
     "mclt": ("mclt", _duration(30), str),
     "backup-pct": ("backup_pct", _percent, _ini_pct),
@@ -251,7 +240,7 @@ _PAIR_PENDING = ("main", "backup", "failover")
 
 
 def _json_pending(key: str, value: Any) -> Any:
-    return _ip(value) if key in ("main", "backup") else value
+    return ip_text(value) if key in ("main", "backup") else value
 
 
 def lease_json(lease: Lease, scope: str | None, failover: bool) -> dict[str, Any]:
@@ -264,10 +253,10 @@ def lease_json(lease: Lease, scope: str | None, failover: bool) -> dict[str, Any
         owner = None
     expires = lease.expiration if 0 < lease.expiration < Lease.INFINITE else None
     return {
-        "address": _ip(lease.address),
+        "address": ip_text(lease.address),
         "state": lease.state.label,
         "scope": lease.scope or scope,
-        "hardware-address": _hw_text(lease.hw[1:]) if len(lease.hw) > 1 else None,
+        "hardware-address": hw_text(lease.hw[1:]) if len(lease.hw) > 1 else None,
         "client-id": lease.client_id.hex() if lease.client_id else None,
         "host-name": lease.host_name or None,
         "start": format_iso(lease.start),
@@ -323,7 +312,7 @@ class Admin:
     def _pair(self, name: str) -> FailoverPairConfig:
         if not isinstance(name, str) or name not in self.config.failover_pairs:
             raise AdminError(404, f"no failover pair {name!r}"
-                             + _suggest(str(name), self.config.failover_pairs))
+                             + suggest(str(name), self.config.failover_pairs))
         return self.config.failover_pairs[name]
 
     def _addresses(self, peer: Any) -> tuple[str, str]:
@@ -333,8 +322,8 @@ class Admin:
             return link.local_ip, link.partner_ip
         pair = peer.pair
         if peer.role is Role.MAIN:
-            return _ip(pair.failover_main_server or pair.main), _ip(pair.backup)
-        return _ip(pair.failover_backup_server or pair.backup), _ip(pair.main)
+            return ip_text(pair.failover_main_server or pair.main), ip_text(pair.backup)
+        return ip_text(pair.failover_backup_server or pair.backup), ip_text(pair.main)
 
     def _persist(self, peers: Iterable[Any]) -> defer.Deferred:
         """Send the peers' output and make their state durable, as the failover adapter does.
@@ -362,7 +351,7 @@ class Admin:
         allowed = tuple(allowed)
         for key in body:
             if key not in allowed:
-                raise AdminError(400, f"unknown key {key!r}" + _suggest(key, allowed))
+                raise AdminError(400, f"unknown key {key!r}" + suggest(key, allowed))
         return body
 
     # -- status ----------------------------------------------------------------
@@ -448,7 +437,7 @@ class Admin:
             if partner in self.config.failover_pairs:
                 raise AdminError(409, f"failover pair {partner} is not running (failover = false)")
             raise AdminError(404, f"no failover partner {partner!r}"
-                             + _suggest(partner, [p.name for p in self.dhcp.peers]))
+                             + suggest(partner, [p.name for p in self.dhcp.peers]))
         now = self.now()
         since = None
         if when is not None and when.strip():
@@ -509,7 +498,7 @@ class Admin:
         for key, value in body.items():
             name, parse, _ = _SERVER_ATTRS[key]
             if value is None:
-                changes[name] = _config_default(ServerConfig, name)  # unset: back to the default
+                changes[name] = field_default(ServerConfig, name)  # unset: back to the default
             elif parse is None:
                 changes[name] = parse_time_value(value, self.now(), self.local_tz)
             else:
@@ -527,8 +516,8 @@ class Admin:
     def _pair_json(self, pair: FailoverPairConfig) -> dict[str, Any]:
         return {
             "name": pair.name,
-            "main": _ip(pair.main),
-            "backup": _ip(pair.backup),
+            "main": ip_text(pair.main),
+            "backup": ip_text(pair.backup),
             "failover": pair.failover,
             "mclt": pair.mclt,
             "backup-pct": pair.backup_pct,
@@ -562,7 +551,7 @@ class Admin:
             if value is None:
                 if key in ("main", "backup"):
                     raise AdminError(400, f"{key} cannot be unset")
-                values[key] = _config_default(FailoverPairConfig, field)  # unset: back to the default
+                values[key] = field_default(FailoverPairConfig, field)  # unset: back to the default
             else:
                 values[key] = _PAIR_ATTRS[key][1](value)
         live = {_PAIR_ATTRS[k][0]: v for k, v in values.items() if k not in _PAIR_PENDING}
@@ -581,7 +570,7 @@ class Admin:
         main = parse_ipv4(pending["main"]) if "main" in pending else old.main
         backup = parse_ipv4(pending["backup"]) if "backup" in pending else old.backup
         if main == backup:
-            raise AdminError(400, f"main and backup would both be {_ip(main)}")
+            raise AdminError(400, f"main and backup would both be {ip_text(main)}")
         if pending:
             self.pending[name] = pending
         else:
@@ -715,8 +704,8 @@ class Admin:
 
         applied += _section_diff("policy", old.policies, new.policies)
         applied += _section_diff("scope", old.scopes, new.scopes)
-        applied += _section_diff("reservation", old.reservations, new.reservations, _ip)
-        applied += _section_diff("client", old.clients, new.clients, _hw_text)
+        applied += _section_diff("reservation", old.reservations, new.reservations, ip_text)
+        applied += _section_diff("client", old.clients, new.clients, hw_text)
         applied += _section_diff("client-class", old.client_classes, new.client_classes)
 
         running = replace(new, server=server, api=old.api, failover_pairs=pairs)
@@ -774,8 +763,8 @@ class Admin:
             # Never used: no record, the main's (or the only server's) to give.
             return lease_json(Lease(address, LeaseState.AVAILABLE, scope or ""), scope, failover)
         if scope is None:
-            raise AdminError(404, f"{_ip(address)} is not in any scope")
-        raise AdminError(404, f"no lease for {_ip(address)} (scope {scope}, outside its ranges)")
+            raise AdminError(404, f"{ip_text(address)} is not in any scope")
+        raise AdminError(404, f"no lease for {ip_text(address)} (scope {scope}, outside its ranges)")
 
     def leases(self, query: Mapping[str, list[str]]) -> dict[str, Any]:
         """Stored leases in address order, filtered, one page at a time.
@@ -788,7 +777,7 @@ class Admin:
         args: dict[str, str] = {}
         for key, values in query.items():
             if key not in allowed:
-                raise AdminError(400, f"unknown query parameter {key!r}" + _suggest(key, allowed))
+                raise AdminError(400, f"unknown query parameter {key!r}" + suggest(key, allowed))
             if len(values) != 1:
                 raise AdminError(400, f"query parameter {key!r} given more than once")
             args[key] = values[0]
@@ -826,7 +815,7 @@ class Admin:
             lease = leases[address]
             pool = self.dhcp.table.pool_of(address)
             out.append(lease_json(lease, pool.scope if pool else None, bool(pool and pool.failover)))
-        return {"leases": out, "next": _ip(page[-1]) if more else None}
+        return {"leases": out, "next": ip_text(page[-1]) if more else None}
 
     def scopes(self) -> dict[str, Any]:
         """Per scope: its ranges' size, leased, and free addresses for the main and for the backup.
@@ -842,7 +831,7 @@ class Admin:
             leased = pool.state_counts.get(LeaseState.LEASED, 0)
             out.append({
                 "name": name,
-                "subnet": f"{_ip(sc.network)}/{sc.prefix_len}",
+                "subnet": f"{ip_text(sc.network)}/{sc.prefix_len}",
                 "total": total,
                 "leased": leased,
                 "available": main + backup,
@@ -860,9 +849,9 @@ class Admin:
         if not self.unsaved:
             return {"saved": path, "changed": []}
         try:
-            from cnrd.inifile import set_values
+            from cnrd.config.inifile import set_values
         except ImportError:
-            raise AdminError(409, "saving is not available in this build (cnrd.inifile is missing)") from None
+            raise AdminError(409, "saving is not available in this build (cnrd.config.inifile is missing)") from None
         try:
             with open(path, encoding="utf-8-sig") as f:
                 text = f.read()

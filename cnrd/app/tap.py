@@ -24,7 +24,7 @@ class Options(usage.Options):
     config: Config
 
     def postOptions(self) -> None:
-        from cnrd import logs
+        from cnrd.ops import logs
 
         self.config = load_or_exit(self["config"])
         # twistd sets up its log after parsing the options and before
@@ -55,7 +55,7 @@ def makeService(options: Options) -> service.IService:
 
     from cnrd.leases.journal import open_store
     from cnrd.leases.store import StoreError
-    from cnrd.service import build, resolve_interfaces
+    from cnrd.app.service import build, resolve_interfaces
 
     config = options.config
     try:

@@ -20,7 +20,7 @@ from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
 from cnrd import __version__
-from cnrd.traps import Trap, payload, safe_url
+from cnrd.ops.traps import Trap, payload, safe_url
 
 log = Logger(namespace="cnrd.traps")
 

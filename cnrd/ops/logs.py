@@ -55,6 +55,7 @@ from twisted.python import usage
 from twisted.python.logfile import LogFile
 
 from cnrd.failover.wire import RejectReason
+from cnrd.text import int_to_ip
 
 log = Logger(namespace="cnrd")
 
@@ -117,10 +118,6 @@ _FAILOVER: dict[str, tuple[str, LogLevel, str]] = {
 NORMAL_DROP_INTERVAL = 60  # seconds between the backup's "dropped in NORMAL" summaries
 
 
-def dotted(address: int) -> str:
-    """An IPv4 address (host byte order integer) as text."""
-    return f"{address >> 24 & 255}.{address >> 16 & 255}.{address >> 8 & 255}.{address & 255}"
-
 
 def reject_name(reason: Any) -> str:
     """The draft's name of a reject-reason code (``INVALID_MCLT``), or ``""``."""
@@ -133,7 +130,7 @@ def reject_name(reason: Any) -> str:
 def _fields(fields: dict) -> dict:
     out = dict(fields)
     if isinstance(out.get("address"), int):
-        out["address"] = dotted(out["address"])
+        out["address"] = int_to_ip(out["address"])
     if "reason" in out:
         out["reason_name"] = reject_name(out["reason"])
     if "message" in out and not out["message"]:

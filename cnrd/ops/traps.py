@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from cnrd.failover.wire import RejectReason
+from cnrd.text import int_to_ip
 
 NOT_RESPONDING = "other-server-not-responding"
 CONFIG_MISMATCH = "failover-configuration-mismatch"
@@ -57,9 +58,6 @@ class Trap:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
-def _dotted(address: int) -> str:
-    return f"{address >> 24 & 255}.{address >> 16 & 255}.{address >> 8 & 255}.{address & 255}"
-
 
 def _reject_fields(fields: Mapping[str, Any], by: str) -> dict[str, Any]:
     reason = fields.get("reason")
@@ -70,7 +68,7 @@ def _reject_fields(fields: Mapping[str, Any], by: str) -> dict[str, Any]:
     out = {"reason": fields.get("message") or name or "rejected", "reject_reason": reason,
            "reject_reason_name": name, "rejected_by": by}
     if isinstance(fields.get("address"), int):
-        out["address"] = _dotted(fields["address"])
+        out["address"] = int_to_ip(fields["address"])
     return out
 
 

@@ -22,6 +22,8 @@ from typing import Any, Callable, Iterable
 
 from cnrd.dhcp.options import option_from_text
 from cnrd.dhcp.packet import parse_hw
+from cnrd.leases.model import Range
+from cnrd.text import hw_text, int_to_ip, suggest
 
 
 class ConfigError(Exception):
@@ -42,20 +44,6 @@ class ConfigError(Exception):
             where += f" {self.key}"
         # One line, always: a value or a library message may carry a newline.
         return f"{where}: {self.reason}".replace("\r", "\\r").replace("\n", "\\n")
-
-
-@dataclass(frozen=True)
-class Range:
-    """An inclusive address range, as integers (host byte order)."""
-
-    first: int
-    last: int
-
-    def __contains__(self, address: object) -> bool:
-        return isinstance(address, int) and self.first <= address <= self.last
-
-    def __len__(self) -> int:
-        return self.last - self.first + 1
 
 
 @dataclass(frozen=True)
@@ -228,7 +216,7 @@ _UNNAMED = frozenset({"server", "api"})
 _TRUE = frozenset({"true", "yes", "on", "enabled", "1"})
 _FALSE = frozenset({"false", "no", "off", "disabled", "0"})
 
-_LOG_SETTINGS = frozenset({
+LOG_SETTINGS = frozenset({
     "default", "failover-detail", "no-failover-conflict", "no-failover-activity",
     "json", "incoming-packet-detail", "outgoing-packet-detail",
 })
@@ -324,32 +312,26 @@ def _parse_ini(text: str, path: str) -> configparser.ConfigParser:
     return parser
 
 
-def _suggest(word: str, choices: Iterable[str]) -> str:
+def suggest(word: str, choices: Iterable[str]) -> str:
     """A ' (did you mean 'x'?)' hint for a misspelt name, or ''."""
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _fmt_addr(address: int) -> str:
-    return str(ipaddress.IPv4Address(address))
-
 
 def _fmt_range(r: Range) -> str:
     if r.first == r.last:
-        return _fmt_addr(r.first)
-    return f"{_fmt_addr(r.first)}-{_fmt_addr(r.last)}"
+        return int_to_ip(r.first)
+    return f"{int_to_ip(r.first)}-{int_to_ip(r.last)}"
 
 
-def _hw_text(hw: bytes) -> str:
-    return ":".join(f"{b:02x}" for b in hw)
 
-
-class _Invalid(Exception):
+class InvalidValue(Exception):
     """A bad value; the caller knows the file, section and key."""
 
 
 # -- value parsers: each takes the raw text and returns the typed value or
-# -- raises _Invalid with the reason.
+# -- raises InvalidValue with the reason.
 
 def parse_bool(text: str) -> bool:
     """A CNR boolean: true/false, yes/no, on/off, enabled/disabled, 1/0."""
@@ -358,7 +340,7 @@ def parse_bool(text: str) -> bool:
         return True
     if word in _FALSE:
         return False
-    raise _Invalid(f"bad boolean {text!r} (use true or false)")
+    raise InvalidValue(f"bad boolean {text!r} (use true or false)")
 
 
 def _int_of(digits: str, what: str) -> int:
@@ -368,14 +350,14 @@ def _int_of(digits: str, what: str) -> int:
     try:
         return int(digits)
     except ValueError:
-        raise _Invalid(f"{what} has too many digits ({len(digits)})") from None
+        raise InvalidValue(f"{what} has too many digits ({len(digits)})") from None
 
 
 def parse_int(text: str, low: int | None = None, high: int | None = None) -> int:
     """A decimal integer, optionally bounded (inclusive)."""
     t = text.strip()
     if not _INT_RE.fullmatch(t):
-        raise _Invalid(f"bad integer {text!r}")
+        raise InvalidValue(f"bad integer {text!r}")
     value = _int_of(t, "integer")
     _check_bounds(value, low, high, t)
     return value
@@ -384,10 +366,10 @@ def parse_int(text: str, low: int | None = None, high: int | None = None) -> int
 def _check_bounds(value: float, low: float | None, high: float | None, text: str) -> None:
     if (low is not None and value < low) or (high is not None and value > high):
         if high is None:
-            raise _Invalid(f"{text} is out of range (at least {low})")
+            raise InvalidValue(f"{text} is out of range (at least {low})")
         if low is None:
-            raise _Invalid(f"{text} is out of range (at most {high})")
-        raise _Invalid(f"{text} is out of range ({low}..{high})")
+            raise InvalidValue(f"{text} is out of range (at most {high})")
+        raise InvalidValue(f"{text} is out of range ({low}..{high})")
 
 
 def parse_duration(text: str, low: int | None = 0, high: int | None = None) -> int:
@@ -400,11 +382,11 @@ def parse_duration(text: str, low: int | None = 0, high: int | None = None) -> i
         seconds = sum(_int_of(n, "duration") * _DURATION_UNITS[u.lower()]
                       for n, u in _DURATION_PART_RE.findall(t))
     else:
-        raise _Invalid(f"bad duration {text.strip()!r}")
+        raise InvalidValue(f"bad duration {text.strip()!r}")
     if low is not None and seconds < low:
-        raise _Invalid(f"duration {text.strip()!r} is too short (at least {low} s)")
+        raise InvalidValue(f"duration {text.strip()!r} is too short (at least {low} s)")
     if high is not None and seconds > high:
-        raise _Invalid(f"duration {text.strip()!r} is too long (at most {high} s)")
+        raise InvalidValue(f"duration {text.strip()!r} is too long (at most {high} s)")
     return seconds
 
 
@@ -412,12 +394,12 @@ def parse_size(text: str, low: int = 1, high: int = (1 << 63) - 1) -> int:
     """A byte count, with an optional binary suffix: ``4G``, ``512M``, ``64K``."""
     m = _SIZE_RE.fullmatch(text.strip())
     if not m:
-        raise _Invalid(f"bad size {text.strip()!r} (use bytes or a K/M/G/T suffix)")
+        raise InvalidValue(f"bad size {text.strip()!r} (use bytes or a K/M/G/T suffix)")
     value = _int_of(m.group(1), "size") * _SIZE_UNITS[m.group(2).upper()]
     if value < low:
-        raise _Invalid(f"size {text.strip()!r} is too small (at least {low} bytes)")
+        raise InvalidValue(f"size {text.strip()!r} is too small (at least {low} bytes)")
     if value > high:
-        raise _Invalid(f"size {text.strip()!r} is too large (at most {high} bytes)")
+        raise InvalidValue(f"size {text.strip()!r} is too large (at most {high} bytes)")
     return value
 
 
@@ -427,9 +409,9 @@ def parse_percent(text: str) -> float:
     try:
         value = float(t)
     except ValueError:
-        raise _Invalid(f"bad percentage {text.strip()!r}") from None
+        raise InvalidValue(f"bad percentage {text.strip()!r}") from None
     if not 0 <= value <= 100:  # also rejects nan
-        raise _Invalid(f"percentage {text.strip()} is out of range (0..100)")
+        raise InvalidValue(f"percentage {text.strip()} is out of range (0..100)")
     return value
 
 
@@ -439,7 +421,7 @@ def parse_ipv4(text: str) -> int:
     try:
         return int(ipaddress.IPv4Address(t))
     except ValueError:
-        raise _Invalid(f"bad IPv4 address {t!r}") from None
+        raise InvalidValue(f"bad IPv4 address {t!r}") from None
 
 
 def parse_list(text: str) -> tuple[str, ...]:
@@ -460,7 +442,7 @@ def parse_time(text: str) -> int | None:
     try:
         when = datetime.datetime.fromisoformat(t)
     except ValueError:
-        raise _Invalid(f"bad time {t!r} (use epoch seconds or ISO-8601, e.g. 2024-05-01T12:00:00Z)") from None
+        raise InvalidValue(f"bad time {t!r} (use epoch seconds or ISO-8601, e.g. 2024-05-01T12:00:00Z)") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=datetime.timezone.utc)
     return int(when.timestamp())
@@ -474,9 +456,9 @@ def parse_hex(text: str) -> bytes:
     try:
         value = bytes.fromhex(t)
     except ValueError:
-        raise _Invalid(f"bad hex {text.strip()!r}") from None
+        raise InvalidValue(f"bad hex {text.strip()!r}") from None
     if not value:
-        raise _Invalid("must not be empty")
+        raise InvalidValue("must not be empty")
     return value
 
 
@@ -486,14 +468,14 @@ def parse_hw_address(text: str) -> bytes:
         return parse_hw(text.strip())
     except ValueError as e:
         # parse_hw's message already quotes the text.
-        raise _Invalid(str(e) or f"bad hardware address {text.strip()!r}") from None
+        raise InvalidValue(str(e) or f"bad hardware address {text.strip()!r}") from None
 
 
 def parse_action(text: str) -> str:
     """A client or client-class action; CNR's ``exclude`` is the only one cnrd has."""
     t = text.strip().lower()
     if t not in _ACTIONS:
-        raise _Invalid(f"unknown action {text.strip()!r}{_suggest(t, _ACTIONS)}; "
+        raise InvalidValue(f"unknown action {text.strip()!r}{suggest(t, _ACTIONS)}; "
                        f"allowed: {', '.join(sorted(_ACTIONS))}")
     return t
 
@@ -502,7 +484,7 @@ def parse_name(text: str) -> str:
     """A non-empty name."""
     t = text.strip()
     if not t:
-        raise _Invalid("must not be empty")
+        raise InvalidValue("must not be empty")
     return t
 
 
@@ -510,8 +492,8 @@ def parse_log_settings(text: str) -> frozenset[str]:
     """CNR log-settings flags, checked against the ones cnrd knows."""
     words = [w.lower() for w in parse_list(text)]
     for w in words:
-        if w not in _LOG_SETTINGS:
-            raise _Invalid(f"unknown log setting {w!r}{_suggest(w, _LOG_SETTINGS)}")
+        if w not in LOG_SETTINGS:
+            raise InvalidValue(f"unknown log setting {w!r}{suggest(w, LOG_SETTINGS)}")
     return frozenset(words)
 
 
@@ -519,33 +501,33 @@ def parse_http_url(text: str) -> str:
     """An absolute ``http://`` or ``https://`` URL with a host (a webhook)."""
     t = text.strip()
     if not t or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in t):
-        raise _Invalid(f"bad URL {t!r} (no blanks or control characters)")
+        raise InvalidValue(f"bad URL {t!r} (no blanks or control characters)")
     try:
         parts = urllib.parse.urlsplit(t)
         parts.port  # raises ValueError for a bad port
     except ValueError as e:
-        raise _Invalid(f"bad URL {t!r}: {e}") from None
+        raise InvalidValue(f"bad URL {t!r}: {e}") from None
     if parts.scheme.lower() not in ("http", "https"):
-        raise _Invalid(f"bad URL {t!r}: use http:// or https://")
+        raise InvalidValue(f"bad URL {t!r}: use http:// or https://")
     if not parts.hostname:
-        raise _Invalid(f"bad URL {t!r}: no host")
+        raise InvalidValue(f"bad URL {t!r}: no host")
     if not t.isascii():
-        raise _Invalid(f"bad URL {t!r}: write non-ASCII characters %-encoded")
+        raise InvalidValue(f"bad URL {t!r}: write non-ASCII characters %-encoded")
     return t
 
 
-def _parse_listen(text: str) -> tuple[str, int]:
+def parse_listen(text: str) -> tuple[str, int]:
     """``host:port`` or ``[v6addr]:port``."""
     t = text.strip()
     host, sep, port = t.rpartition(":")
     if not sep or not host:
-        raise _Invalid(f"bad listen address {t!r} (use host:port)")
+        raise InvalidValue(f"bad listen address {t!r} (use host:port)")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     elif ":" in host:
-        raise _Invalid(f"bad listen address {t!r} (write an IPv6 host as [addr]:port)")
+        raise InvalidValue(f"bad listen address {t!r} (write an IPv6 host as [addr]:port)")
     if not host or any(c.isspace() for c in host):
-        raise _Invalid(f"bad listen address {t!r}")
+        raise InvalidValue(f"bad listen address {t!r}")
     return host, parse_int(port, 0, 65535)
 
 
@@ -573,7 +555,7 @@ class _Section:
         """Refuse keys that are not attributes of this section type."""
         for key in self.values:
             if key not in self.allowed and not extra(key):
-                raise self.error(key, "unknown key" + _suggest(key, self.allowed))
+                raise self.error(key, "unknown key" + suggest(key, self.allowed))
 
     def get(self, key: str, parse: Callable[..., Any], *args: Any,
             default: Any = None, required: bool = False) -> Any:
@@ -590,7 +572,7 @@ class _Section:
                                   "is that line indented by mistake?")
         try:
             return parse(text, *args)
-        except _Invalid as e:
+        except InvalidValue as e:
             raise self.error(key, str(e)) from None
 
 
@@ -672,7 +654,7 @@ class _Builder:
                 raise ConfigError(self.path, header, None, "empty section header")
             if kind not in _SECTION_TYPES:
                 raise ConfigError(self.path, header, None, f"unknown section type {kind!r}"
-                                  + _suggest(kind, _SECTION_TYPES))
+                                  + suggest(kind, _SECTION_TYPES))
             if kind in _UNNAMED and name is not None:
                 raise ConfigError(self.path, header, None, f"[{kind}] takes no name")
             if kind not in _UNNAMED and name is None:
@@ -698,28 +680,28 @@ class _Builder:
             interfaces=s.get("interfaces", parse_list, default=()),
             data_dir=s.get("data-dir", parse_name, required=True),
             max_dhcp_requests=s.get("max-dhcp-requests", parse_int, 1, 100000,
-                                    default=_default(d, "max_dhcp_requests")),
+                                    default=field_default(d, "max_dhcp_requests")),
             # 0 binds an ephemeral port (tests).
-            server_port=s.get("server-port", parse_int, 0, 65535, default=_default(d, "server_port")),
-            client_port=s.get("client-port", parse_int, 1, 65535, default=_default(d, "client_port")),
+            server_port=s.get("server-port", parse_int, 0, 65535, default=field_default(d, "server_port")),
+            client_port=s.get("client-port", parse_int, 1, 65535, default=field_default(d, "client_port")),
             server_identifier=s.get("server-identifier", parse_ipv4),
             log_settings=s.get("log-settings", parse_log_settings, default=frozenset()),
-            start_on_reboot=s.get("start-on-reboot", parse_bool, default=_default(d, "start_on_reboot")),
+            start_on_reboot=s.get("start-on-reboot", parse_bool, default=field_default(d, "start_on_reboot")),
             failover_recover=s.get("failover-recover", parse_time),
-            safe_period=s.get("safe-period", parse_duration, 0, default=_default(d, "safe_period")),
+            safe_period=s.get("safe-period", parse_duration, 0, default=field_default(d, "safe_period")),
             expiry_interval=s.get("expiry-interval", parse_duration, 1,
-                                  default=_default(d, "expiry_interval")),
+                                  default=field_default(d, "expiry_interval")),
             # LMDB cannot work below a few pages; 1 MiB is a sane floor.
-            lease_db_size=s.get("lease-db-size", parse_size, 1 << 20, default=_default(d, "lease_db_size")),
-            event_history=s.get("event-history", parse_int, 0, None, default=_default(d, "event_history")),
+            lease_db_size=s.get("lease-db-size", parse_size, 1 << 20, default=field_default(d, "lease_db_size")),
+            event_history=s.get("event-history", parse_int, 0, None, default=field_default(d, "event_history")),
             stats_interval=s.get("stats-interval", parse_duration, 0,
-                                 default=_default(d, "stats_interval")),
-            commit_thread=s.get("commit-thread", parse_bool, default=_default(d, "commit_thread")),
-            lease_journal=s.get("lease-journal", parse_bool, default=_default(d, "lease_journal")),
+                                 default=field_default(d, "stats_interval")),
+            commit_thread=s.get("commit-thread", parse_bool, default=field_default(d, "commit_thread")),
+            lease_journal=s.get("lease-journal", parse_bool, default=field_default(d, "lease_journal")),
             gc_freeze_interval=s.get("gc-freeze-interval", parse_duration, 0,
-                                     default=_default(d, "gc_freeze_interval")),
+                                     default=field_default(d, "gc_freeze_interval")),
             gc_full_interval=s.get("gc-full-interval", parse_duration, 0,
-                                   default=_default(d, "gc_full_interval")),
+                                   default=field_default(d, "gc_full_interval")),
             trap_webhook=s.get("trap-webhook", parse_http_url),
         )
 
@@ -729,13 +711,13 @@ class _Builder:
         s = self.sections["api"][0]
         s.check_keys()
         d = ApiConfig
-        host, port = s.get("listen", _parse_listen,
-                           default=(_default(d, "listen_host"), _default(d, "listen_port")))
+        host, port = s.get("listen", parse_listen,
+                           default=(field_default(d, "listen_host"), field_default(d, "listen_port")))
         return ApiConfig(
             listen_host=host,
             listen_port=port,
             token_file=s.get("token-file", parse_name),
-            enabled=s.get("enabled", parse_bool, default=_default(d, "enabled")),
+            enabled=s.get("enabled", parse_bool, default=field_default(d, "enabled")),
         )
 
     def _policy(self, s: _Section) -> None:
@@ -761,13 +743,13 @@ class _Builder:
             option_keys[code] = key
         self.policies[s.name] = PolicyConfig(
             name=s.name,
-            lease_time=s.get("lease-time", parse_duration, 1, default=_default(d, "lease_time")),
-            offer_timeout=s.get("offer-timeout", parse_duration, 1, default=_default(d, "offer_timeout")),
+            lease_time=s.get("lease-time", parse_duration, 1, default=field_default(d, "lease_time")),
+            offer_timeout=s.get("offer-timeout", parse_duration, 1, default=field_default(d, "offer_timeout")),
             unavailable_timeout=s.get("unavailable-timeout", parse_duration, 1,
-                                      default=_default(d, "unavailable_timeout")),
-            grace_period=s.get("grace-period", parse_duration, 0, default=_default(d, "grace_period")),
+                                      default=field_default(d, "unavailable_timeout")),
+            grace_period=s.get("grace-period", parse_duration, 0, default=field_default(d, "grace_period")),
             allow_client_lease_time=s.get("allow-client-lease-time", parse_bool,
-                                          default=_default(d, "allow_client_lease_time")),
+                                          default=field_default(d, "allow_client_lease_time")),
             options=options,
         )
 
@@ -775,7 +757,7 @@ class _Builder:
         """A reference to an existing policy, or None when the key is absent."""
         name = s.get(key, parse_name)
         if name is not None and name not in self.policies:
-            raise s.error(key, f"unknown policy {name!r}" + _suggest(name, self.policies))
+            raise s.error(key, f"unknown policy {name!r}" + suggest(name, self.policies))
         return name
 
     def _scope(self, s: _Section) -> None:
@@ -784,7 +766,7 @@ class _Builder:
         network, prefix_len = s.get("subnet", self._subnet, required=True)
         netmask = (0xFFFFFFFF << (32 - prefix_len)) & 0xFFFFFFFF if prefix_len else 0
         broadcast = network | (~netmask & 0xFFFFFFFF)
-        subnet_text = f"{_fmt_addr(network)}/{prefix_len}"
+        subnet_text = f"{int_to_ip(network)}/{prefix_len}"
 
         ranges: list[Range] = []
         for item in s.get("ranges", _split_ranges, default=()):
@@ -794,22 +776,22 @@ class _Builder:
             for edge, what in ((network, "network"), (broadcast, "broadcast")):
                 if edge in r:
                     raise s.error("ranges", f"{_fmt_range(r)} includes the {what} address "
-                                            f"{_fmt_addr(edge)} of {subnet_text}")
+                                            f"{int_to_ip(edge)} of {subnet_text}")
             for other in ranges:
                 if r.first <= other.last and other.first <= r.last:
                     raise s.error("ranges", f"{_fmt_range(r)} overlaps {_fmt_range(other)}")
             ranges.append(r)
         ranges.sort(key=lambda r: r.first)
 
-        bootp = s.get("bootp", parse_bool, default=_default(d, "bootp"))
-        dynamic_bootp = s.get("dynamic-bootp", parse_bool, default=_default(d, "dynamic_bootp"))
+        bootp = s.get("bootp", parse_bool, default=field_default(d, "bootp"))
+        dynamic_bootp = s.get("dynamic-bootp", parse_bool, default=field_default(d, "dynamic_bootp"))
         if dynamic_bootp and not bootp:
             raise s.error("dynamic-bootp", "dynamic-bootp requires bootp = true")
 
         boundary = s.get("failover-backup-allocation-boundary", parse_ipv4)
         if boundary is not None and (boundary & netmask) != network:
             raise s.error("failover-backup-allocation-boundary",
-                          f"{_fmt_addr(boundary)} is outside subnet {subnet_text}")
+                          f"{int_to_ip(boundary)} is outside subnet {subnet_text}")
 
         self.scopes[s.name] = ScopeConfig(
             name=s.name,
@@ -818,28 +800,28 @@ class _Builder:
             ranges=tuple(ranges),
             policy=self._policy_ref(s, "policy") or _DEFAULT_POLICY,
             allocate_first_available=s.get("allocate-first-available", parse_bool,
-                                           default=_default(d, "allocate_first_available")),
+                                           default=field_default(d, "allocate_first_available")),
             bootp=bootp,
             dynamic_bootp=dynamic_bootp,
-            dhcp=s.get("dhcp", parse_bool, default=_default(d, "dhcp")),
+            dhcp=s.get("dhcp", parse_bool, default=field_default(d, "dhcp")),
             backup_pct=s.get("backup-pct", parse_percent),
             dynamic_bootp_backup_pct=s.get("dynamic-bootp-backup-pct", parse_percent),
             failover_backup_allocation_boundary=boundary,
             selection_tags=frozenset(s.get("selection-tags", parse_list, default=())),
-            enabled=s.get("enabled", parse_bool, default=_default(d, "enabled")),
+            enabled=s.get("enabled", parse_bool, default=field_default(d, "enabled")),
         )
 
     @staticmethod
     def _subnet(text: str) -> tuple[int, int]:
         t = text.strip()
         if "/" not in t:
-            raise _Invalid(f"bad subnet {t!r} (use address/prefix-length, e.g. 10.1.0.0/24)")
+            raise InvalidValue(f"bad subnet {t!r} (use address/prefix-length, e.g. 10.1.0.0/24)")
         try:
             net = ipaddress.IPv4Network(t, strict=False)
         except ValueError:
-            raise _Invalid(f"bad subnet {t!r} (use address/prefix-length, e.g. 10.1.0.0/24)") from None
+            raise InvalidValue(f"bad subnet {t!r} (use address/prefix-length, e.g. 10.1.0.0/24)") from None
         if int(ipaddress.IPv4Address(t.partition("/")[0])) != int(net.network_address):
-            raise _Invalid(f"{t} has host bits set (the subnet is {net})")
+            raise InvalidValue(f"{t} has host bits set (the subnet is {net})")
         return int(net.network_address), net.prefixlen
 
     @staticmethod
@@ -848,7 +830,7 @@ class _Builder:
         try:
             first = parse_ipv4(first_text)
             last = parse_ipv4(last_text) if dash else first
-        except _Invalid as e:
+        except InvalidValue as e:
             raise s.error("ranges", f"{e} in range {item!r}") from None
         if first > last:
             raise s.error("ranges", f"{item} is backwards (first address after last)")
@@ -870,16 +852,16 @@ class _Builder:
         s.check_keys()
         try:
             address = parse_ipv4(s.name or "")
-        except _Invalid as e:
+        except InvalidValue as e:
             raise s.error(None, str(e)) from None
         scope = next((sc for sc in self.scopes.values() if sc.contains(address)), None)
         if scope is None:
-            raise s.error(None, f"{_fmt_addr(address)} is not inside any scope's subnet")
+            raise s.error(None, f"{int_to_ip(address)} is not inside any scope's subnet")
         if address in (scope.network, scope.broadcast):
-            raise s.error(None, f"{_fmt_addr(address)} is the network or broadcast address "
+            raise s.error(None, f"{int_to_ip(address)} is the network or broadcast address "
                                 f"of scope {scope.name}")
         if address in self.reservations:
-            raise s.error(None, f"{_fmt_addr(address)} is already reserved")
+            raise s.error(None, f"{int_to_ip(address)} is already reserved")
         hw = s.get("hardware-address", parse_hw_address)
         client_id = s.get("client-id", parse_hex)
         if hw is None and client_id is None:
@@ -888,11 +870,11 @@ class _Builder:
             raise s.error("client-id", "give hardware-address or client-id, not both")
         for other in self.reservations.values():
             if hw is not None and other.hardware_address == hw:
-                raise s.error("hardware-address", f"{_hw_text(hw)} already has reservation "
-                                                  f"{_fmt_addr(other.address)}")
+                raise s.error("hardware-address", f"{hw_text(hw)} already has reservation "
+                                                  f"{int_to_ip(other.address)}")
             if client_id is not None and other.client_id == client_id:
                 raise s.error("client-id", f"{client_id.hex(':')} already has reservation "
-                                           f"{_fmt_addr(other.address)}")
+                                           f"{int_to_ip(other.address)}")
         self.reservations[address] = ReservationConfig(
             address=address,
             hardware_address=hw,
@@ -913,14 +895,14 @@ class _Builder:
         s.check_keys()
         try:
             hw = parse_hw_address(s.name or "")
-        except _Invalid as e:
+        except InvalidValue as e:
             raise s.error(None, str(e)) from None
         if hw in self.clients:
-            raise s.error(None, f"client {_hw_text(hw)} is already defined")
+            raise s.error(None, f"client {hw_text(hw)} is already defined")
         client_class = s.get("client-class", parse_name)
         if client_class is not None and client_class not in self.client_classes:
             raise s.error("client-class", f"unknown client-class {client_class!r}"
-                                          + _suggest(client_class, self.client_classes))
+                                          + suggest(client_class, self.client_classes))
         self.clients[hw] = ClientConfig(
             hardware_address=hw,
             client_class=client_class,
@@ -935,18 +917,18 @@ class _Builder:
         main = s.get("main", parse_ipv4, required=True)
         backup = s.get("backup", parse_ipv4, required=True)
         if main == backup:
-            raise s.error("backup", f"{_fmt_addr(backup)} is also the main server")
+            raise s.error("backup", f"{int_to_ip(backup)} is also the main server")
         poll_interval = s.get("failover-poll-interval", parse_duration, 1,
-                              default=_default(d, "failover_poll_interval"))
+                              default=field_default(d, "failover_poll_interval"))
         poll_timeout = s.get("failover-poll-timeout", parse_duration, 1,
-                             default=_default(d, "failover_poll_timeout"))
+                             default=field_default(d, "failover_poll_timeout"))
         if poll_timeout <= poll_interval:
             raise s.error("failover-poll-timeout", f"{poll_timeout} s must be longer than "
                                                    f"failover-poll-interval ({poll_interval} s)")
         scopes = s.get("scopes", parse_list, default=())
         for i, name in enumerate(scopes):
             if name not in self.scopes:
-                raise s.error("scopes", f"unknown scope {name!r}" + _suggest(name, self.scopes))
+                raise s.error("scopes", f"unknown scope {name!r}" + suggest(name, self.scopes))
             if name in scopes[:i]:
                 raise s.error("scopes", f"scope {name!r} is listed twice")
         # Empty means "every scope", so it collides with any other pair.
@@ -960,26 +942,26 @@ class _Builder:
             name=s.name,
             main=main,
             backup=backup,
-            failover=s.get("failover", parse_bool, default=_default(d, "failover")),
+            failover=s.get("failover", parse_bool, default=field_default(d, "failover")),
             # The protocol's MCLT; below 30 s the safety margin is meaningless.
-            mclt=s.get("mclt", parse_duration, 30, default=_default(d, "mclt")),
-            backup_pct=s.get("backup-pct", parse_percent, default=_default(d, "backup_pct")),
+            mclt=s.get("mclt", parse_duration, 30, default=field_default(d, "mclt")),
+            backup_pct=s.get("backup-pct", parse_percent, default=field_default(d, "backup_pct")),
             dynamic_bootp_backup_pct=s.get("dynamic-bootp-backup-pct", parse_percent),
-            load_balancing=s.get("load-balancing", parse_bool, default=_default(d, "load_balancing")),
+            load_balancing=s.get("load-balancing", parse_bool, default=field_default(d, "load_balancing")),
             failover_poll_interval=poll_interval,
             failover_poll_timeout=poll_timeout,
-            use_safe_period=s.get("use-safe-period", parse_bool, default=_default(d, "use_safe_period")),
-            safe_period=s.get("safe-period", parse_duration, 0, default=_default(d, "safe_period")),
+            use_safe_period=s.get("use-safe-period", parse_bool, default=field_default(d, "use_safe_period")),
+            safe_period=s.get("safe-period", parse_duration, 0, default=field_default(d, "safe_period")),
             scopes=scopes,
             failover_main_server=s.get("failover-main-server", parse_ipv4),
             failover_backup_server=s.get("failover-backup-server", parse_ipv4),
             max_unacked_updates=s.get("max-unacked-updates", parse_int, 1, 1000,
-                                      default=_default(d, "max_unacked_updates")),
-            port=s.get("port", parse_int, 1, 65535, default=_default(d, "port")),
+                                      default=field_default(d, "max_unacked_updates")),
+            port=s.get("port", parse_int, 1, 65535, default=field_default(d, "port")),
         )
 
 
-def _default(cls: type, name: str) -> Any:
+def field_default(cls: type, name: str) -> Any:
     """The dataclass default of ``cls.name``, so defaults live in one place."""
     for f in fields(cls):
         if f.name == name:

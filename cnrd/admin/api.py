@@ -2,7 +2,7 @@
 
 This module is only the HTTP adapter: routes, the bearer token, JSON bodies
 and errors, and the twisted service that listens on ``[api] listen``.  What
-each command does is in :mod:`cnrd.admin`; the routes and JSON shapes are
+each command does is in :mod:`cnrd.admin.commands`; the routes and JSON shapes are
 described in docs/api.md and docs/openapi.yaml.
 
 Every answer is JSON, errors included (``{"error": "<one line>"}``): 400
@@ -30,7 +30,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from cnrd.admin import Admin, AdminError
+from cnrd.admin.commands import Admin, AdminError
 from cnrd.config import ConfigError
 
 log = Logger(namespace="cnrd.api")
@@ -84,7 +84,7 @@ class ApiApp:
     def __init__(self, admin: Admin, token: str, metrics: Callable[[], Any] | None = None) -> None:
         self.admin = admin
         self._token = token.encode()
-        # Builds the /metrics resource on first use (cnrd.metrics may be absent in a test).
+        # Builds the /metrics resource on first use (cnrd.admin.metrics may be absent in a test).
         self._metrics_factory = metrics
         self._metrics: Any = None
 
@@ -317,7 +317,7 @@ def _metrics_for(dhcp: Any) -> Callable[[], Any]:
     def build() -> Any:
         from prometheus_client.twisted import MetricsResource
 
-        from cnrd.metrics import registry_for
+        from cnrd.admin.metrics import registry_for
         return MetricsResource(registry=registry_for(dhcp))
     return build
 

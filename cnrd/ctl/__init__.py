@@ -39,8 +39,8 @@ from typing import Any, NoReturn, TextIO
 from cnrd import __version__
 from cnrd.config import (
     ConfigError,
-    _Invalid as InvalidValue,  # what the config value parsers raise
-    _parse_listen,
+    InvalidValue,
+    parse_listen,
     load,
     parse_bool,
     parse_duration,
@@ -50,8 +50,8 @@ from cnrd.config import (
     parse_log_settings,
     parse_percent,
 )
-from cnrd.inifile import read_values
-from cnrd.timespec import TimeSpecError, format_iso, parse_when
+from cnrd.config.inifile import read_values
+from cnrd.config.timespec import TimeSpecError, format_iso, parse_when
 
 __all__ = ["main", "UsageError", "ApiError", "Target", "parse_assignment", "convert_value",
            "format_table", "format_fields", "format_related_servers"]
@@ -146,7 +146,7 @@ def _from_config(path: str) -> tuple[str, int, str, bool]:
         api = values.get(("api", None), {})
         server = values.get(("server", None), {})
         try:
-            host, port = _parse_listen(api["listen"]) if "listen" in api else ("127.0.0.1", 8067)
+            host, port = parse_listen(api["listen"]) if "listen" in api else ("127.0.0.1", 8067)
             enabled = parse_bool(api["enabled"]) if "enabled" in api else True
         except InvalidValue as bad:
             raise UsageError(f"{path}: [api]: {bad}") from None

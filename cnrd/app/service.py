@@ -28,7 +28,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-from cnrd import __version__, logs
+from cnrd import __version__
+from cnrd.ops import logs
 from cnrd.config import Config, ConfigError
 from cnrd.dhcp import net
 from cnrd.dhcp.packet import MalformedPacket, MessageType, parse
@@ -36,13 +37,14 @@ from cnrd.dhcp.server import DhcpServer, Interface, Reply, RxInfo
 from cnrd.failover.peer import Peer
 from cnrd.failover.protocol import FailoverService
 from cnrd.failover.states import Role
-from cnrd.gcpolicy import GcPolicy
+from cnrd.ops.gcpolicy import GcPolicy
 from cnrd.leases.committer import GroupCommitter, Runner
 from cnrd.leases.journal import open_store
 from cnrd.leases.store import LeaseStore, PackedBatch
 from cnrd.leases.table import LeaseTable
-from cnrd.traps import TrapDetector
-from cnrd.webhook import TrapNotifier
+from cnrd.ops.traps import TrapDetector
+from cnrd.ops.webhook import TrapNotifier
+from cnrd.text import int_to_ip, ip_to_int
 
 log = Logger(namespace="cnrd")
 
@@ -51,13 +53,6 @@ _U32 = struct.Struct("!I")
 _NOT_FIRST = frozenset({MessageType.DISCOVER, MessageType.INFORM})
 LAZY_COMMIT = 1.0  # seconds an offer's lease change may wait for a commit
 
-
-def _aton(text: str) -> int:
-    return _U32.unpack(socket.inet_aton(text))[0]
-
-
-def _ntoa(n: int) -> str:
-    return socket.inet_ntoa(_U32.pack(n))
 
 
 def _run_now(f: Callable[[], None]) -> defer.Deferred:
@@ -84,7 +79,7 @@ def resolve_interfaces(
             idx = index(name)
         except (ValueError, OSError):
             raise ConfigError(config.path, "server", "interfaces", f"no interface named {name!r} on this host")
-        out.append(Interface(name, idx, tuple((_aton(a), plen) for a, plen in found.get(name, ()))))
+        out.append(Interface(name, idx, tuple((ip_to_int(a), plen) for a, plen in found.get(name, ()))))
     return out
 
 
@@ -262,7 +257,7 @@ class DhcpService(service.Service):
                 server.counters.drops["malformed"] += 1
                 log.debug("malformed packet from {src}: {reason}", src=rx.src_ip, reason=e.reason)
                 continue
-            info = RxInfo(rx.ifindex, _aton(rx.local_ip), _aton(rx.dst_ip), _aton(rx.src_ip), rx.src_port)
+            info = RxInfo(rx.ifindex, ip_to_int(rx.local_ip), ip_to_int(rx.dst_ip), ip_to_int(rx.src_ip), rx.src_port)
             try:
                 kind = packet.message_type
             except MalformedPacket:
@@ -337,11 +332,11 @@ class DhcpService(service.Service):
             self.server.counters.drops["reply-too-large"] += 1
             log.warn("reply not sent: {reason}", reason=e.reason)
             return
-        src = _ntoa(reply.src_ip) if reply.src_ip else None
+        src = int_to_ip(reply.src_ip) if reply.src_ip else None
         if reply.hw_unicast and reply.ifindex:
-            self.port.send_to_hw(data, _ntoa(reply.dst_ip), reply.packet.chaddr, reply.ifindex, reply.dst_port, src_ip=src)
+            self.port.send_to_hw(data, int_to_ip(reply.dst_ip), reply.packet.chaddr, reply.ifindex, reply.dst_port, src_ip=src)
         else:
-            self.port.send(data, _ntoa(reply.dst_ip), reply.dst_port, ifindex=reply.ifindex, src_ip=src)
+            self.port.send(data, int_to_ip(reply.dst_ip), reply.dst_port, ifindex=reply.ifindex, src_ip=src)
 
     # -- timers ------------------------------------------------------------
     def _expire(self) -> None:
@@ -404,12 +399,12 @@ def pair_role(config: Config, pair: Any, host_addresses: set[str]) -> tuple[Role
     to use on a host with several interfaces (the seed's multi-interface
     case); otherwise the pair's main/backup address that is ours decides.
     """
-    main = _ntoa(pair.failover_main_server or pair.main)
-    backup = _ntoa(pair.failover_backup_server or pair.backup)
+    main = int_to_ip(pair.failover_main_server or pair.main)
+    backup = int_to_ip(pair.failover_backup_server or pair.backup)
     if main in host_addresses:
-        return Role.MAIN, main, _ntoa(pair.backup)
+        return Role.MAIN, main, int_to_ip(pair.backup)
     if backup in host_addresses:
-        return Role.BACKUP, backup, _ntoa(pair.main)
+        return Role.BACKUP, backup, int_to_ip(pair.main)
     raise ConfigError(config.path, f"failover-pair {pair.name}", "main",
                       f"neither the main ({main}) nor the backup ({backup}) is an address of this host")
 
@@ -482,6 +477,6 @@ def build(
         add_failover(top, dhcp, config, reactor, host_addresses())
     if config.api.enabled:
         # Last, so it starts after (and stops before) what it reports on.
-        from cnrd.api import ApiService
+        from cnrd.admin.api import ApiService
         ApiService(dhcp, reactor).setServiceParent(top)
     return top

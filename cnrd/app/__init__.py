@@ -1,0 +1,1 @@
+"""Composition: the running server built from its configuration, and the twistd glue."""

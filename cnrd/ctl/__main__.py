@@ -1,0 +1,3 @@
+from cnrd.ctl import main
+
+raise SystemExit(main())

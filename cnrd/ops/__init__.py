@@ -1,0 +1,1 @@
+"""Operational plumbing: log lines, traps and their webhook, the garbage-collector policy."""
