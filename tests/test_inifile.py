@@ -9,7 +9,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from cnrd.config import _parse_ini, loads
+from cnrd.config import loads
+from cnrd.config.loader import parse_ini
 from cnrd.config.inifile import read_values, section_id, set_values
 
 ETC = Path(__file__).resolve().parent.parent / "etc"
@@ -23,7 +24,7 @@ def diff(before: str, after: str) -> list[str]:
 
 def parsed(text: str) -> dict[tuple[str, str | None], dict[str, str]]:
     """What the loader's INI layer reads: section identity -> key -> value."""
-    parser = _parse_ini(text, "<test>")
+    parser = parse_ini(text, "<test>")
     out = {section_id(h): dict(parser.items(h)) for h in parser.sections()}
     # Two headers with one identity (cnrd.config refuses that file) would collapse here.
     assert len(out) == len(parser.sections()), parser.sections()
@@ -205,7 +206,7 @@ INI_CHARS = st.sampled_from(list("[]=:#; \t\r\nabcKX01-.") + ["\u2028", "\x0c"])
 def test_any_text_that_reads_reads_back_with_the_change(text: str, header: str, key: str,
                                                          value: str | None) -> None:
     try:
-        parser = _parse_ini(text, "<test>")
+        parser = parse_ini(text, "<test>")
     except Exception:
         parser = None
     assume(parser is not None and len({section_id(h) for h in parser.sections()}) == len(parser.sections()))

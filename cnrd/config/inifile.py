@@ -6,7 +6,7 @@ file from the parsed configuration would lose its comments, blank lines, key
 order, spelling and alignment, so :func:`set_values` changes only the lines
 of the keys it is asked to change and leaves every other byte alone.
 
-Lines are classified exactly as :func:`cnrd.config._parse_ini` (configparser
+Lines are classified exactly as :func:`cnrd.config.loader.parse_ini` (configparser
 with ``empty_lines_in_values=False`` and ``inline_comment_prefixes=("#",)``)
 reads them, so what this module edits is what the loader sees:
 

@@ -8,7 +8,7 @@ CNR 7.2 (``dhcp setPartnerDown``) takes a date in one of two conventions:
   with ``:minutes`` and ``:seconds``), year (all four digits or the last
   two): ``Nov 25 14 2026``, ``November 25 14:00 2026``, ``nov 25 14:00 26``.
 
-The seed says such a date is "the time that is local to the nrcmd process";
+CNR reads such a date as "the time that is local to the nrcmd process";
 cnrd reads it in the time zone passed in (the API passes the server's local
 zone, which is the CLI's when both run on one host).  ISO 8601 is accepted
 too; an ISO time without an offset is UTC, as in the configuration file.

@@ -1,0 +1,529 @@
+"""Loading: an INI file turned into a validated :class:`~cnrd.config.model.Config`.
+
+Loading validates everything up front; any problem raises
+:class:`~cnrd.config.model.ConfigError`, whose ``str()`` is one line naming
+file, section and key, so ``twistd`` can refuse to start with that line and no
+traceback.
+
+Pure module: no reactor, no sockets.
+"""
+
+from __future__ import annotations
+
+import configparser
+from collections.abc import Callable, Iterable
+from dataclasses import fields
+from typing import Any
+
+from cnrd.config.model import (
+    ApiConfig,
+    ClientClassConfig,
+    ClientConfig,
+    Config,
+    ConfigError,
+    FailoverPairConfig,
+    PolicyConfig,
+    ReservationConfig,
+    ScopeConfig,
+    ServerConfig,
+    field_default,
+)
+from cnrd.config.values import (
+    MULTILINE_PARSERS,
+    InvalidValue,
+    format_range,
+    parse_action,
+    parse_bool,
+    parse_duration,
+    parse_hex,
+    parse_http_url,
+    parse_hw_address,
+    parse_int,
+    parse_ipv4,
+    parse_list,
+    parse_listen,
+    parse_log_settings,
+    parse_name,
+    parse_percent,
+    parse_policy_option,
+    parse_range,
+    parse_size,
+    parse_subnet,
+    parse_time,
+    split_ranges,
+)
+from cnrd.leases.model import Range
+from cnrd.text import hw_text, int_to_ip, suggest
+
+__all__ = ["load", "loads", "parse_ini"]
+
+_DEFAULT_POLICY = "default"
+
+# Section types in the order they are processed: later types refer to earlier
+# ones (scopes name policies, reservations need scopes, clients name
+# client-classes, failover pairs name scopes).
+_SECTION_TYPES = ("server", "api", "policy", "scope", "reservation", "client",
+                  "client-class", "failover-pair")
+_UNNAMED = frozenset({"server", "api"})
+
+
+def load(path: str) -> Config:
+    """Read and validate the configuration file at ``path``.
+
+    Raises :class:`ConfigError` (and nothing else) for an unreadable file or
+    any invalid content.
+    """
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise ConfigError(path, None, None, f"cannot read file: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ConfigError(path, None, None, f"line {line}: not valid UTF-8") from None
+    return loads(text, path)
+
+
+def loads(text: str, path: str = "<string>") -> Config:
+    """Parse and validate configuration ``text``; ``path`` is only used in errors.
+
+    Raises :class:`ConfigError` (and nothing else) for any invalid content.
+    """
+    parser = parse_ini(text, path)
+    return _Builder(path, parser).build()
+
+
+def parse_ini(text: str, path: str) -> configparser.ConfigParser:
+    """Run configparser with cnrd's dialect, turning its errors into ConfigError."""
+    parser = configparser.ConfigParser(
+        # Values are literal: '%' appears in option text and must not interpolate.
+        interpolation=None,
+        strict=True,
+        # A blank line ends a value, so a forgotten key does not silently
+        # swallow the next lines into the previous value.
+        empty_lines_in_values=False,
+        inline_comment_prefixes=("#",),
+        # There is no [DEFAULT] magic in cnrd: make that name an ordinary
+        # (and therefore unknown) section.
+        default_section="\x00no-default-section",
+    )
+    try:
+        parser.read_string(text, source=path)
+    except configparser.DuplicateSectionError as e:
+        raise ConfigError(path, e.section, None, f"line {e.lineno}: duplicate section") from None
+    except configparser.DuplicateOptionError as e:
+        raise ConfigError(path, e.section, e.option, f"line {e.lineno}: duplicate key") from None
+    except configparser.MissingSectionHeaderError as e:
+        raise ConfigError(path, None, None,
+                          f"line {e.lineno}: {e.line!r} is outside any [section]") from None
+    except configparser.ParsingError as e:
+        bad_lineno: int = e.errors[0][0]
+        lines = text.splitlines()
+        line = lines[bad_lineno - 1].strip() if 0 < bad_lineno <= len(lines) else ""
+        raise ConfigError(path, None, None,
+                          f"line {bad_lineno}: cannot parse {line!r} (expected key = value)") from None
+    except configparser.Error as e:
+        lineno = getattr(e, "lineno", None)
+        where = f"line {lineno}: " if lineno else ""
+        raise ConfigError(path, None, None, where + e.message.splitlines()[0]) from None
+    return parser
+
+
+class _Section:
+    """One INI section being converted: its raw values, and errors located to it.
+
+    ``name`` is the text after the type in the header; ``""`` for the unnamed
+    ``[server]`` and ``[api]``.
+    """
+
+    def __init__(self, path: str, header: str, kind: str, name: str,
+                 values: dict[str, str], allowed: Iterable[str]) -> None:
+        self.path = path
+        self.header = header
+        self.kind = kind
+        self.name = name
+        self.values = values
+        self.allowed = tuple(allowed)
+
+    def error(self, key: str | None, reason: str) -> ConfigError:
+        return ConfigError(self.path, self.header, key, reason)
+
+    def check_keys(self, extra: Callable[[str], bool] = lambda key: False) -> None:
+        """Refuse keys that are not attributes of this section type."""
+        for key in self.values:
+            if key not in self.allowed and not extra(key):
+                raise self.error(key, "unknown key" + suggest(key, self.allowed))
+
+    def get(self, key: str, parse: Callable[..., Any], *args: Any,
+            default: Any = None, required: bool = False) -> Any:
+        """The parsed value of ``key``, or ``default`` when absent."""
+        if key not in self.values:
+            if required:
+                raise self.error(key, "required key is missing")
+            return default
+        text = self.values[key]
+        # An indented line continues the previous value; that is only
+        # meaningful for lists, elsewhere it is an indentation mistake.
+        if "\n" in text and parse not in MULTILINE_PARSERS:
+            raise self.error(key, f"value continues on the next line ({text.split(chr(10))[1]!r}); "
+                                  "is that line indented by mistake?")
+        try:
+            return parse(text, *args)
+        except InvalidValue as e:
+            raise self.error(key, str(e)) from None
+
+
+def _field_keys(cls: type, *, skip: Iterable[str] = ()) -> tuple[str, ...]:
+    """INI keys for a dataclass: its field names with '_' written as '-'."""
+    skipped = set(skip)
+    return tuple(f.name.replace("_", "-") for f in fields(cls) if f.name not in skipped)
+
+
+class _Builder:
+    """Turns a parsed INI file into a validated :class:`Config`."""
+
+    def __init__(self, path: str, parser: configparser.ConfigParser) -> None:
+        self.path = path
+        self.parser = parser
+        self.sections: dict[str, list[_Section]] = {kind: [] for kind in _SECTION_TYPES}
+        self.policies: dict[str, PolicyConfig] = {}
+        self.scopes: dict[str, ScopeConfig] = {}
+        self.reservations: dict[int, ReservationConfig] = {}
+        self.clients: dict[bytes, ClientConfig] = {}
+        self.client_classes: dict[str, ClientClassConfig] = {}
+        self.failover_pairs: dict[str, FailoverPairConfig] = {}
+
+    def build(self) -> Config:
+        self._split_sections()
+        server = self._server()
+        api = self._api()
+        for s in self.sections["policy"]:
+            self._policy(s)
+        if _DEFAULT_POLICY not in self.policies:
+            self.policies = {_DEFAULT_POLICY: PolicyConfig(name=_DEFAULT_POLICY), **self.policies}
+        for s in self.sections["scope"]:
+            self._scope(s)
+        self._check_range_overlaps()
+        for s in self.sections["reservation"]:
+            self._reservation(s)
+        for s in self.sections["client-class"]:
+            self._client_class(s)
+        for s in self.sections["client"]:
+            self._client(s)
+        for s in self.sections["failover-pair"]:
+            self._failover_pair(s)
+        return Config(
+            path=self.path,
+            server=server,
+            api=api,
+            policies=self.policies,
+            scopes=self.scopes,
+            reservations=self.reservations,
+            clients=self.clients,
+            client_classes=self.client_classes,
+            failover_pairs=self.failover_pairs,
+        )
+
+    # -- sections ----------------------------------------------------------
+
+    def _split_sections(self) -> None:
+        """Sort sections by type, checking headers and names."""
+        allowed = {
+            "server": _field_keys(ServerConfig),
+            "api": ("listen", "token-file", "enabled"),
+            "policy": _field_keys(PolicyConfig, skip=("name", "options")),
+            "scope": ("subnet",) + _field_keys(ScopeConfig, skip=("name", "network", "prefix_len")),
+            "reservation": _field_keys(ReservationConfig, skip=("address",)),
+            "client": _field_keys(ClientConfig, skip=("hardware_address",)),
+            "client-class": _field_keys(ClientClassConfig, skip=("name",)),
+            "failover-pair": _field_keys(FailoverPairConfig, skip=("name",)),
+        }
+        seen: set[tuple[str, str | None]] = set()
+        for header in self.parser.sections():
+            parts = header.split(None, 1)
+            kind = parts[0].lower() if parts else ""
+            name = parts[1].strip() if len(parts) > 1 else None
+            if not kind:
+                raise ConfigError(self.path, header, None, "empty section header")
+            if kind not in _SECTION_TYPES:
+                raise ConfigError(self.path, header, None, f"unknown section type {kind!r}"
+                                  + suggest(kind, _SECTION_TYPES))
+            if kind in _UNNAMED and name is not None:
+                raise ConfigError(self.path, header, None, f"[{kind}] takes no name")
+            if kind not in _UNNAMED and name is None:
+                raise ConfigError(self.path, header, None, f"a name is required: [{kind} NAME]")
+            # configparser only catches byte-identical headers; "[scope  lan]"
+            # would otherwise quietly redefine "[scope lan]".
+            if (kind, name) in seen:
+                raise ConfigError(self.path, header, None, "duplicate section")
+            seen.add((kind, name))
+            values = dict(self.parser.items(header))
+            self.sections[kind].append(_Section(self.path, header, kind, name or "", values, allowed[kind]))
+
+    def _server(self) -> ServerConfig:
+        if not self.sections["server"]:
+            raise ConfigError(self.path, "server", None, "the [server] section is missing")
+        s = self.sections["server"][0]
+        s.check_keys()
+        d = ServerConfig
+        return ServerConfig(
+            name=s.get("name", parse_name, required=True),
+            # Empty is allowed: a server reached only through relays needs no
+            # broadcast interface.
+            interfaces=s.get("interfaces", parse_list, default=()),
+            data_dir=s.get("data-dir", parse_name, required=True),
+            max_dhcp_requests=s.get("max-dhcp-requests", parse_int, 1, 100000,
+                                    default=field_default(d, "max_dhcp_requests")),
+            # 0 binds an ephemeral port (tests).
+            server_port=s.get("server-port", parse_int, 0, 65535, default=field_default(d, "server_port")),
+            client_port=s.get("client-port", parse_int, 1, 65535, default=field_default(d, "client_port")),
+            server_identifier=s.get("server-identifier", parse_ipv4),
+            log_settings=s.get("log-settings", parse_log_settings, default=frozenset()),
+            start_on_reboot=s.get("start-on-reboot", parse_bool, default=field_default(d, "start_on_reboot")),
+            failover_recover=s.get("failover-recover", parse_time),
+            safe_period=s.get("safe-period", parse_duration, 0, default=field_default(d, "safe_period")),
+            expiry_interval=s.get("expiry-interval", parse_duration, 1,
+                                  default=field_default(d, "expiry_interval")),
+            # LMDB cannot work below a few pages; 1 MiB is a sane floor.
+            lease_db_size=s.get("lease-db-size", parse_size, 1 << 20, default=field_default(d, "lease_db_size")),
+            event_history=s.get("event-history", parse_int, 0, None, default=field_default(d, "event_history")),
+            stats_interval=s.get("stats-interval", parse_duration, 0,
+                                 default=field_default(d, "stats_interval")),
+            commit_thread=s.get("commit-thread", parse_bool, default=field_default(d, "commit_thread")),
+            lease_journal=s.get("lease-journal", parse_bool, default=field_default(d, "lease_journal")),
+            gc_freeze_interval=s.get("gc-freeze-interval", parse_duration, 0,
+                                     default=field_default(d, "gc_freeze_interval")),
+            gc_full_interval=s.get("gc-full-interval", parse_duration, 0,
+                                   default=field_default(d, "gc_full_interval")),
+            trap_webhook=s.get("trap-webhook", parse_http_url),
+        )
+
+    def _api(self) -> ApiConfig:
+        if not self.sections["api"]:
+            return ApiConfig()
+        s = self.sections["api"][0]
+        s.check_keys()
+        d = ApiConfig
+        host, port = s.get("listen", parse_listen,
+                           default=(field_default(d, "listen_host"), field_default(d, "listen_port")))
+        return ApiConfig(
+            listen_host=host,
+            listen_port=port,
+            token_file=s.get("token-file", parse_name),
+            enabled=s.get("enabled", parse_bool, default=field_default(d, "enabled")),
+        )
+
+    def _policy(self, s: _Section) -> None:
+        s.check_keys(lambda key: key.startswith("option."))
+        d = PolicyConfig
+        options: dict[int, bytes] = {}
+        option_keys: dict[int, str] = {}
+        for key, text in s.values.items():
+            if not key.startswith("option."):
+                continue
+            try:
+                code, value = parse_policy_option(key[len("option."):].strip(), text)
+            except InvalidValue as e:
+                raise s.error(key, str(e)) from None
+            if code in options:
+                raise s.error(key, f"option {code} is already set by {option_keys[code]}")
+            options[code] = value
+            option_keys[code] = key
+        self.policies[s.name] = PolicyConfig(
+            name=s.name,
+            lease_time=s.get("lease-time", parse_duration, 1, default=field_default(d, "lease_time")),
+            offer_timeout=s.get("offer-timeout", parse_duration, 1, default=field_default(d, "offer_timeout")),
+            unavailable_timeout=s.get("unavailable-timeout", parse_duration, 1,
+                                      default=field_default(d, "unavailable_timeout")),
+            grace_period=s.get("grace-period", parse_duration, 0, default=field_default(d, "grace_period")),
+            allow_client_lease_time=s.get("allow-client-lease-time", parse_bool,
+                                          default=field_default(d, "allow_client_lease_time")),
+            options=options,
+        )
+
+    def _policy_ref(self, s: _Section, key: str) -> str | None:
+        """A reference to an existing policy, or None when the key is absent."""
+        name: str | None = s.get(key, parse_name)
+        if name is not None and name not in self.policies:
+            raise s.error(key, f"unknown policy {name!r}" + suggest(name, self.policies))
+        return name
+
+    def _scope(self, s: _Section) -> None:
+        s.check_keys()
+        d = ScopeConfig
+        network, prefix_len = s.get("subnet", parse_subnet, required=True)
+        netmask = (0xFFFFFFFF << (32 - prefix_len)) & 0xFFFFFFFF if prefix_len else 0
+        broadcast = network | (~netmask & 0xFFFFFFFF)
+        subnet_text = f"{int_to_ip(network)}/{prefix_len}"
+
+        ranges: list[Range] = []
+        for item in s.get("ranges", split_ranges, default=()):
+            try:
+                r = parse_range(item)
+            except InvalidValue as e:
+                raise s.error("ranges", str(e)) from None
+            if (r.first & netmask) != network or (r.last & netmask) != network:
+                raise s.error("ranges", f"{format_range(r)} is outside subnet {subnet_text}")
+            for edge, what in ((network, "network"), (broadcast, "broadcast")):
+                if edge in r:
+                    raise s.error("ranges", f"{format_range(r)} includes the {what} address "
+                                            f"{int_to_ip(edge)} of {subnet_text}")
+            for other in ranges:
+                if r.first <= other.last and other.first <= r.last:
+                    raise s.error("ranges", f"{format_range(r)} overlaps {format_range(other)}")
+            ranges.append(r)
+        ranges.sort(key=lambda r: r.first)
+
+        bootp = s.get("bootp", parse_bool, default=field_default(d, "bootp"))
+        dynamic_bootp = s.get("dynamic-bootp", parse_bool, default=field_default(d, "dynamic_bootp"))
+        if dynamic_bootp and not bootp:
+            raise s.error("dynamic-bootp", "dynamic-bootp requires bootp = true")
+
+        boundary = s.get("failover-backup-allocation-boundary", parse_ipv4)
+        if boundary is not None and (boundary & netmask) != network:
+            raise s.error("failover-backup-allocation-boundary",
+                          f"{int_to_ip(boundary)} is outside subnet {subnet_text}")
+
+        self.scopes[s.name] = ScopeConfig(
+            name=s.name,
+            network=network,
+            prefix_len=prefix_len,
+            ranges=tuple(ranges),
+            policy=self._policy_ref(s, "policy") or _DEFAULT_POLICY,
+            allocate_first_available=s.get("allocate-first-available", parse_bool,
+                                           default=field_default(d, "allocate_first_available")),
+            bootp=bootp,
+            dynamic_bootp=dynamic_bootp,
+            dhcp=s.get("dhcp", parse_bool, default=field_default(d, "dhcp")),
+            backup_pct=s.get("backup-pct", parse_percent),
+            dynamic_bootp_backup_pct=s.get("dynamic-bootp-backup-pct", parse_percent),
+            failover_backup_allocation_boundary=boundary,
+            selection_tags=frozenset(s.get("selection-tags", parse_list, default=())),
+            enabled=s.get("enabled", parse_bool, default=field_default(d, "enabled")),
+        )
+
+    def _check_range_overlaps(self) -> None:
+        """No address may be dynamically offered by two scopes."""
+        owned: list[tuple[Range, str]] = []
+        for s in self.sections["scope"]:
+            scope = self.scopes[s.name]
+            for r in scope.ranges:
+                for other, owner in owned:
+                    if r.first <= other.last and other.first <= r.last:
+                        raise s.error("ranges", f"{format_range(r)} overlaps "
+                                                f"{format_range(other)} of scope {owner}")
+            owned.extend((r, s.name) for r in scope.ranges)
+
+    def _reservation(self, s: _Section) -> None:
+        s.check_keys()
+        try:
+            address = parse_ipv4(s.name)
+        except InvalidValue as e:
+            raise s.error(None, str(e)) from None
+        scope = next((sc for sc in self.scopes.values() if sc.contains(address)), None)
+        if scope is None:
+            raise s.error(None, f"{int_to_ip(address)} is not inside any scope's subnet")
+        if address in (scope.network, scope.broadcast):
+            raise s.error(None, f"{int_to_ip(address)} is the network or broadcast address "
+                                f"of scope {scope.name}")
+        if address in self.reservations:
+            raise s.error(None, f"{int_to_ip(address)} is already reserved")
+        hw = s.get("hardware-address", parse_hw_address)
+        client_id = s.get("client-id", parse_hex)
+        if hw is None and client_id is None:
+            raise s.error("hardware-address", "required key is missing (or give client-id)")
+        if hw is not None and client_id is not None:
+            raise s.error("client-id", "give hardware-address or client-id, not both")
+        for other in self.reservations.values():
+            if hw is not None and other.hardware_address == hw:
+                raise s.error("hardware-address", f"{hw_text(hw)} already has reservation "
+                                                  f"{int_to_ip(other.address)}")
+            if client_id is not None and other.client_id == client_id:
+                raise s.error("client-id", f"{client_id.hex(':')} already has reservation "
+                                           f"{int_to_ip(other.address)}")
+        self.reservations[address] = ReservationConfig(
+            address=address,
+            hardware_address=hw,
+            client_id=client_id,
+            host_name=s.get("host-name", parse_name),
+        )
+
+    def _client_class(self, s: _Section) -> None:
+        s.check_keys()
+        self.client_classes[s.name] = ClientClassConfig(
+            name=s.name,
+            policy=self._policy_ref(s, "policy"),
+            selection_tags=frozenset(s.get("selection-tags", parse_list, default=())),
+            action=s.get("action", parse_action),
+        )
+
+    def _client(self, s: _Section) -> None:
+        s.check_keys()
+        try:
+            hw = parse_hw_address(s.name)
+        except InvalidValue as e:
+            raise s.error(None, str(e)) from None
+        if hw in self.clients:
+            raise s.error(None, f"client {hw_text(hw)} is already defined")
+        client_class = s.get("client-class", parse_name)
+        if client_class is not None and client_class not in self.client_classes:
+            raise s.error("client-class", f"unknown client-class {client_class!r}"
+                                          + suggest(client_class, self.client_classes))
+        self.clients[hw] = ClientConfig(
+            hardware_address=hw,
+            client_class=client_class,
+            policy=self._policy_ref(s, "policy"),
+            host_name=s.get("host-name", parse_name),
+            action=s.get("action", parse_action),
+        )
+
+    def _failover_pair(self, s: _Section) -> None:
+        s.check_keys()
+        d = FailoverPairConfig
+        main = s.get("main", parse_ipv4, required=True)
+        backup = s.get("backup", parse_ipv4, required=True)
+        if main == backup:
+            raise s.error("backup", f"{int_to_ip(backup)} is also the main server")
+        poll_interval = s.get("failover-poll-interval", parse_duration, 1,
+                              default=field_default(d, "failover_poll_interval"))
+        poll_timeout = s.get("failover-poll-timeout", parse_duration, 1,
+                             default=field_default(d, "failover_poll_timeout"))
+        if poll_timeout <= poll_interval:
+            raise s.error("failover-poll-timeout", f"{poll_timeout} s must be longer than "
+                                                   f"failover-poll-interval ({poll_interval} s)")
+        scopes = s.get("scopes", parse_list, default=())
+        for i, name in enumerate(scopes):
+            if name not in self.scopes:
+                raise s.error("scopes", f"unknown scope {name!r}" + suggest(name, self.scopes))
+            if name in scopes[:i]:
+                raise s.error("scopes", f"scope {name!r} is listed twice")
+        # Empty means "every scope", so it collides with any other pair.
+        covered = set(scopes or self.scopes)
+        for other in self.failover_pairs.values():
+            other_covered = set(other.scopes or self.scopes)
+            both = sorted(covered & other_covered)
+            if both:
+                raise s.error("scopes", f"scope {both[0]} is already in failover-pair {other.name}")
+        self.failover_pairs[s.name] = FailoverPairConfig(
+            name=s.name,
+            main=main,
+            backup=backup,
+            failover=s.get("failover", parse_bool, default=field_default(d, "failover")),
+            # The protocol's MCLT; below 30 s the safety margin is meaningless.
+            mclt=s.get("mclt", parse_duration, 30, default=field_default(d, "mclt")),
+            backup_pct=s.get("backup-pct", parse_percent, default=field_default(d, "backup_pct")),
+            dynamic_bootp_backup_pct=s.get("dynamic-bootp-backup-pct", parse_percent),
+            load_balancing=s.get("load-balancing", parse_bool, default=field_default(d, "load_balancing")),
+            failover_poll_interval=poll_interval,
+            failover_poll_timeout=poll_timeout,
+            use_safe_period=s.get("use-safe-period", parse_bool, default=field_default(d, "use_safe_period")),
+            safe_period=s.get("safe-period", parse_duration, 0, default=field_default(d, "safe_period")),
+            scopes=scopes,
+            failover_main_server=s.get("failover-main-server", parse_ipv4),
+            failover_backup_server=s.get("failover-backup-server", parse_ipv4),
+            max_unacked_updates=s.get("max-unacked-updates", parse_int, 1, 1000,
+                                      default=field_default(d, "max_unacked_updates")),
+            port=s.get("port", parse_int, 1, 65535, default=field_default(d, "port")),
+        )

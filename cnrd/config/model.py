@@ -1,0 +1,216 @@
+"""What a cnrd configuration is: frozen dataclasses, and the error that locates a problem.
+
+Section and attribute names follow Cisco Network Registrar 7.2 (policy, scope,
+reservation, client, client-class, failover-pair; lease-time, backup-pct,
+mclt ...).  Each dataclass's field defaults are the defaults of the INI keys
+(:func:`field_default` reads them), so a default lives in one place.
+
+Pure module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
+
+from cnrd.leases.model import Range
+
+__all__ = [
+    "ApiConfig",
+    "ClientClassConfig",
+    "ClientConfig",
+    "Config",
+    "ConfigError",
+    "FailoverPairConfig",
+    "PolicyConfig",
+    "Range",
+    "ReservationConfig",
+    "ScopeConfig",
+    "ServerConfig",
+    "field_default",
+]
+
+
+class ConfigError(Exception):
+    """A configuration problem, located to a file, section and key."""
+
+    def __init__(self, file: str, section: str | None, key: str | None, reason: str) -> None:
+        self.file = file
+        self.section = section
+        self.key = key
+        self.reason = reason
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.section is not None:
+            where += f": [{self.section}]"
+        if self.key is not None:
+            where += f" {self.key}"
+        # One line, always: a value or a library message may carry a newline.
+        return f"{where}: {self.reason}".replace("\r", "\\r").replace("\n", "\\n")
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """A named set of lease parameters and options (CNR policy).
+
+    ``options`` maps option code to its encoded value (ready for the wire),
+    in the order the file gives them.
+    """
+
+    name: str
+    lease_time: int = 604800  # CNR's default policy: 7 days
+    offer_timeout: int = 120
+    unavailable_timeout: int = 86400
+    grace_period: int = 300
+    allow_client_lease_time: bool = True
+    options: dict[int, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ScopeConfig:
+    """A subnet with ranges of dynamically assigned addresses (CNR scope)."""
+
+    name: str
+    network: int  # network address, host byte order
+    prefix_len: int
+    ranges: tuple[Range, ...]
+    policy: str  # name of a PolicyConfig; "default" when unset
+    allocate_first_available: bool = False
+    bootp: bool = False
+    dynamic_bootp: bool = False
+    dhcp: bool = True
+    backup_pct: float | None = None  # overrides the failover pair's when set
+    dynamic_bootp_backup_pct: float | None = None
+    failover_backup_allocation_boundary: int | None = None
+    selection_tags: frozenset[str] = frozenset()
+    enabled: bool = True
+
+    @property
+    def netmask(self) -> int:
+        return (0xFFFFFFFF << (32 - self.prefix_len)) & 0xFFFFFFFF if self.prefix_len else 0
+
+    @property
+    def broadcast(self) -> int:
+        return self.network | (~self.netmask & 0xFFFFFFFF)
+
+    def contains(self, address: int) -> bool:
+        """True when ``address`` is inside this scope's subnet."""
+        return (address & self.netmask) == self.network
+
+
+@dataclass(frozen=True)
+class ReservationConfig:
+    """A fixed address for one client (by hardware address or client-id)."""
+
+    address: int
+    hardware_address: bytes | None = None  # chaddr bytes (6 for Ethernet)
+    client_id: bytes | None = None
+    host_name: str | None = None
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Per-client settings (CNR client object), keyed by MAC."""
+
+    hardware_address: bytes
+    client_class: str | None = None
+    policy: str | None = None
+    host_name: str | None = None
+    action: str | None = None  # "exclude": never answer this client
+
+
+@dataclass(frozen=True)
+class ClientClassConfig:
+    """A client-class: a policy and scope selection for its member clients."""
+
+    name: str
+    policy: str | None = None
+    selection_tags: frozenset[str] = frozenset()
+    action: str | None = None
+
+
+@dataclass(frozen=True)
+class FailoverPairConfig:
+    """A failover relationship (CNR failover-pair); its name is the wire relationship name."""
+
+    name: str
+    main: int
+    backup: int
+    failover: bool = True
+    mclt: int = 3600
+    backup_pct: float = 10.0
+    dynamic_bootp_backup_pct: float | None = None
+    load_balancing: bool = False
+    failover_poll_interval: int = 10
+    failover_poll_timeout: int = 60
+    use_safe_period: bool = False
+    safe_period: int = 86400
+    scopes: tuple[str, ...] = ()  # empty: every scope (server-wide failover)
+    failover_main_server: int | None = None
+    failover_backup_server: int | None = None
+    max_unacked_updates: int = 100  # ISC's default (max-unacked-updates)
+    port: int = 647
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """The admin HTTP API."""
+
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 8067
+    token_file: str | None = None
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The [server] section: this DHCP server process."""
+
+    name: str
+    interfaces: tuple[str, ...]
+    data_dir: str
+    max_dhcp_requests: int = 500
+    server_port: int = 67
+    client_port: int = 68
+    server_identifier: int | None = None  # default: the receiving interface's address
+    log_settings: frozenset[str] = frozenset()
+    start_on_reboot: bool = True
+    failover_recover: int | None = None
+    safe_period: int = 86400
+    expiry_interval: int = 10  # seconds between expiry sweeps
+    lease_db_size: int = 4 << 30  # LMDB map size in bytes
+    event_history: int = 100000  # lease events kept in the store
+    stats_interval: int = 60  # seconds between counter summaries in the log (0: never)
+    commit_thread: bool = False  # fsync the lease store on a worker thread
+    lease_journal: bool = True  # group commits go to a write-ahead journal, LMDB behind it
+    gc_freeze_interval: int = 10  # seconds between freezes of what survived young GC (0: CPython's own GC)
+    gc_full_interval: int = 86400  # seconds between full garbage collections (0: never)
+    trap_webhook: str | None = None  # http(s) URL that receives traps as JSON POSTs
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration, validated."""
+
+    path: str
+    server: ServerConfig
+    api: ApiConfig
+    policies: dict[str, PolicyConfig]
+    scopes: dict[str, ScopeConfig]
+    reservations: dict[int, ReservationConfig]
+    clients: dict[bytes, ClientConfig]
+    client_classes: dict[str, ClientClassConfig]
+    failover_pairs: dict[str, FailoverPairConfig]
+
+
+def field_default(cls: type, name: str) -> Any:
+    """The dataclass default of ``cls.name``, so defaults live in one place."""
+    for f in fields(cls):
+        if f.name == name:
+            if f.default is not MISSING:
+                return f.default
+            if f.default_factory is not MISSING:
+                return f.default_factory()
+    raise AssertionError(f"{cls.__name__}.{name} has no default")
