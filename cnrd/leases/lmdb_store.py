@@ -19,7 +19,7 @@ The environment is opened with ``sync=True``: each :meth:`commit` ends with
 an fsync of the data file, so a lease is on disk when ``commit`` returns.
 Callers group many leases into one commit to amortise that sync.
 
-Pure module (lmdb is allowed here only).
+Pure module: no clock, no reactor; lmdb and the file system only.
 """
 
 from __future__ import annotations
@@ -36,9 +36,8 @@ from cnrd.leases.store import PackedBatch, StoreError
 _ADDR = struct.Struct("!I")
 _SEQ = struct.Struct("!Q")
 
-
-def _bytes(value: object) -> bytes | None:
-    return bytes(value) if value is not None else None  # type: ignore[call-overload]
+#: Reads one state value as the current write transaction sees it (None: unset).
+StateReader = Callable[[str], bytes | None]
 
 
 class LmdbLeaseStore:
@@ -91,7 +90,7 @@ class LmdbLeaseStore:
     def commit_packed(self, batch: PackedBatch) -> None:
         self.commit_with(lambda get_state: batch)
 
-    def commit_with(self, make: Callable[[Callable[[str], bytes | None]], PackedBatch | None]) -> bool:
+    def commit_with(self, make: Callable[[StateReader], PackedBatch | None]) -> bool:
         """One write transaction whose batch is decided inside it.
 
         ``make(get_state)`` reads state keys as this transaction sees them
@@ -102,7 +101,7 @@ class LmdbLeaseStore:
         try:
             txn = self._env.begin(write=True)
             try:
-                batch = make(lambda key: _bytes(txn.get(key.encode(), db=self._state)))
+                batch = make(lambda key: txn.get(key.encode(), db=self._state))
                 if batch is None:
                     txn.abort()
                     return False
@@ -115,7 +114,7 @@ class LmdbLeaseStore:
             raise StoreError(f"lease store write failed: {e}") from e
         return True
 
-    def _write(self, txn: lmdb.Transaction, batch: PackedBatch) -> None:
+    def _write(self, txn: lmdb.Transaction[bytes], batch: PackedBatch) -> None:
         put = txn.put
         get = txn.get
         for address, (record, new_key) in batch.leases.items():
@@ -146,7 +145,7 @@ class LmdbLeaseStore:
             else:
                 put(k.encode(), v, db=self._state)
 
-    def _prune(self, txn: lmdb.Transaction, below: int) -> None:
+    def _prune(self, txn: lmdb.Transaction[bytes], below: int) -> None:
         cur = txn.cursor(db=self._events)
         limit = _SEQ.pack(below)
         # Bounded per commit so one commit never does unbounded work.

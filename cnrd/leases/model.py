@@ -139,7 +139,7 @@ class Lease:
         )
 
     @classmethod
-    def key_of_record(cls, data: bytes) -> bytes | None:
+    def key_of_record(cls, data: bytes | memoryview) -> bytes | None:
         """The client key of a packed record, without unpacking the rest."""
         head = cls._HEAD.unpack_from(data)
         slen, hlen, clen = head[9], head[10], head[11]
@@ -151,8 +151,8 @@ class Lease:
         return client_key(cid, hw)
 
     @classmethod
-    def unpack(cls, data: bytes) -> "Lease":
-        """Inverse of :meth:`pack`."""
+    def unpack(cls, data: bytes | memoryview) -> "Lease":
+        """Inverse of :meth:`pack`; ``data`` may be a buffer into the store (copied out)."""
         (ver, addr, state, flags, start, exp, cltt, pet, ptime, slen, hlen, clen) = cls._HEAD.unpack_from(data)
         if ver != cls._VERSION:
             raise ValueError(f"unknown lease record version {ver}")
@@ -203,11 +203,13 @@ class LeaseEvent:
     _HEAD = struct.Struct("!qIBqB")
 
     def pack(self) -> bytes:
+        """Serialise for the store's event history."""
         what = self.what.encode()
         return self._HEAD.pack(self.time, self.address, int(self.state), self.expiration, len(what)) + what + self.key
 
     @classmethod
-    def unpack(cls, data: bytes) -> "LeaseEvent":
+    def unpack(cls, data: bytes | memoryview) -> "LeaseEvent":
+        """Inverse of :meth:`pack`."""
         time, addr, state, exp, wlen = cls._HEAD.unpack_from(data)
         off = cls._HEAD.size
         what = str(data[off : off + wlen], "utf-8")

@@ -19,12 +19,16 @@ from __future__ import annotations
 import bisect
 import heapq
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 
 from cnrd.leases.model import FREE_STATES, Lease, LeaseEvent, LeaseState, Range
 
 
+# States whose expiration moves the lease on by itself (see LeaseTable.expire).
 _TIMED = frozenset({LeaseState.LEASED, LeaseState.OFFERED, LeaseState.UNAVAILABLE})
+
+#: Vetoes an address the caller may not hand out (e.g. one a client-class excludes).
+Accept = Callable[[int], bool]
 
 
 class Pool:
@@ -98,6 +102,7 @@ class Pool:
         self._backup[address] = None
 
     def remove_backup(self, address: int) -> None:
+        """``address`` left state BACKUP."""
         self._backup.pop(address, None)
 
     def backup_candidates(self) -> Iterator[int]:
@@ -114,8 +119,8 @@ class Pool:
             return state is LeaseState.AVAILABLE
         return state in FREE_STATES
 
-    def candidates(self) -> Iterator[int]:
-        """Free addresses, best first; the caller takes one and closes the iterator."""
+    def candidates(self) -> Generator[int, None, None]:
+        """Free addresses, best first; the caller takes one and closes the generator."""
         if self.first_available:
             yield from self._heap_candidates()
             return
@@ -132,7 +137,8 @@ class Pool:
             if self._range_index < len(self.ranges):
                 self._cursor = self.ranges[self._range_index].first
         # Pop from the front and put back what was not taken: copying the LRU
-        # list per allocation cost 0.45 ms with 60,000 freed addresses.
+        # list instead would cost time in proportion to the freed addresses
+        # on every allocation.
         popped: list[int] = []
         try:
             while self._lru:
@@ -247,6 +253,7 @@ class LeaseTable:
             self._classify(pool, lease)
 
     def pool_of(self, address: int) -> Pool | None:
+        """The pool whose ranges hold ``address``, if any."""
         for pool in self.pools.values():
             if address in pool:
                 return pool
@@ -346,6 +353,7 @@ class LeaseTable:
 
     # -- queries -----------------------------------------------------------
     def get(self, address: int) -> Lease | None:
+        """The record of ``address``, or None when it never had one."""
         return self.leases.get(address)
 
     def of_client(self, key: bytes) -> list[Lease]:
@@ -380,7 +388,7 @@ class LeaseTable:
             return mine  # expired/released, partner not told yet: only its own client
         return owner != "backup" or lease.state is not LeaseState.AVAILABLE
 
-    def allocate(self, scope: str, key: bytes, accept=None, owner: str | None = None) -> int | None:
+    def allocate(self, scope: str, key: bytes, accept: Accept | None = None, owner: str | None = None) -> int | None:
         """A free address in ``scope`` for a new client, or None when the pool is empty.
 
         ``accept(address) -> bool`` lets the caller veto candidates (for
@@ -402,7 +410,7 @@ class LeaseTable:
             found = next(iter(pool.backup_candidates()), None)
         return found
 
-    def _allocate_free(self, pool: Pool, accept) -> int | None:
+    def _allocate_free(self, pool: Pool, accept: Accept | None) -> int | None:
         candidates = pool.candidates()
         try:
             for address in candidates:
@@ -476,7 +484,7 @@ class LeaseTable:
 
     def expire(self, now: int) -> list[Lease]:
         """Move every lease, offer and unavailable hold that ran out by ``now`` on; returns them."""
-        changed = []
+        changed: list[Lease] = []
         heap = self._expiry
         limit = (now + 1) << 32
         while heap and heap[0] < limit:
