@@ -20,7 +20,7 @@ import os
 import select
 import sys
 
-from cnrd.leases.journal import EPOCH_KEY, Journal, _SEQ, apply_journal
+from cnrd.leases.journal import Journal, apply_journal, stored_epoch
 from cnrd.leases.lmdb_store import LmdbLeaseStore
 
 # Bytes of journal payload per LMDB transaction: bounds each apply's work.
@@ -29,9 +29,9 @@ APPLY_LIMIT = 4 << 20
 
 def _lower_priority() -> None:
     # SCHED_IDLE: any request-handling thread that wakes on this core takes
-    # it at once (SCHED_BATCH and nice 10 measured a higher REQUEST->ACK
-    # tail).  Starved under saturation, the ring fills and the server writes
-    # to LMDB itself: slower, never unsafe.
+    # it at once (SCHED_BATCH and nice 10 leave a longer REQUEST->ACK tail).
+    # Starved under saturation, the ring fills and the server writes to LMDB
+    # itself: slower, never unsafe.
     try:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     except (AttributeError, OSError):
@@ -46,8 +46,7 @@ def run(path: str, map_size: int, event_history: int, interval: float) -> None:
     inner = LmdbLeaseStore(path, map_size=map_size, event_history=event_history)
     journal = Journal(os.path.join(path, "journal"), readonly=True)
     try:
-        raw = inner.get_state(EPOCH_KEY)
-        epoch = _SEQ.unpack(raw)[0] if raw else 0
+        epoch = stored_epoch(inner.get_state)
         if not epoch:
             raise SystemExit(f"{path}: LMDB has no journal epoch; the server sets it before starting us")
         while True:
@@ -63,6 +62,7 @@ def run(path: str, map_size: int, event_history: int, interval: float) -> None:
 
 
 def main(argv: list[str]) -> int:
+    """The applier process's entry point; returns its exit status."""
     if len(argv) != 4:
         print("usage: python -m cnrd.leases.applier DATA_DIR MAP_SIZE EVENT_HISTORY INTERVAL", file=sys.stderr)
         return 2

@@ -16,16 +16,18 @@ worker never touches a Lease object the reactor may be changing.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from cnrd.leases.store import LeaseStore, PackedBatch
 
 log = Logger(namespace="cnrd.store")
 
-Runner = Callable[[Callable[[], None]], defer.Deferred]
+#: Runs one commit away from the reactor thread (typically ``deferToThreadPool``
+#: on a single worker); the Deferred fires on the reactor thread when it is done.
+Runner = Callable[[Callable[[], None]], defer.Deferred[None]]
 
 
 class GroupCommitter:
@@ -37,7 +39,7 @@ class GroupCommitter:
         self._next = PackedBatch()
         self._next_callbacks: list[Callable[[bool], None]] = []
         self._busy = False
-        self._idle: list[defer.Deferred] = []
+        self._idle: list[defer.Deferred[None]] = []
         self.commits = 0
         self.failures = 0
 
@@ -64,18 +66,18 @@ class GroupCommitter:
             return
         self._busy = True
         d = self._run(lambda: self.store.commit_packed(batch))
-        d.addCallbacks(lambda _: self._done(batch, callbacks, True),
+        d.addCallbacks(lambda _: self._done(callbacks, True),
                        lambda f: self._failed(f, batch, callbacks))
 
-    def _failed(self, failure: Any, batch: PackedBatch, callbacks: list[Callable[[bool], None]]) -> None:
+    def _failed(self, failure: Failure, batch: PackedBatch, callbacks: list[Callable[[bool], None]]) -> None:
         self.failures += 1
         log.critical("lease store write failed: {error}", error=failure.getErrorMessage())
         # Keep what was not written for the next commit: nothing promised is dropped.
         batch.extend(self._next)
         self._next = batch
-        self._done(None, callbacks, False)
+        self._done(callbacks, False)
 
-    def _done(self, batch: PackedBatch | None, callbacks: list[Callable[[bool], None]], ok: bool) -> None:
+    def _done(self, callbacks: list[Callable[[bool], None]], ok: bool) -> None:
         self._busy = False
         if ok:
             self.commits += 1
@@ -95,11 +97,11 @@ class GroupCommitter:
             for d in idle:
                 d.callback(None)
 
-    def drain(self) -> defer.Deferred:
+    def drain(self) -> defer.Deferred[None]:
         """Fires once no commit runs and nothing waits (used at shutdown)."""
         if not self._busy and self._next.empty() and not self._next_callbacks:
             return defer.succeed(None)
-        d: defer.Deferred = defer.Deferred()
+        d: defer.Deferred[None] = defer.Deferred()
         self._idle.append(d)
         if not self._busy:
             self._start()

@@ -23,7 +23,8 @@ group is applied to LMDB at once instead (slower, never unsafe).
 Readers in another process (tests, the chaos auditor, bench) open it with
 ``readonly=True`` and see LMDB plus the journal's unapplied records.
 
-Pure module apart from file I/O and the applier process it starts (lmdb and os only).
+An adapter over files and a child process; it reads the monotonic clock only
+to pace restarts of the applier.
 """
 
 from __future__ import annotations
@@ -37,11 +38,11 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Protocol
 
 from twisted.logger import Logger
 
-from cnrd.leases.lmdb_store import LmdbLeaseStore
+from cnrd.leases.lmdb_store import LmdbLeaseStore, StateReader
 from cnrd.leases.model import Lease, LeaseEvent
 from cnrd.leases.store import PackedBatch, StoreError
 
@@ -55,9 +56,9 @@ APPLIED_KEY = "journal/applied"
 EPOCH_KEY = "journal/epoch"
 _SEQ = struct.Struct("!Q")
 # Seconds between the applier's LMDB commits.  Each is two fsyncs, and a
-# journal fdatasync that meets one in the disk queue took 4-8 ms instead of
-# 0.15: every 50 ms that was the REQUEST->ACK p99 (2.1 ms at 6,761 DORA/s),
-# every second it is not (1.4 ms).  A second of records is ~2 % of the ring.
+# journal fdatasync queued behind one waits for both (milliseconds instead of
+# a fraction of one): frequent applies show in the REQUEST->ACK tail.  A
+# second of records fills about 2 % of the ring.
 APPLY_INTERVAL = 1.0
 _APPLIED = struct.Struct("!QQQ")  # last sequence LMDB holds, where the next record starts, applies
 
@@ -70,19 +71,38 @@ def _crc(epoch: int, seq: int, payload: bytes) -> int:
     return zlib.crc32(payload, zlib.crc32(_SEQ.pack(epoch) + _SEQ.pack(seq)))
 
 
-def open_store(server: Any) -> "JournaledStore | LmdbLeaseStore":
+class StoreSettings(Protocol):
+    """The ``[server]`` settings that choose and size the lease store."""
+
+    @property
+    def data_dir(self) -> str: ...
+    @property
+    def lease_db_size(self) -> int: ...
+    @property
+    def event_history(self) -> int: ...
+    @property
+    def lease_journal(self) -> bool: ...
+
+
+def open_store(server: StoreSettings) -> "JournaledStore | LmdbLeaseStore":
     """The server's lease store per its ``[server]`` settings (data-dir,
     lease-db-size, event-history, lease-journal)."""
-    args = dict(map_size=server.lease_db_size, event_history=server.event_history)
+    size, history = server.lease_db_size, server.event_history
     if server.lease_journal:
-        return JournaledStore(server.data_dir, **args)
+        return JournaledStore(server.data_dir, map_size=size, event_history=history)
     jpath = os.path.join(server.data_dir, "journal")
     if os.path.exists(jpath):
         # Turned off after running with it: opening applies what LMDB has
         # not got yet, closing leaves nothing pending; then it can go.
-        JournaledStore(server.data_dir, **args).close()
+        JournaledStore(server.data_dir, map_size=size, event_history=history).close()
         os.unlink(jpath)
-    return LmdbLeaseStore(server.data_dir, **args)
+    return LmdbLeaseStore(server.data_dir, map_size=size, event_history=history)
+
+
+def stored_epoch(get_state: StateReader) -> int:
+    """The journal epoch an LMDB store holds (0: it never had a journal)."""
+    raw = get_state(EPOCH_KEY)
+    return int(_SEQ.unpack(raw)[0]) if raw else 0
 
 
 class Journal:
@@ -121,7 +141,7 @@ class Journal:
 
     def scan(self, epoch: int) -> list[tuple[int, bytes, int, int]]:
         """Every intact record of ``epoch``: (seq, payload, start, end), by sequence."""
-        out = []
+        out: list[tuple[int, bytes, int, int]] = []
         size = self.size
         data = os.pread(self.fd, size, 0)
         off = 0
@@ -200,8 +220,9 @@ class Journal:
         """The records after sequence ``after``, in order and without a gap.
 
         ``offset`` is where record ``after + 1`` should start (it may have
-        wrapped to 0); None (a store from before offsets were kept) scans the
-        whole ring.  Returns the records and where the next one would start.
+        wrapped to 0); None (``journal/applied`` in its older, sequence-only
+        form) scans the whole ring.  Returns the records and where the next
+        one would start.
         """
         out: list[tuple[int, bytes]] = []
         if offset is None:
@@ -230,18 +251,20 @@ class Journal:
         return out, offset
 
     def close(self) -> None:
+        """Close the ring file."""
         os.close(self.fd)
 
 
 def _applied_of(value: bytes | None) -> tuple[int, int | None, int]:
     """``journal/applied``: (last sequence LMDB holds, where the next record starts, applies so far).
 
-    Stores from before the offset was kept hold the sequence alone (offset None)."""
+    The older form holds the sequence alone (offset None)."""
     if not value:
         return 0, None, 0
     if len(value) == _SEQ.size:
-        return _SEQ.unpack(value)[0], None, 0
-    return _APPLIED.unpack(value)
+        return int(_SEQ.unpack(value)[0]), None, 0
+    seq, offset, applies = _APPLIED.unpack(value)
+    return int(seq), int(offset), int(applies)
 
 
 def _batch_of(records: list[tuple[int, bytes]], path: str) -> PackedBatch:
@@ -267,7 +290,7 @@ def apply_journal(inner: LmdbLeaseStore, journal: Journal, epoch: int, *, extra:
     """
     applied = [0]
 
-    def make(get_state: Any) -> PackedBatch | None:
+    def make(get_state: StateReader) -> PackedBatch | None:
         seq, offset, applies = _applied_of(get_state(APPLIED_KEY))
         records, end = journal.read_from(epoch, seq, offset, limit)
         if not records and extra is None:
@@ -293,10 +316,10 @@ class JournaledStore:
 
     ``commit_packed`` returns once the changes are in the journal (durable).
     A separate process (:mod:`cnrd.leases.applier`, started here, at a lower
-    CPU priority) applies them to LMDB: in a thread of this process it held
-    the GIL and the core for a few milliseconds every 50 ms, and the requests
-    that arrived meanwhile waited (docs/performance.md).  It needs nothing
-    from us but the files: it reads the ring from where LMDB's number says.
+    CPU priority) applies them to LMDB: a thread of this process would hold
+    the GIL and the core for milliseconds at a time, and requests arriving
+    meanwhile would wait.  It needs nothing from us but the files: it reads
+    the ring from where LMDB's number says.
     A read first applies what is pending itself (the server reads its leases
     from memory, so reads are rare: start-up, the admin API), so it sees
     every commit before it.
@@ -314,7 +337,7 @@ class JournaledStore:
         # commit_packed may run on the commit thread while a read flushes on the reactor
         self._lock = threading.Lock()
         self._closing = False
-        self._proc: subprocess.Popen | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
         self._started_at = 0.0
         self._restart_at: float | None = None
         self.restart_backoff = 10.0  # seconds between starts of the applier process
@@ -326,13 +349,14 @@ class JournaledStore:
         self._applied_seq = 0  # the last one LMDB holds, as last read
         # read-only: the journal's unapplied records, laid over LMDB's
         self._overlay: PackedBatch | None = None
+        self.journal: Journal | None = None  # always open when writable
         try:
             if readonly:
                 self.journal = Journal(jpath, readonly=True) if os.path.exists(jpath) else None
-                self._replay_view()
+                self._overlay = self._unapplied()
                 return
             self.journal = Journal(jpath, journal_size)
-            self._seq = self._applied_seq = self._recover()
+            self._seq = self._applied_seq = self._recover(self.journal)
             self._start_applier()
         except StoreError:
             self.inner.close()
@@ -342,9 +366,15 @@ class JournaledStore:
             raise StoreError(f"cannot open the lease journal in {path}: {e}") from e
 
     # -- start-up --------------------------------------------------------------
+    @property
+    def _ring(self) -> Journal:
+        """The journal of a writable store (read-only ones may have none)."""
+        if self.journal is None:
+            raise StoreError(f"lease store in {self.path} has no journal open")
+        return self.journal
+
     def _epoch(self) -> int:
-        v = self.inner.get_state(EPOCH_KEY)
-        return _SEQ.unpack(v)[0] if v else 0
+        return stored_epoch(self.inner.get_state)
 
     def _applied(self) -> tuple[int, int | None, int]:
         return _applied_of(self.inner.get_state(APPLIED_KEY))
@@ -358,10 +388,10 @@ class JournaledStore:
         records, _ = self.journal.read_from(epoch, seq, offset)
         return _batch_of(records, self.path)
 
-    def _recover(self) -> int:
+    def _recover(self, journal: Journal) -> int:
         self.epoch = self._epoch()
         if self.epoch:
-            apply_journal(self.inner, self.journal, self.epoch)  # what a crash left only in the journal
+            apply_journal(self.inner, journal, self.epoch)  # what a crash left only in the journal
             seq, offset, applies = self._applied()
         else:
             # A new LMDB (or one from before the journal, or restored without
@@ -370,13 +400,10 @@ class JournaledStore:
             self.epoch = int.from_bytes(os.urandom(8), "big") or 1
             seq, offset, applies = self._applied()[0], 0, 0
         # Always in the current form, with where the next record will go.
-        self.journal.pos = offset or 0
+        journal.pos = offset or 0
         self.inner.commit_packed(PackedBatch(state={EPOCH_KEY: _SEQ.pack(self.epoch),
-                                                    APPLIED_KEY: _APPLIED.pack(seq, self.journal.pos, applies)}))
+                                                    APPLIED_KEY: _APPLIED.pack(seq, journal.pos, applies)}))
         return seq
-
-    def _replay_view(self) -> None:
-        self._overlay = self._unapplied()
 
     # -- the applier process -------------------------------------------------------
     def _applier_argv(self) -> list[str]:
@@ -411,7 +438,7 @@ class JournaledStore:
             log.warn("lease journal applier exited with status {status}{why}; starting another in "
                      "{delay:.0f} s", status=proc.returncode, why=f": {why.splitlines()[-1]}" if why else "",
                      delay=max(0.0, self._restart_at - time.monotonic()))
-            apply_journal(self.inner, self.journal, self.epoch)
+            apply_journal(self.inner, self._ring, self.epoch)
         if self._proc is None and self._restart_at is not None and time.monotonic() >= self._restart_at:
             self._restart_at = None
             self.applier_restarts += 1
@@ -455,7 +482,7 @@ class JournaledStore:
         payload = batch.to_bytes()
         with self._lock:
             seq = self._seq + 1
-            journal = self.journal
+            journal = self._ring
             try:
                 self._check_applier()
                 if journal.fits(len(payload)):
@@ -480,7 +507,7 @@ class JournaledStore:
     def _refresh(self) -> None:
         """Read LMDB's number; free the ring's room it covers."""
         self._applied_seq = self._applied()[0]
-        self.journal.release(self._applied_seq)
+        self._ring.release(self._applied_seq)
 
     @property
     def unapplied(self) -> int:
@@ -503,7 +530,7 @@ class JournaledStore:
         with self._lock:
             if self._applied_seq >= self._seq:
                 return
-            apply_journal(self.inner, self.journal, self.epoch)
+            apply_journal(self.inner, self._ring, self.epoch)
             self._refresh()
             if self._applied_seq < self._seq:
                 raise StoreError(f"lease journal in {self.path}: LMDB holds up to {self._applied_seq}, "
