@@ -382,8 +382,8 @@ def _until(predicate, timeout: float = 10.0) -> defer.Deferred:
 
 
 def test_the_decision_is_pure():
-    """What is a trap is plain code; only cnrd.webhook talks to the network."""
+    """What is a trap is plain code; only cnrd.ops.webhook talks to the network."""
     from tests.test_layering import FORBIDDEN, ROOT, imports
 
-    bad = {m for m in imports(ROOT / "traps.py") for f in FORBIDDEN if m == f or m.startswith(f + ".")}
+    bad = {m for m in imports(ROOT / "ops" / "traps.py") for f in FORBIDDEN if m == f or m.startswith(f + ".")}
     assert not bad
