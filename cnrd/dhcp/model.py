@@ -1,0 +1,101 @@
+"""The values the DHCP core exchanges with its adapters and with failover.
+
+:class:`RxInfo` and :class:`Interface` come in from the socket layer,
+:class:`Reply` goes back to it, :class:`Gate` is what failover plugs in per
+scope, :class:`Counters` is read by the status API and the metrics.
+
+Pure module.
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from cnrd.config import PolicyConfig, ScopeConfig
+from cnrd.dhcp.packet import DhcpPacket
+from cnrd.leases.model import Lease
+from cnrd.leases.table import Pool
+
+__all__ = ["BROADCAST", "RxInfo", "Reply", "Interface", "ScopeRuntime", "Gate", "Counters"]
+
+BROADCAST = 0xFFFFFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class RxInfo:
+    """Where a request came from, as the socket layer saw it."""
+
+    ifindex: int  # receiving interface (0 when unknown)
+    local_ip: int  # our address the datagram reached (IP_PKTINFO spec_dst)
+    dst_ip: int  # the datagram's destination address
+    src_ip: int
+    src_port: int = 68
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A reply and where it goes."""
+
+    packet: DhcpPacket
+    dst_ip: int
+    dst_port: int
+    ifindex: int | None = None  # send out of this interface (broadcasts, hw unicast)
+    src_ip: int | None = None
+    hw_unicast: bool = False  # yiaddr has no ARP entry yet: deliver to chaddr
+    durable: bool = False  # send only after the table's changes are committed
+    max_size: int = 576
+
+
+@dataclass(frozen=True, slots=True)
+class Interface:
+    """A configured interface and its IPv4 addresses (address, prefix length)."""
+
+    name: str
+    index: int
+    addresses: tuple[tuple[int, int], ...]
+
+
+@dataclass
+class ScopeRuntime:
+    """A scope as the server uses it: config, policy and pool together."""
+
+    config: ScopeConfig
+    policy: PolicyConfig
+    pool: Pool
+
+    @property
+    def name(self) -> str:
+        """The scope's name, as in the configuration."""
+        return self.config.name
+
+
+class Gate(Protocol):
+    """What failover says about serving one scope (implemented by cnrd.failover.gate.Gate).
+
+    ``admit`` answers for a request: may we answer it, and from whose free
+    addresses (``"main"``, ``"backup"``, ``"any"``); ``kind`` is ``"new"``
+    for a client looking for an address and ``"renew"`` for one extending
+    its binding.  The lease-time methods apply the MCLT rules.
+    """
+
+    def admit(self, kind: str, lb_key: bytes, now: int) -> tuple[bool, str | None, str]: ...
+
+    def lease_time(self, lease: Lease | None, desired: int, now: int) -> int: ...
+
+    def potential_expiration(self, desired: int, granted: int, now: int) -> int: ...
+
+
+@dataclass
+class Counters:
+    """What the server did, for metrics and the status API.
+
+    ``received`` counts requests by message type (``BOOTP`` for one without
+    a type, ``OTHER`` for an unknown type), ``sent`` replies by type, and
+    ``drops`` requests left unanswered by reason.
+    """
+
+    received: collections.Counter[str] = field(default_factory=collections.Counter)
+    sent: collections.Counter[str] = field(default_factory=collections.Counter)
+    drops: collections.Counter[str] = field(default_factory=collections.Counter)
