@@ -201,7 +201,8 @@ class DhcpPort:
         """The bound port (useful when constructed with port 0)."""
         if self._sock is None:
             return self.port
-        return self._sock.getsockname()[1]
+        port: int = self._sock.getsockname()[1]
+        return port
 
     # -- IReadDescriptor ---------------------------------------------------
 
@@ -376,7 +377,7 @@ class DhcpPort:
 def _checksum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF

@@ -31,7 +31,9 @@ import enum
 import re
 import socket
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import cast
 
 from cnrd.dhcp.errors import MalformedPacket
 
@@ -416,7 +418,7 @@ def _encode_route(dest: str, router: object) -> bytes:
     return bytes((width,)) + addr.to_bytes(4, "big")[:significant] + _ip_bytes(router)
 
 
-def _as_list(value: object) -> list:
+def _as_list(value: object) -> list[object]:
     if isinstance(value, (list, tuple)):
         return list(value)
     raise OptionValueError(f"{value!r} is not a list")
@@ -478,11 +480,13 @@ def _encode(spec: OptionSpec, value: object) -> bytes:
     raise AssertionError(kind)  # pragma: no cover
 
 
-def _encode_domains(items: list) -> bytes:
+def _encode_domains(items: list[object]) -> bytes:
+    names: list[str] = []
     for n in items:
         if not isinstance(n, str):
             raise OptionValueError(f"{n!r} is not a domain name")
-    return b"".join(_encode_domain(n) for n in items)
+        names.append(n)
+    return b"".join(_encode_domain(n) for n in names)
 
 
 def encode_option(code: int, value: object) -> bytes:
@@ -649,10 +653,10 @@ def _value_to_text(spec: OptionSpec, value: object) -> str:
     if isinstance(value, (int, str)):
         return str(value)
     if kind is OptionKind.RELAY_AGENT_INFO:
-        return ", ".join(f"{c}={_hex_text(v)}" for c, v in value)  # type: ignore[union-attr]
+        return ", ".join(f"{c}={_hex_text(v)}" for c, v in cast("Iterable[tuple[int, bytes]]", value))
     if kind in (OptionKind.IP_PAIRS, OptionKind.CLASSLESS_ROUTES):
-        return ", ".join(f"{a} {b}" for a, b in value)  # type: ignore[union-attr]
-    return ", ".join(str(v) for v in value)  # type: ignore[union-attr]
+        return ", ".join(f"{a} {b}" for a, b in cast("Iterable[tuple[object, object]]", value))
+    return ", ".join(str(v) for v in cast("Iterable[object]", value))
 
 
 def option_to_text(code: int, raw: bytes) -> str:

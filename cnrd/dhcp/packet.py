@@ -238,7 +238,8 @@ class DhcpPacket:
         value = self.options.get(OPT_MAX_MESSAGE_SIZE)
         if value is None:
             return None
-        return _U16.unpack(_fixed(value, 2, OPT_MAX_MESSAGE_SIZE))[0]
+        size: int = _U16.unpack(_fixed(value, 2, OPT_MAX_MESSAGE_SIZE))[0]
+        return size
 
     @property
     def host_name(self) -> str | None:
