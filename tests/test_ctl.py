@@ -152,8 +152,8 @@ def test_a_date_in_words_is_read_in_cnrctls_time_zone(monkeypatch) -> None:
     time.tzset()
     try:
         assert convert_value("failover-recover", "Nov 25 14:00 2026", "time") == "2026-11-25T13:00:00Z"
-        assert ctl._partner_down_time("Nov 25 14 2026") == "2026-11-25T13:00:00Z"
-        assert ctl._partner_down_time("-3d") == "-3d"
+        assert ctl.partner_down_time("Nov 25 14 2026") == "2026-11-25T13:00:00Z"
+        assert ctl.partner_down_time("-3d") == "-3d"
     finally:
         monkeypatch.delenv("TZ")
         time.tzset()

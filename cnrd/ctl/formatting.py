@@ -1,0 +1,137 @@
+"""cnrctl's output for people: aligned tables and ``key  value`` lines from the API's JSON."""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["value_text", "format_table", "format_fields", "format_related_servers", "format_status",
+           "format_reload", "format_pair", "RELATED_FIELDS", "PAIR_COLUMNS", "LEASE_COLUMNS", "SCOPE_COLUMNS"]
+
+
+def value_text(value: Any) -> str:
+    """One JSON value as a table cell: '-' for none, lists and objects joined by commas."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, list):
+        return ", ".join(value_text(v) for v in value) if value else "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={value_text(v)}" for k, v in value.items()) if value else "-"
+    return str(value)
+
+
+def _age(iso: Any, now: float | None) -> str:
+    """' (3m12s ago)' for an ISO time, '' when there is none or it does not parse."""
+    if not isinstance(iso, str) or now is None:
+        return ""
+    try:
+        when = datetime.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return ""
+    return f" ({_duration(now - when)} ago)" if now >= when else ""
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    out = ""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            out += f"{s // size}{unit}"
+            s %= size
+    return out + f"{s}s" if s or not out else out
+
+
+def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
+    """Aligned columns: ``columns`` is (heading, key) pairs; every row a dict."""
+    cells = [[heading for heading, _ in columns]]
+    cells += [[value_text(row.get(key)) for _, key in columns] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
+    return "\n".join(lines) + "\n"
+
+
+def format_fields(obj: dict[str, Any], keys: Sequence[str] | None = None, indent: str = "",
+                  ages: Sequence[str] = (), now: float | None = None) -> str:
+    """``key  value`` lines, values aligned; ``ages`` names time fields that also get '(… ago)'."""
+    keys = list(obj) if keys is None else [k for k in keys if k in obj]
+    if not keys:
+        return ""
+    width = max(len(k) for k in keys)
+    return "".join(f"{indent}{k.ljust(width)}  {value_text(obj[k])}{_age(obj[k], now) if k in ages else ''}\n"
+                   for k in keys)
+
+
+RELATED_FIELDS = ("role", "our-address", "partner-address", "state", "partner-state", "communication",
+                  "comm-interrupted-since", "last-contact", "state-since", "mclt", "unacked-updates",
+                  "clock-skew-seconds")
+_RELATED_TIMES = ("comm-interrupted-since", "last-contact", "state-since")
+
+
+def format_related_servers(answer: dict[str, Any], now: float | None = None) -> str:
+    """``dhcp getRelatedServers`` for people: one block per failover pair, as nrcmd lists related servers."""
+    servers = answer.get("related-servers") or []
+    if not servers:
+        return "no related servers (no failover pair is running)\n"
+    blocks = []
+    for r in servers:
+        head = f"failover-pair {r.get('pair')}: partner {r.get('partner-address')}\n"
+        keys = list(RELATED_FIELDS) + [k for k in r if k not in RELATED_FIELDS and k != "pair"]
+        blocks.append(head + format_fields(r, keys, indent="  ", ages=_RELATED_TIMES, now=now))
+    return "\n".join(blocks)
+
+
+PAIR_COLUMNS = (("NAME", "name"), ("MAIN", "main"), ("BACKUP", "backup"), ("FAILOVER", "failover"),
+                ("MCLT", "mclt"), ("BACKUP-PCT", "backup-pct"), ("LOAD-BALANCING", "load-balancing"),
+                ("SCOPES", "scopes"))
+LEASE_COLUMNS = (("ADDRESS", "address"), ("STATE", "state"), ("SCOPE", "scope"),
+                 ("HARDWARE-ADDRESS", "hardware-address"), ("HOST-NAME", "host-name"),
+                 ("EXPIRES", "expires"), ("OWNER", "owner"))
+SCOPE_COLUMNS = (("NAME", "name"), ("SUBNET", "subnet"), ("TOTAL", "total"), ("LEASED", "leased"),
+                 ("AVAILABLE", "available"), ("AVAIL-MAIN", "available-main"),
+                 ("AVAIL-BACKUP", "available-backup"), ("UTILIZATION-%", "utilization-percent"))
+
+
+def format_status(s: dict[str, Any]) -> str:
+    """``dhcp show``: the server's status and counters."""
+    head = dict(s)
+    head.pop("counters", None)
+    if isinstance(head.get("uptime-seconds"), int):
+        head["uptime-seconds"] = f"{head['uptime-seconds']} ({_duration(head['uptime-seconds'])})"
+    out = format_fields(head)
+    counters = s.get("counters") or {}
+    rows = []
+    for group in ("received", "sent", "drops"):
+        for name, n in sorted((counters.get(group) or {}).items()):
+            rows.append({"group": group, "name": name, "count": n})
+    if rows:
+        out += "\n" + format_table(rows, (("COUNTER", "group"), ("TYPE/REASON", "name"), ("COUNT", "count")))
+    return out
+
+
+def format_reload(r: dict[str, Any]) -> str:
+    out = "reloaded\n"
+    for key, title in (("applied", "applied"), ("restart-required", "needs a restart (running value kept)"),
+                       ("warnings", "warning")):
+        items = r.get(key) or []
+        if items:
+            out += f"{title}:\n" + "".join(f"  {item}\n" for item in items)
+    if not (r.get("applied") or r.get("restart-required")):
+        out += "no changes\n"
+    return out
+
+
+def format_pair(p: dict[str, Any]) -> str:
+    body = dict(p)
+    pending = body.pop("pending", None)
+    restart = body.pop("restart-required", None)
+    out = format_fields(body)
+    if pending:
+        out += "pending (at the next start):\n" + format_fields(pending, indent="  ")
+    if restart:
+        out += f"restart required for: {', '.join(restart)}\n"
+    return out
