@@ -1,0 +1,224 @@
+"""Bindings between the lease table and the partner: what we send, what we accept.
+
+:func:`status_of` and :func:`bndupd` turn a lease into the BNDUPD that
+tells the partner about it.  :func:`decide` settles a BNDUPD received
+from the partner against our own record of the address: reject it (with
+the draft's reason), or the lease fields to write, whether our own
+unacknowledged update for the address is withdrawn, and whether ours goes
+back to the partner.
+
+The rules (draft-ietf-dhc-failover-12 §7.1.3 and figure 7.1.3-1, checked
+in ISC dhcpd's order):
+
+1. Address and binding status must be present (reject 3).
+2. A duelling update (ours for the address is unacknowledged): ours wins
+   (reject 16) when both are ACTIVE and our CLTT is newer, or equal and we
+   are the main; when neither is ACTIVE and we are the main; or when ours
+   is ACTIVE and theirs is neither ACTIVE nor EXPIRED.  When both servers
+   ACKed the same client (both ACTIVE, our lease unexpired), the later
+   expiration wins instead, whoever is primary: the client may hold either
+   lease.  If theirs wins, ours is withdrawn.
+3. ACTIVE, EXPIRED and RELEASED need a client (hardware address or
+   client identifier; reject 3).
+4. An unexpired lease here is not freed by a FREE, BACKUP or EXPIRED
+   (time2), nor by a RELEASED older than our CLTT (time1; reject 15), in
+   every state: a restarted partner resending a stale queue cannot take a
+   lease granted since.
+5. An ACTIVE for another client of an address we lease, unexpired: the
+   main refuses (reject 2), the backup takes the main's word.
+6. An ACTIVE no newer than our own release or expiry is refused (time1,
+   reject 15).
+7. Otherwise the binding is taken; for the same client, an unexpired
+   lease of ours that runs longer keeps its expiration and is sent back so
+   the partner holds it too.
+
+Pure module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cnrd.failover import wire
+from cnrd.failover.states import Role
+from cnrd.failover.wire import BindingStatus, Message, RejectReason
+from cnrd.leases.model import Lease, LeaseFlag, LeaseState, client_key
+
+_STATUS_OF = {
+    LeaseState.AVAILABLE: int(BindingStatus.FREE),
+    LeaseState.LEASED: int(BindingStatus.ACTIVE),
+    LeaseState.EXPIRED: int(BindingStatus.EXPIRED),
+    LeaseState.RELEASED: int(BindingStatus.RELEASED),
+    LeaseState.UNAVAILABLE: int(BindingStatus.ABANDONED),
+    LeaseState.RESET: int(BindingStatus.RESET),
+    LeaseState.BACKUP: int(BindingStatus.BACKUP),
+}
+
+_WITH_CLIENT = (BindingStatus.ACTIVE, BindingStatus.EXPIRED, BindingStatus.RELEASED)
+_FREED = (BindingStatus.EXPIRED, BindingStatus.RELEASED, BindingStatus.RESET, BindingStatus.FREE)
+
+
+def status_of(lease: Lease | None) -> int:
+    """The binding status that tells the partner about ``lease`` (FREE for no record)."""
+    if lease is None:
+        return int(BindingStatus.FREE)
+    return _STATUS_OF.get(lease.state, int(BindingStatus.FREE))
+
+
+def bndupd(address: int, lease: Lease | None, xid: int, now: int) -> tuple[Message, int, int]:
+    """The BNDUPD for ``address`` as ``lease`` records it; with its status and potential expiration."""
+    status = status_of(lease)
+    if lease is None:
+        lease = Lease(address)
+    flags = 0
+    if lease.flags & LeaseFlag.RESERVED:
+        flags |= wire.IPFlags.RESERVED
+    if lease.flags & LeaseFlag.BOOTP:
+        flags |= wire.IPFlags.BOOTP
+    abandoned = status == BindingStatus.ABANDONED
+    expiration = lease.expiration if 0 <= lease.expiration <= 0xFFFFFFFF else 0
+    pet = lease.potential_expiration if status == BindingStatus.ACTIVE else 0
+    msg = wire.bndupd(
+        xid, now, assigned_address=address, binding_status=status,
+        client_id=None if abandoned else lease.client_id,
+        client_hw=None if abandoned or not lease.hw else lease.hw,
+        lease_expiration=expiration, potential_expiration=pet,
+        start_time_of_state=lease.start, cltt=lease.cltt or None, ip_flags=flags or None)
+    return msg, status, pet
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with a received BNDUPD.
+
+    ``reject`` is the reason and text for the BNDACK, or None to accept and
+    write ``fields`` (lease attributes; the caller adds the scope).
+    ``withdraw``: our in-flight update for the address lost and is
+    forgotten (also when the update is then rejected for another reason).
+    ``keep_ours``: queue our binding back to the partner after writing.
+    """
+
+    reject: tuple[RejectReason, str] | None = None
+    fields: dict[str, object] = field(default_factory=dict)
+    withdraw: bool = False
+    keep_ours: bool = False
+
+
+def decide(local: Lease | None, update: Message, ours_in_flight: int | None, role: Role,
+           now: int) -> Decision:
+    """Settle the partner's BNDUPD ``update`` against ``local`` (see the module's rules).
+
+    ``ours_in_flight`` is the binding status of our own unacknowledged
+    update for the address, None when there is none.  The caller has
+    checked that the address belongs to the relationship.
+    """
+    status = update.binding_status
+    if update.assigned_address is None or status is None:
+        return Decision(reject=(RejectReason.MISSING_BINDING_INFO, "missing binding information"))
+    longer = _longer_for_same_client(local, update, now)
+    withdraw = False
+    if ours_in_flight is not None:
+        if _ours_better(local, update, ours_in_flight, role, longer):
+            return Decision(reject=(RejectReason.LESS_CRITICAL_BINDING_INFO,
+                                    "incoming update is less critical than outgoing update"))
+        withdraw = True
+    reject = _refusal(local, update, role, now)
+    if reject is not None:
+        return Decision(reject=reject, withdraw=withdraw)
+    fields: dict[str, object] = {}
+    keep_ours = False
+    if status == BindingStatus.ACTIVE:
+        fields.update(
+            state=LeaseState.LEASED, hw=update.client_hw or b"", client_id=update.client_id,
+            start=update.start_time_of_state or now, expiration=update.lease_expiration or 0,
+            cltt=update.cltt or now,
+            partner_time=max(update.potential_expiration or 0, local.partner_time if local else 0),
+        )
+        if longer == "ours" and local is not None:
+            keep_ours = True
+            fields.update(expiration=local.expiration, cltt=max(local.cltt, update.cltt or now))
+    elif status in _FREED:
+        # Expired and released bindings are stored free: the sender frees
+        # them itself once we acknowledge (ISC does the same).
+        fields.update(state=LeaseState.AVAILABLE, expiration=0,
+                      cltt=update.cltt or (local.cltt if local else 0))
+        if status == BindingStatus.FREE:
+            fields.update(hw=b"", client_id=None)
+    elif status == BindingStatus.BACKUP:
+        fields.update(state=LeaseState.BACKUP, expiration=0, hw=b"", client_id=None)
+    elif status == BindingStatus.ABANDONED:
+        fields.update(state=LeaseState.UNAVAILABLE, expiration=0, hw=b"", client_id=None)
+    else:
+        return Decision(reject=(RejectReason.UNKNOWN, f"unknown binding status {status}"), withdraw=withdraw)
+    return Decision(fields=fields, withdraw=withdraw, keep_ours=keep_ours)
+
+
+def _ours_better(local: Lease | None, update: Message, ours: int, role: Role, longer: str | None) -> bool:
+    """Rule 2: whether our in-flight update beats the partner's."""
+    theirs = update.binding_status
+    both_active = ours == BindingStatus.ACTIVE and theirs == BindingStatus.ACTIVE
+    if both_active and longer is not None:
+        # Both of us ACKed this client (a partition with both serving): it
+        # may hold either lease, so the later expiration wins, whoever is
+        # primary and whichever CLTT is newer.
+        return longer == "ours"
+    if both_active:
+        their_cltt = update.cltt or 0
+        return local is not None and (local.cltt > their_cltt or (local.cltt == their_cltt and role is Role.MAIN))
+    if ours != BindingStatus.ACTIVE and theirs != BindingStatus.ACTIVE:
+        return role is Role.MAIN
+    return ours == BindingStatus.ACTIVE and theirs != BindingStatus.EXPIRED
+
+
+def _refusal(local: Lease | None, update: Message, role: Role, now: int) -> tuple[RejectReason, str] | None:
+    """Rules 3 to 6: a reason to refuse the partner's binding, if there is one."""
+    status = update.binding_status
+    if status in _WITH_CLIENT and not update.client_hw and not update.client_id:
+        return RejectReason.MISSING_BINDING_INFO, "no client hardware address"
+    if local is None:
+        return None
+    unexpired = not local.expired_at(now)
+    if local.state is LeaseState.LEASED and status != BindingStatus.ACTIVE and unexpired:
+        # ISC lets EXPIRED through 65 s early for clock skew; a lease granted
+        # for an MCLT is shorter than that, so no slack here: a skewed
+        # partner's EXPIRED is refused, and our own expiry frees the address
+        # moments later.
+        if status in (BindingStatus.FREE, BindingStatus.BACKUP, BindingStatus.EXPIRED):
+            return RejectReason.OUTDATED_BINDING_INFO, "lease has not expired here"
+        if status == BindingStatus.RELEASED and (update.cltt or 0) < local.cltt:
+            # CLTT has one-second resolution: a release in the second of the
+            # ACK is the client's own, so only an older one is stale.
+            return RejectReason.OUTDATED_BINDING_INFO, "lease renewed here after that release"
+    if local.state is LeaseState.LEASED and status == BindingStatus.ACTIVE and local.key is not None \
+            and local.key != _key(update) and role is Role.MAIN and unexpired:
+        return RejectReason.FATAL_CONFLICT, "address leased to another client here"
+    if local.state in (LeaseState.EXPIRED, LeaseState.RELEASED) and status == BindingStatus.ACTIVE \
+            and (update.cltt or 0) <= local.cltt:
+        return RejectReason.OUTDATED_BINDING_INFO, "older than our release or expiry"
+    return None
+
+
+def _longer_for_same_client(lease: Lease | None, update: Message, now: int) -> str | None:
+    """For an ACTIVE update of an address we hold LEASED, unexpired, to the same
+    client: "ours" or "theirs", whichever lease runs longer; None if the update
+    is not ACTIVE, the client differs, ours has run out, or they end together."""
+    if update.binding_status != BindingStatus.ACTIVE:
+        return None
+    if lease is None or lease.state is not LeaseState.LEASED or lease.expired_at(now):
+        return None
+    if lease.key is None or lease.key != _key(update):
+        return None
+    theirs = update.lease_expiration or 0
+    if lease.expiration > theirs:
+        return "ours"
+    if theirs > lease.expiration:
+        return "theirs"
+    return None
+
+
+def _key(update: Message) -> bytes | None:
+    hw = update.client_hw or b""
+    cid = update.client_id
+    if not hw and not cid:
+        return None
+    return client_key(cid, hw)

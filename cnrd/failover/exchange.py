@@ -1,0 +1,133 @@
+"""Binding updates between the lease table and the partner.
+
+:class:`Exchange` turns lease changes into BNDUPDs (through the
+:class:`~cnrd.failover.updates.Updates` window), settles the partner's
+BNDACKs, takes the partner's BNDUPDs into the table by
+:func:`cnrd.failover.bindings.decide`, and answers UPDREQ/UPDREQALL
+(:mod:`cnrd.failover.recovery`).  Messages leave through the ``send``
+callable it is given; the session decides when the link allows it.
+
+Pure module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from cnrd.failover import bindings, recovery, wire
+from cnrd.failover.recovery import Recovery
+from cnrd.failover.states import Role
+from cnrd.failover.updates import InFlight, Updates
+from cnrd.failover.wire import BindingStatus, Message, RejectReason
+from cnrd.leases.model import Lease, LeaseState
+from cnrd.leases.table import LeaseTable
+
+Log = Callable[[str, dict[str, Any]], None]
+
+_FREED_BY_ACK = (BindingStatus.EXPIRED, BindingStatus.RELEASED, BindingStatus.RESET)
+_FREED_STATES = (LeaseState.EXPIRED, LeaseState.RELEASED, LeaseState.RESET)
+
+
+class Exchange:
+    """The binding traffic of one relationship, on one side."""
+
+    def __init__(self, name: str, role: Role, table: LeaseTable, scopes: list[str], *, updates: Updates,
+                 recovery: Recovery, send: Callable[[Message, int], None], next_xid: Callable[[], int],
+                 log: Log) -> None:
+        self.name = name
+        self.role = role
+        self.table = table
+        self.scopes = scopes  # the relationship's scopes (replaced on reconfiguration)
+        self._updates = updates
+        self._recovery = recovery
+        self._send = send
+        self._next_xid = next_xid
+        self._log = log
+
+    def lease_changed(self, lease: Lease, what: str) -> None:
+        """A durable lease change: queue its update (offers are not bindings)."""
+        if lease.scope in self.scopes and lease.state is not LeaseState.OFFERED:
+            self._updates.queue(lease.address)
+
+    def pump(self, window: int, now: int) -> None:
+        """Send queued updates while fewer than ``window`` are unacknowledged."""
+        while (address := self._updates.next_due(window)) is not None:
+            msg, status, pet = bindings.bndupd(address, self.table.get(address), self._next_xid(), now)
+            self._updates.sent_update(msg.xid, InFlight(address, status, pet))
+            self._send(msg, now)
+
+    def bndack(self, msg: Message, now: int) -> None:
+        """The partner acknowledged (or refused) one of our updates."""
+        update = self._updates.acked(msg.xid, rejected=msg.reject_reason is not None)
+        if update is None:
+            return
+        address = update.address
+        if msg.reject_reason is not None:
+            self._log("failover-bndack-reject", {"pair": self.name, "address": address,
+                                                 "reason": int(msg.reject_reason), "message": msg.message_text})
+        else:
+            lease = self.table.get(address)
+            if lease is not None:
+                fields: dict[str, Any] = {}
+                if update.pet > lease.partner_time:
+                    fields["partner_time"] = update.pet
+                if update.status in _FREED_BY_ACK and lease.state in _FREED_STATES:
+                    # The partner knows: the address is free for any client (draft §5.11).
+                    fields["state"] = LeaseState.AVAILABLE
+                if fields:
+                    self.table.update(address, durable=True, from_partner=True, **fields)
+        self._settled(address, now)
+
+    def bndupd(self, msg: Message, now: int) -> Message:
+        """Take the partner's binding into the table, or refuse it; the BNDACK to send after the commit."""
+        address, status = msg.assigned_address, msg.binding_status
+        reason: RejectReason | None = None
+        text: str | None = None
+        pool = self.table.pool_of(address) if address is not None and status is not None else None
+        if address is not None and status is not None and (pool is None or pool.scope not in self.scopes):
+            reason, text = RejectReason.ILLEGAL_IP_ADDRESS, "address not in this relationship"
+        else:
+            ours = self._updates.in_flight(address) if address is not None else None
+            decision = bindings.decide(self.table.get(address) if address is not None else None, msg,
+                                       ours.status if ours is not None else None, self.role, now)
+            if decision.withdraw and address is not None:
+                # Theirs wins: ours is withdrawn, and for an update request in
+                # progress the partner now knows this binding (it sent it).
+                self._updates.withdraw(address)
+                self._settled(address, now)
+            if decision.reject is not None:
+                reason, text = decision.reject
+            elif address is not None and pool is not None:
+                self.table.update(address, durable=True, from_partner=True, event="partner-update", now=now,
+                                  scope=pool.scope, **decision.fields)
+                if decision.keep_ours:
+                    self._updates.queue(address)
+        self._updates.count_received()
+        if reason is not None:
+            self._log("failover-bndupd-reject", {"pair": self.name, "address": address, "reason": int(reason),
+                                                 "message": text})
+        return wire.bndack(msg.xid, now, assigned_address=address,  # type: ignore[arg-type]
+                           reject_reason=int(reason) if reason else None, message=text)
+
+    def updreq(self, msg: Message, now: int, *, everything: bool) -> None:
+        """Answer the partner's UPDREQALL (``everything``) or UPDREQ; UPDDONE follows the last ack."""
+        scopes = set(self.scopes)
+        if everything:
+            extra = recovery.everything(self.table, scopes)
+            due = set(extra)
+        else:
+            due = self._updates.outstanding()
+            extra = recovery.missed(self.table, scopes)
+            due.update(extra)
+        for address in extra:
+            self._updates.queue(address, durable=False)
+        # Addresses already in flight count once their current update is acked.
+        xid = self._recovery.answer(msg.xid, due)
+        if xid is not None:
+            self._send(wire.upddone(xid, now), now)
+
+    def _settled(self, address: int, now: int) -> None:
+        xid = self._recovery.settled(address)
+        if xid is not None:
+            self._send(wire.upddone(xid, now), now)

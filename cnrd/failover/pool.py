@@ -1,0 +1,88 @@
+"""The pool split between main and backup, and the PARTNER-DOWN reclaim sweep.
+
+The main hands the backup its share (backup-pct, or half with load
+balancing) of each scope's free addresses on reaching NORMAL, on POOLREQ
+and hourly (:func:`rebalance`).  In PARTNER-DOWN, :class:`Reclaim` frees
+expired and released leases once the partner can no longer hold them.
+
+Pure module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+
+from cnrd.leases.model import Lease, LeaseState
+from cnrd.leases.table import LeaseTable
+
+REBALANCE_INTERVAL = 3600  # the main tops the backup's share up hourly (CNR)
+RECLAIM_BATCH = 20000  # leases examined per tick by the PARTNER-DOWN reclaim sweep
+RECLAIM_PASS_INTERVAL = 60  # seconds between the starts of two sweeps
+
+
+def shares(scopes: Collection[str], *, backup_pct: float, load_balancing: bool,
+           scope_pct: Mapping[str, float]) -> dict[str, float]:
+    """The backup's percentage of each scope: half with load balancing, else the
+    scope's own backup-pct where it has one, else the pair's."""
+    if load_balancing:
+        return {name: 50.0 for name in scopes}
+    return {name: scope_pct.get(name, backup_pct) for name in scopes}
+
+
+def rebalance(table: LeaseTable, share: Mapping[str, float], now: int) -> int:
+    """Move FREE addresses to BACKUP until each scope's share is met; how many moved."""
+    moved = 0
+    for name, pct in share.items():
+        pool = table.pools.get(name)
+        if pool is None:
+            continue
+        available = pool.free_count() + pool.backup_count()
+        want = int(available * pct / 100)
+        for _ in range(max(want - pool.backup_count(), 0)):
+            address = table.allocate(name, b"", owner="main")
+            if address is None:
+                break
+            table.update(address, durable=True, event="backup", now=now, state=LeaseState.BACKUP,
+                         scope=name, hw=b"", client_id=None, expiration=0, start=now)
+            moved += 1
+    return moved
+
+
+def holds_leases(table: LeaseTable, scopes: Collection[str]) -> bool:
+    """True when any address of ``scopes`` has a record other than the backup's share."""
+    return any(lease.scope in scopes and lease.state is not LeaseState.BACKUP for lease in table.leases.values())
+
+
+class Reclaim:
+    """PARTNER-DOWN: free expired and released leases the partner can no longer hold.
+
+    Such an address may be in use by a client of the partner until MCLT past
+    the later of the partner-down time and the latest expiration the partner
+    may know of (the potential expiration we sent or it acknowledged); after
+    that it is free for any client.  The table is examined RECLAIM_BATCH
+    leases per call so a large one never stalls the caller.
+    """
+
+    def __init__(self) -> None:
+        self._todo: list[int] = []  # addresses left to examine in this pass
+        self._next = 0  # earliest start of the next pass
+
+    def step(self, table: LeaseTable, scopes: Collection[str], *, since: int, mclt: int, now: int) -> None:
+        """Examine the next batch; ``since`` is the start of PARTNER-DOWN."""
+        if now < since + mclt:
+            return
+        if not self._todo:
+            if now < self._next:
+                return
+            self._todo = list(table.leases)
+            self._next = now + RECLAIM_PASS_INTERVAL
+        batch, self._todo = self._todo[-RECLAIM_BATCH:], self._todo[:-RECLAIM_BATCH]
+        for address in batch:
+            lease = table.get(address)
+            if lease is None or lease.scope not in scopes \
+                    or lease.state not in (LeaseState.EXPIRED, LeaseState.RELEASED):
+                continue
+            told = max(since, lease.expiration if 0 < lease.expiration < Lease.INFINITE else 0,
+                       lease.potential_expiration, lease.partner_time)
+            if now >= told + mclt:
+                table.update(address, durable=True, event="reclaim", now=now, state=LeaseState.AVAILABLE)
