@@ -1,8 +1,8 @@
-"""The failover link on Twisted: TCP 647 in and out, bytes to and from a Peer.
+"""The failover link on Twisted: TCP 647 in and out, bytes to and from a session.
 
 Thin by design: :class:`FailoverProtocol` frames the stream with
 :class:`~cnrd.failover.wire.Framer` and hands messages to the pure
-:class:`~cnrd.failover.peer.Peer`; :class:`FailoverService` owns the
+:class:`~cnrd.failover.session.FailoverSession`; :class:`FailoverService` owns the
 listener, the outgoing connection (a ClientService with backoff on the
 injected reactor), a one-second tick, and the rule that binding
 acknowledgements leave only after the lease store has committed what they
@@ -19,11 +19,12 @@ connect; anything else is closed at once and logged.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from twisted.application import service
 from twisted.application.internet import ClientService
 from twisted.internet import endpoints
+from twisted.internet.interfaces import IAddress, IListeningPort, IReactorTCP, IReactorTime, ITCPTransport, ITransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -31,7 +32,8 @@ from twisted.python.failure import Failure
 
 from cnrd.ops import logs
 from cnrd.failover import wire
-from cnrd.failover.peer import Peer
+from cnrd.failover.session import FailoverSession
+from cnrd.failover.states import Role
 from cnrd.failover.wire import FailoverWireError, MessageType
 from cnrd.text import int_to_ip
 
@@ -47,19 +49,26 @@ class FailoverProtocol(Protocol):
         self.framer = wire.Framer()
         self.active = False
 
+    @property
+    def tcp(self) -> ITCPTransport:
+        """The connection's transport (set from connectionMade on)."""
+        assert self.transport is not None
+        # Declared as ITransport; what the reactor (or a test) connects has the TCP methods too.
+        return cast(ITCPTransport, self.transport)
+
     def connectionMade(self) -> None:
-        peer_host = self.transport.getPeer().host
+        peer_host = getattr(self.tcp.getPeer(), "host", None)
         if peer_host != self.owner.partner_ip:
             log.warn("failover {pair}: connection from {host} refused: not the partner ({partner})",
-                     pair=self.owner.peer.name, host=peer_host, partner=self.owner.partner_ip)
-            self.transport.abortConnection()
+                     pair=self.owner.session.name, host=peer_host, partner=self.owner.partner_ip)
+            self.tcp.abortConnection()
             return
         if self.owner.link is not None:
             # One link per relationship (ISC rejects a duplicate connection, 7).
             if self.owner.activity():
-                log.info("failover {pair}: second connection from {host} closed", pair=self.owner.peer.name,
+                log.info("failover {pair}: second connection from {host} closed", pair=self.owner.session.name,
                          host=peer_host)
-            self.transport.loseConnection()
+            self.tcp.loseConnection()
             return
         self.active = True
         self.owner.link_up(self)
@@ -73,16 +82,16 @@ class FailoverProtocol(Protocol):
             messages = self.framer.feed(data)
         except FailoverWireError as e:
             for msg in e.preceding:
-                owner.peer.receive(msg, now)
-            owner.protocol_error(e, now)
+                owner.session.receive(msg, now)
+            owner.session.refuse(e, now)
             owner.flush()
             return
         detail = owner.detail_on()
         for msg in messages:
             if detail and msg.type in (MessageType.BNDUPD, MessageType.BNDACK):
-                log.info("failover {pair}: received DHCP{type} {msg}", pair=owner.peer.name,
+                log.info("failover {pair}: received DHCP{type} {msg}", pair=owner.session.name,
                          type=MessageType(msg.type).name, msg=_describe(msg))
-            owner.peer.receive(msg, now)
+            owner.session.receive(msg, now)
         owner.flush()
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
@@ -96,7 +105,7 @@ class _Factory(Factory):
         self.owner = owner
         self.outgoing = outgoing
 
-    def buildProtocol(self, addr: Any) -> FailoverProtocol:
+    def buildProtocol(self, addr: IAddress) -> FailoverProtocol:
         return FailoverProtocol(self.owner, self.outgoing)
 
 
@@ -117,8 +126,8 @@ class FailoverService(service.MultiService):
 
     def __init__(
         self,
-        peer: Peer,
-        reactor: Any,
+        session: FailoverSession,
+        reactor: IReactorTCP,
         *,
         local_ip: str,
         partner_ip: str,
@@ -127,11 +136,12 @@ class FailoverService(service.MultiService):
         detail: bool = False,
         log_settings: Callable[[], frozenset[str]] = frozenset,
     ) -> None:
-        super().__init__()
-        self.peer = peer
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.session = session
         self.reactor = reactor
-        self.local_ip = local_ip
-        self.partner_ip = partner_ip
+        self.clock = IReactorTime(reactor)
+        self._local_ip = local_ip
+        self._partner_ip = partner_ip
         self.port = port
         self.commit = commit
         # Per-message BNDUPD/BNDACK lines: always with ``detail``, else while
@@ -141,13 +151,23 @@ class FailoverService(service.MultiService):
         self.log_settings = log_settings
         self.link: FailoverProtocol | None = None
         self._tick = LoopingCall(self._on_tick)
-        self._tick.clock = reactor
-        self._listening: Any = None
+        self._tick.clock = self.clock
+        self._listening: IListeningPort | None = None
         self._client: ClientService | None = None
-        self.setName(f"failover-{peer.name}")
+        self.setName(f"failover-{session.name}")  # type: ignore[no-untyped-call]
+
+    @property
+    def local_ip(self) -> str:
+        """Our address in the relationship (we listen on it and dial from it)."""
+        return self._local_ip
+
+    @property
+    def partner_ip(self) -> str:
+        """The partner's address: the only one allowed to connect."""
+        return self._partner_ip
 
     def now(self) -> int:
-        return int(self.reactor.seconds())
+        return int(self.clock.seconds())
 
     def detail_on(self) -> bool:
         """True when BNDUPD/BNDACK messages are logged one by one (log-settings failover-detail)."""
@@ -158,27 +178,27 @@ class FailoverService(service.MultiService):
         return logs.shown(logs.ACTIVITY, self.log_settings())
 
     def startService(self) -> None:
-        super().startService()
+        super().startService()  # type: ignore[no-untyped-call]
         factory = _Factory(self)
         listen = endpoints.TCP4ServerEndpoint(self.reactor, self.port, interface=self.local_ip)
         d = listen.listen(factory)
         d.addCallbacks(self._listening_on, self._listen_failed)
-        if self.peer.role.value == "main":
+        if self.session.role is Role.MAIN:
             dial = endpoints.TCP4ClientEndpoint(self.reactor, self.partner_ip, self.port, timeout=5,
                                                 bindAddress=(self.local_ip, 0))
-            # Redial within seconds, as ISC does (5 s), never slower than 10 s.
+            # Redial within seconds, as ISC does: backing off from 1 s to at most 5 s.
             self._client = ClientService(dial, _Factory(self, outgoing=True), retryPolicy=_retry,
-                                         clock=self.reactor)
+                                         clock=self.clock)
             self._client.startService()
         self._tick.start(1, now=False)
 
-    def _listening_on(self, port: Any) -> None:
+    def _listening_on(self, port: IListeningPort) -> None:
         self._listening = port
         if self.activity():
-            log.info("failover {pair}: listening on {ip}:{port}", pair=self.peer.name, ip=self.local_ip, port=self.port)
+            log.info("failover {pair}: listening on {ip}:{port}", pair=self.session.name, ip=self.local_ip, port=self.port)
 
     def _listen_failed(self, failure: Failure) -> None:
-        log.error("failover {pair}: cannot listen on {ip}:{port}: {error}", pair=self.peer.name,
+        log.error("failover {pair}: cannot listen on {ip}:{port}: {error}", pair=self.session.name,
                   ip=self.local_ip, port=self.port, error=failure.getErrorMessage())
 
     def stopService(self) -> Any:
@@ -188,13 +208,13 @@ class FailoverService(service.MultiService):
             self._client.stopService()
         if self.link is not None:
             link = self.link
-            link.transport.abortConnection()
+            link.tcp.abortConnection()
             # Record the lost link now: the transport reports it only on a
             # later reactor turn, after the DHCP service has closed the store.
             self.link_down(link)
         if self._listening is not None:
             self._listening.stopListening()
-        return super().stopService()
+        return super().stopService()  # type: ignore[no-untyped-call]
 
     # -- link events -----------------------------------------------------
     def link_up(self, proto: FailoverProtocol) -> None:
@@ -203,51 +223,45 @@ class FailoverService(service.MultiService):
             # The partner dialled first: stop dialling while this link lasts.
             self._client.stopService()
         if self.activity():
-            log.info("failover {pair}: connected to {partner}", pair=self.peer.name, partner=self.partner_ip)
-        self.peer.connection_made(self.now())
+            log.info("failover {pair}: connected to {partner}", pair=self.session.name, partner=self.partner_ip)
+        self.session.connection_made(self.now())
         self.flush()
 
     def link_down(self, proto: FailoverProtocol) -> None:
         if self.link is proto:
             self.link = None
             if self.activity():
-                log.info("failover {pair}: link to {partner} closed", pair=self.peer.name, partner=self.partner_ip)
-            self.peer.connection_lost(self.now())
+                log.info("failover {pair}: link to {partner} closed", pair=self.session.name,
+                         partner=self.partner_ip)
+            self.session.connection_lost(self.now())
             self.flush()
             if self._client is not None and not self._client.running and self.running:
                 self._client.startService()
 
-    def protocol_error(self, error: FailoverWireError, now: int) -> None:
-        """A malformed message: reject or disconnect with the draft's reason, then drop the link."""
-        msg = error.message
-        reason = int(error.reject_reason or wire.RejectReason.UNKNOWN)
-        # Through the peer, so it is logged like its own rejects and a CONNECT
-        # without a valid hash bucket map counts as a configuration mismatch.
-        self.peer.record_reject(reason, f"bad message from partner: {error.reason}")
-        if msg is not None and msg.type == MessageType.CONNECT:
-            out = wire.connectack(msg.xid, now, relationship_name=msg.get(wire.Option.RELATIONSHIP_NAME),
-                                  vendor_class="cnrd", reject_reason=reason, message=error.reason)
-        else:
-            out = wire.disconnect(0, now, reject_reason=reason, message=error.reason)
-        self.peer.out.send.append(out)
-        self.peer.out.close = True
+    def drop_link(self) -> bool:
+        """Close the current link (the partner redials or is redialled); False when there is none."""
+        link = self.link
+        if link is None:
+            return False
+        link.tcp.loseConnection()
+        return True
 
     # -- output ----------------------------------------------------------
     def _on_tick(self) -> None:
-        self.peer.tick(self.now())
+        self.session.tick(self.now())
         self.flush()
 
     def flush(self) -> None:
-        """Send the peer's messages; BNDACKs (and a close) only once its changes are durable."""
-        peer = self.peer
-        peer.pump(self.now())
-        out = peer.take()
+        """Send the session's messages; BNDACKs (and a close) only once its changes are durable."""
+        session = self.session
+        session.pump(self.now())
+        out = session.take()
         link = self.link
         if link is not None:
             for msg in out.send:
-                self._write(link.transport, msg)
+                self._write(link.tcp, msg)
         if not out.acks and not out.close:
-            # The commit collects peer.take_persist() with the lease changes.
+            # The commit collects session.take_persist() with the lease changes.
             self.commit(lambda ok: None)
             return
 
@@ -256,21 +270,21 @@ class FailoverService(service.MultiService):
                 return  # that link is gone; the partner resends what it did not see acked
             if ok:
                 for msg in out.acks:
-                    self._write(link.transport, msg)
+                    self._write(link.tcp, msg)
             else:
-                log.error("failover {pair}: store commit failed; {n} BNDACKs withheld", pair=peer.name,
+                log.error("failover {pair}: store commit failed; {n} BNDACKs withheld", pair=session.name,
                           n=len(out.acks))
             if out.close:
-                link.transport.loseConnection()
+                link.tcp.loseConnection()
 
         self.commit(durable)
 
-    def _write(self, transport: Any, msg: wire.Message) -> None:
+    def _write(self, transport: ITransport, msg: wire.Message) -> None:
         if msg.type in (MessageType.BNDUPD, MessageType.BNDACK) and self.detail_on():
-            log.info("failover {pair}: sending DHCP{type} {msg}", pair=self.peer.name,
+            log.info("failover {pair}: sending DHCP{type} {msg}", pair=self.session.name,
                      type=MessageType(msg.type).name, msg=_describe(msg))
         transport.write(wire.encode(msg))
 
 
 def _retry(attempt: int) -> float:
-    return min(1.0 * (2 ** min(attempt, 4)), 5.0)
+    return min(1.0 * 2.0 ** min(attempt, 4), 5.0)

@@ -4,14 +4,13 @@ The state is persisted, sent in STATE messages and compared with the spec,
 so it is an enum with explicit transition tables rather than a framework
 machine: each table below is one row group of the draft's §9.2 figure as
 ISC dhcpd 4.4 implements it (where the two differ, ISC wins, since an ISC
-server must be able to sit on the other side; see
-shared/docs/failover-protocol.md §8).
+server must be able to sit on the other side).
 
-Inputs are the events a peer session sees: communication established or
+Inputs are the events a failover session sees: communication established or
 lost, a partner STATE, an operator's partner-down, the safe period running
 out, an UPDDONE, the RECOVER-WAIT timer.  Outputs are the next state; what a
 state obliges the server to do (send UPDREQALL, refuse clients ...) is
-asked of :func:`service` and the peer session.
+asked of :func:`service` and the session.
 
 Pure module.
 """
@@ -23,9 +22,9 @@ from dataclasses import dataclass
 
 from cnrd.failover.wire import ServerState as S
 
-__all__ = ["S", "Role", "Service", "Transition", "startup", "on_comm_ok", "on_comm_fail",
+__all__ = ["S", "Role", "Service", "Transition", "startup", "on_comm_fail",
            "on_partner_state", "on_partner_down_command", "on_safe_period", "on_upddone",
-           "on_recover_wait_done", "service", "COMM_OK_STATES", "LABELS"]
+           "on_recover_wait_done", "service", "LABELS"]
 
 
 class Role(enum.Enum):
@@ -59,10 +58,6 @@ LABELS = {
     S.CONFLICT_DONE: "CONFLICT-DONE",
     S.RECOVER_WAIT: "RECOVER-WAIT",
 }
-
-#: States that require the partner to be reachable; a restart from one of
-#: them starts with the state communication failure would have led to.
-COMM_OK_STATES = frozenset({S.NORMAL, S.POTENTIAL_CONFLICT, S.CONFLICT_DONE})
 
 _SERVICE = {
     S.NORMAL: Service.BALANCED,
@@ -110,17 +105,6 @@ def on_comm_fail(state: S) -> Transition | None:
     return Transition(nxt, "communication lost") if nxt else None
 
 
-def on_startup_timeout(previous: S) -> S:
-    """STARTUP ended without hearing the partner: the previous state's comm-fail result."""
-    t = on_comm_fail(previous)
-    return t.new if t else previous
-
-
-def on_comm_ok(state: S, previous: S) -> S:
-    """Leaving STARTUP once the partner is heard: back to the previous state."""
-    return previous if state is S.STARTUP else state
-
-
 # (our state, partner state) -> our next state, for a partner STATE received
 # while connected.  Missing pairs mean: stay.  Derived from §9.2 and ISC.
 _ON_PARTNER: dict[S, dict[S, S]] = {
@@ -139,7 +123,7 @@ _ON_PARTNER: dict[S, dict[S, S]] = {
         S.COMMUNICATIONS_INTERRUPTED: S.NORMAL,
         S.RECOVER_DONE: S.NORMAL,
         S.RECOVER_WAIT: S.NORMAL,
-        S.RECOVER: S.PARTNER_DOWN,  # ISC: an amnesic partner gets our PARTNER-DOWN (cap 04)
+        S.RECOVER: S.PARTNER_DOWN,  # ISC: a partner that lost its database gets our PARTNER-DOWN
         S.PARTNER_DOWN: S.POTENTIAL_CONFLICT,
         S.POTENTIAL_CONFLICT: S.POTENTIAL_CONFLICT,
         S.CONFLICT_DONE: S.POTENTIAL_CONFLICT,

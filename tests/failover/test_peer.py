@@ -1,6 +1,6 @@
-"""Two in-process failover peers joined by an in-memory link, on a Clock.
+"""Two in-process failover sessions joined by an in-memory link, on a Clock.
 
-Each side is a real LeaseTable + DhcpServer + Peer; messages cross as bytes
+Each side is a real LeaseTable + DhcpServer + FailoverSession; messages cross as bytes
 through the wire codec and the Framer, and BNDACKs leave only after the
 receiving side's "commit" (take_dirty), as the adapter does.
 """
@@ -14,7 +14,7 @@ from cnrd.dhcp.packet import MessageType as M
 from cnrd.dhcp.packet import ip_to_int
 from cnrd.dhcp.server import DhcpServer, RxInfo
 from cnrd.failover import wire
-from cnrd.failover.peer import Peer
+from cnrd.failover.session import FailoverSession
 from cnrd.failover.states import S, Role
 from cnrd.leases.model import LeaseState
 from cnrd.leases.table import LeaseTable
@@ -46,25 +46,26 @@ T0 = 1_800_000_000
 
 
 class Side:
-    def __init__(self, role: Role, now: int, stored=None, queue=()):
+    def __init__(self, role: Role, now: int, stored=None, queue=(), table=None):
         self.config = loads(CONFIG.format(name=role.value))
-        self.table = LeaseTable()
+        self.table = LeaseTable() if table is None else table
         self.server = DhcpServer(self.config, self.table)
         self.server.set_interfaces([IFACE])
         for pool in self.table.pools.values():
             pool.failover = True
         self.log = []
-        self.peer = Peer(self.config.failover_pairs["examplepair"], role, self.table, ["lan"], now=now,
-                         stored_state=stored, stored_queue=list(queue),
-                         log=lambda e, f: self.log.append((e, f)))
-        self.server.gates["lan"] = self.peer
+        self.session = FailoverSession(self.config.failover_pairs["examplepair"], role, self.table, ["lan"],
+                                       now=now, stored_state=stored, stored_queue=list(queue),
+                                       log=lambda e, f: self.log.append((e, f)))
+        self.table.listeners.append(self.session.lease_changed)
+        self.server.gates["lan"] = self.session.gate
         self.framer = wire.Framer()
         self.persisted = {}
         self.wire_log = []
 
 
 class Link:
-    """Moves the peers' output across, committing before acks like the adapter."""
+    """Moves the sessions' output across, committing before acks like the adapter."""
 
     def __init__(self, a: Side, b: Side, now: int):
         self.a, self.b, self.now = a, b, now
@@ -72,14 +73,14 @@ class Link:
 
     def connect(self):
         self.up = True
-        self.a.peer.connection_made(self.now)
-        self.b.peer.connection_made(self.now)
+        self.a.session.connection_made(self.now)
+        self.b.session.connection_made(self.now)
         self.settle()
 
     def drop(self):
         self.up = False
-        self.a.peer.connection_lost(self.now)
-        self.b.peer.connection_lost(self.now)
+        self.a.session.connection_lost(self.now)
+        self.b.session.connection_lost(self.now)
         self.settle()
 
     def settle(self, rounds: int = 2000):
@@ -90,10 +91,13 @@ class Link:
         raise AssertionError("link never settled")
 
     def _flush(self, src: Side, dst: Side) -> int:
-        src.peer.pump(self.now)  # the adapter does this after each DHCP batch
-        out = src.peer.take()
+        src.session.pump(self.now)  # the adapter does this after each DHCP batch
+        return self.carry(src, dst, src.session.take())
+
+    def carry(self, src: Side, dst: Side, out) -> int:
+        """Commit ``src``'s changes and deliver its output ``out`` to ``dst``; how many messages."""
         src.table.take_dirty()  # the commit
-        src.persisted.update(src.peer.take_persist())
+        src.persisted.update(src.session.take_persist())
         msgs = out.send + out.acks
         if out.close and self.up:
             self.drop()
@@ -103,14 +107,14 @@ class Link:
             data = wire.encode(m)
             src.wire_log.append(m)
             for got in dst.framer.feed(data):
-                dst.peer.receive(got, self.now)
+                dst.session.receive(got, self.now)
         return len(msgs)
 
     def advance(self, seconds: int, step: int = 1):
         for _ in range(0, seconds, step):
             self.now += step
-            self.a.peer.tick(self.now)
-            self.b.peer.tick(self.now)
+            self.a.session.tick(self.now)
+            self.b.session.tick(self.now)
             self.settle()
 
 
@@ -135,16 +139,11 @@ def restart(side: Side, role: Role, now: int, queue) -> Side:
     """The same server after a restart: its table (the store), stored state and queue."""
     table = side.table
     table.listeners.clear()
-    reborn = Side(role, now, stored=side.persisted.get("failover/examplepair/state"), queue=queue)
-    reborn.table = table
-    reborn.peer.table = table
-    table.listeners.append(reborn.peer._lease_changed)
-    reborn.server = DhcpServer(reborn.config, table)
-    return reborn
+    return Side(role, now, stored=side.persisted.get("failover/examplepair/state"), queue=queue, table=table)
 
 
 def states(main, backup):
-    return main.peer.state, backup.peer.state
+    return main.session.state, backup.session.state
 
 
 def test_fresh_pair_recovers_then_normal_and_backup_gets_its_share():
@@ -160,7 +159,7 @@ def test_fresh_pair_recovers_then_normal_and_backup_gets_its_share():
     # the backup asked for its pool (CNR), the main answered
     assert any(m.type == wire.MessageType.POOLREQ for m in backup.wire_log)
     assert any(m.type == wire.MessageType.POOLRESP for m in main.wire_log)
-    assert main.peer.unacked == {} and backup.peer.unacked == {}
+    assert main.session.updates.unacked == {} and backup.session.updates.unacked == {}
     assert main.persisted["failover/examplepair/state"]
 
 
@@ -226,25 +225,25 @@ def test_silent_partner_times_out_and_contact_keeps_link_alive():
     link.up = False
     for _ in range(8):
         link.now += 1
-        main.peer.tick(link.now)
-    out = main.peer.take()
+        main.session.tick(link.now)
+    out = main.session.take()
     assert out.close
-    main.peer.connection_lost(link.now)
-    assert main.peer.state is S.COMMUNICATIONS_INTERRUPTED
+    main.session.connection_lost(link.now)
+    assert main.session.state is S.COMMUNICATIONS_INTERRUPTED
 
 
 def test_connect_rejects_wrong_name_skew_and_mclt():
     backup = Side(Role.BACKUP, T0)
-    backup.peer.connection_made(T0)
+    backup.session.connection_made(T0)
 
     def answer(**kw):
         args = dict(relationship_name="examplepair", max_unacked=10, receive_timer=6,
                     vendor_class="isc-4.4.3-P1", mclt=60, hba=wire.hba_from_split(128))
         args.update(kw)
         msg_time = args.pop("time", T0)
-        backup.peer.handshaken = False
-        backup.peer.receive(wire.connect(0, msg_time, **args), T0)
-        out = backup.peer.take()
+        backup.session.link.handshaken = False
+        backup.session.receive(wire.connect(0, msg_time, **args), T0)
+        out = backup.session.take()
         return out.send[0], out.close
 
     ack, close = answer(relationship_name="other")
@@ -265,7 +264,7 @@ def test_unacked_updates_survive_restart_through_the_persisted_queue():
     offer = main.server.handle(request(M.DISCOVER, mac(3)), bc, link.now)
     main.server.handle(request(M.REQUEST, mac(3), o50=u32(offer.packet.yiaddr),
                                o54=u32(ip_to_int("10.1.0.1"))), bc, link.now)
-    main.persisted.update(main.peer.take_persist())  # the commit
+    main.persisted.update(main.session.take_persist())  # the commit
     queue = [int(k.rsplit("/", 1)[1], 16) for k, v in main.persisted.items() if "/q/" in k and v is not None]
     assert offer.packet.yiaddr in queue
     reborn = restart(main, Role.MAIN, link.now, queue)
@@ -282,15 +281,15 @@ def test_change_while_update_in_flight_is_sent_after_the_ack():
     offer = main.server.handle(request(M.DISCOVER, mac(4)), bc, link.now)
     yi = offer.packet.yiaddr
     main.server.handle(request(M.REQUEST, mac(4), o50=u32(yi), o54=u32(ip_to_int("10.1.0.1"))), bc, link.now)
-    main.peer.pump(link.now)  # the ACTIVE update is now in flight, unacked
-    assert yi in main.peer.inflight
+    main.session.pump(link.now)  # the ACTIVE update is now in flight, unacked
+    assert yi in main.session.updates.inflight
     # the client releases before the partner acknowledged
     main.server.handle(request(M.RELEASE, mac(4), ciaddr=yi), bc, link.now)
     link.settle()
     # the backup ends with the release, not the stale ACTIVE binding
     assert backup.table.get(yi).state is LeaseState.AVAILABLE
     assert main.table.get(yi).state is LeaseState.AVAILABLE  # freed once the partner acked the release
-    assert not main.peer.pending and not main.peer.inflight
+    assert not main.session.updates.pending and not main.session.updates.inflight
 
 
 def test_fresh_backup_joining_a_main_that_was_normal_gets_everything():
@@ -308,15 +307,11 @@ def test_fresh_backup_joining_a_main_that_was_normal_gets_everything():
     stored = main.persisted["failover/examplepair/state"]
     table = main.table
     table.listeners.clear()
-    reborn = Side(Role.MAIN, link.now, stored=stored)
-    reborn.table = table
-    reborn.peer.table = table
-    table.listeners.append(reborn.peer._lease_changed)
-    reborn.server = DhcpServer(reborn.config, table)
+    reborn = Side(Role.MAIN, link.now, stored=stored, table=table)
     fresh = Side(Role.BACKUP, link.now)
     link2 = Link(reborn, fresh, link.now)
     link2.connect()
-    assert fresh.peer.state in (S.RECOVER_WAIT, S.RECOVER_DONE, S.NORMAL)
+    assert fresh.session.state in (S.RECOVER_WAIT, S.RECOVER_DONE, S.NORMAL)
     assert any(m.type == wire.MessageType.UPDREQALL for m in fresh.wire_log), "\n".join(map(str, fresh.log + [("MAIN",)] + reborn.log))
     link2.advance(61)
     assert states(reborn, fresh) == (S.NORMAL, S.NORMAL)
@@ -327,32 +322,32 @@ def test_fresh_backup_joining_a_main_that_was_normal_gets_everything():
 
 def test_two_mains_and_two_backups_are_refused():
     main = Side(Role.MAIN, T0)
-    main.peer.connection_made(T0)
-    main.peer.take()
-    main.peer.receive(wire.connect(0, T0, relationship_name="examplepair", max_unacked=10, receive_timer=6,
+    main.session.connection_made(T0)
+    main.session.take()
+    main.session.receive(wire.connect(0, T0, relationship_name="examplepair", max_unacked=10, receive_timer=6,
                                    vendor_class="x", mclt=60, hba=wire.hba_from_split(256)), T0)
-    out = main.peer.take()
+    out = main.session.take()
     assert out.send[0].type == wire.MessageType.CONNECTACK
     assert out.send[0].reject_reason == wire.RejectReason.INVALID_PARTNER and out.close
     backup = Side(Role.BACKUP, T0)
-    backup.peer.connection_made(T0)
-    backup.peer.receive(wire.connectack(0, T0, relationship_name="examplepair", vendor_class="x",
+    backup.session.connection_made(T0)
+    backup.session.receive(wire.connectack(0, T0, relationship_name="examplepair", vendor_class="x",
                                         max_unacked=10, receive_timer=6), T0)
-    out = backup.peer.take()
+    out = backup.session.take()
     assert out.send[-1].type == wire.MessageType.DISCONNECT and out.close
 
 
 def _from_partner(side: Side, msg, now: int) -> list:
     """Deliver one message as if from the partner; what the side answers."""
     for got in side.framer.feed(wire.encode(msg)):
-        side.peer.receive(got, now)
-    return side.peer.take().acks
+        side.session.receive(got, now)
+    return side.session.take().acks
 
 
 def test_restarted_backup_resending_a_stale_free_does_not_take_a_partner_down_lease():
-    # bench/chaos found this: the backup, killed with a FREE update for an
-    # address unacked, resent it after restart; the main, in PARTNER-DOWN,
-    # had leased that address since, took the FREE and lost the lease on both.
+    # The backup, killed with a FREE update for an address unacked, resends it
+    # after restart; the main, in PARTNER-DOWN, has leased that address since
+    # and must not take the FREE (draft figure 7.1.3-1, time2).
     main, backup, link = pair()
     link.connect()
     yi = dora(main, 7, link.now)
@@ -362,9 +357,9 @@ def test_restarted_backup_resending_a_stale_free_does_not_take_a_partner_down_le
     backup.table.update(yi, durable=True, event="free", now=stale, state=LeaseState.AVAILABLE, scope="lan",
                         hw=b"", client_id=None, expiration=0, cltt=stale)
     link.up = False  # kill -9: nothing more crosses
-    main.peer.connection_lost(link.now)
+    main.session.connection_lost(link.now)
     link.advance(3)
-    assert main.peer.set_partner_down(link.now)
+    assert main.session.set_partner_down(link.now)
     link.advance(6)
     # leases granted before it queue ahead of its ACTIVE update, so the
     # backup's stale FREE reaches the main before the main's update leaves
@@ -373,7 +368,8 @@ def test_restarted_backup_resending_a_stale_free_does_not_take_a_partner_down_le
     assert dora(main, 7, link.now) == yi
     assert main.table.get(yi).state is LeaseState.LEASED
     reborn = restart(backup, Role.BACKUP, link.now, [yi])
-    reborn.peer.pair = dataclasses.replace(reborn.peer.pair, max_unacked_updates=1)
+    reborn.session.reconfigure(dataclasses.replace(reborn.session.pair, max_unacked_updates=1), ["lan"], {}, None,
+                               link.now)
     link.b = reborn
     link.connect()
     link.advance(200, step=5)
@@ -389,7 +385,7 @@ def test_stale_free_backup_expired_or_release_is_refused_for_an_unexpired_lease(
     link.connect()
     link.drop()
     link.advance(10)
-    assert main.peer.set_partner_down(link.now)
+    assert main.session.set_partner_down(link.now)
     link.advance(5)
     yi = dora(main, 7, link.now)
     assert main.table.get(yi).state is LeaseState.LEASED
@@ -414,15 +410,15 @@ def test_stale_free_backup_expired_or_release_is_refused_for_an_unexpired_lease(
 
 
 def test_both_servers_acked_the_client_the_longer_lease_wins_on_both():
-    # bench/chaos found this: partitioned, the backup in PARTNER-DOWN renewed a
-    # client for the full time while the main, COMMUNICATIONS-INTERRUPTED,
-    # gave the same client the MCLT; the primary's shorter binding won the
-    # duel, ran out, and the lease the client held was lost on both servers.
+    # Partitioned, the backup in PARTNER-DOWN renews a client for the full time
+    # while the main, COMMUNICATIONS-INTERRUPTED, gives the same client the
+    # MCLT; the client may hold either lease, so the longer one must win the
+    # duel on both servers whoever is primary.
     main, backup, link = pair()
     link.connect()
     yi = dora(main, 7, link.now)
-    main.peer.pump(link.now)  # our ACTIVE update is in flight, not yet acked
-    assert yi in main.peer.inflight
+    main.session.pump(link.now)  # our ACTIVE update is in flight, not yet acked
+    assert yi in main.session.updates.inflight
     ours = main.table.get(yi)
     assert ours.expiration - link.now <= 60  # a first lease: the MCLT
     longer = link.now + 3600
@@ -438,10 +434,12 @@ def test_both_servers_acked_the_client_the_longer_lease_wins_on_both():
             701, link.now, assigned_address=yi, binding_status=wire.BindingStatus.ACTIVE,
             lease_expiration=link.now + 30, potential_expiration=link.now + 3630, start_time_of_state=link.now,
             client_hw=b"\x01" + mac(7), cltt=link.now + 1))):
-        main.peer.receive(got, link.now + 1)
-    assert [a.reject_reason for a in main.peer.out.acks] == [None]
+        main.session.receive(got, link.now + 1)
+    out = main.session.take()
+    assert [a.reject_reason for a in out.acks] == [None]
     assert main.table.get(yi).expiration == longer
-    assert yi in main.peer.inflight  # and the partner is told the longer one back
+    assert yi in main.session.updates.inflight  # and the partner is told the longer one back
+    link.carry(main, backup, out)
     link.settle()
     assert backup.table.get(yi).expiration == longer
     assert main.table.get(yi).state is backup.table.get(yi).state is LeaseState.LEASED

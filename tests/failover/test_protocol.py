@@ -8,15 +8,22 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from cnrd.failover import wire
 from cnrd.failover.protocol import FailoverProtocol, FailoverService
 from tests.failover.test_peer import T0, Side
-from cnrd.failover.states import Role
+from cnrd.failover import record
+from cnrd.failover.states import Role, S
 
 
-def make(role=Role.BACKUP):
+# a backup that was NORMAL with its partner when it stopped
+NORMAL_RECORD = record.pack(record.StateRecord(
+    state=S.NORMAL, stos=T0, partner_state=S.NORMAL, partner_stos=T0, mclt=60, previous=S.NORMAL, talked=True,
+    role_code=record.role_code(Role.BACKUP)))
+
+
+def make(role=Role.BACKUP, stored=None):
     reactor = MemoryReactorClock()
     reactor.advance(T0)
-    side = Side(role, T0)
+    side = Side(role, T0, stored=stored)
     commits = []
-    svc = FailoverService(side.peer, reactor, local_ip="10.1.0.2", partner_ip="10.1.0.1", port=647,
+    svc = FailoverService(side.session, reactor, local_ip="10.1.0.2", partner_ip="10.1.0.1", port=647,
                           commit=lambda then: (commits.append(1), then(True)))
     return svc, side, commits
 
@@ -36,7 +43,7 @@ def test_stranger_is_refused_at_once():
     svc, side, _ = make()
     proto, transport = connect(svc, "10.1.0.77")
     assert transport.disconnecting and svc.link is None
-    assert not side.peer.connected
+    assert not side.session.status().connected
 
 
 def test_garbage_gets_disconnect_and_close():
@@ -75,15 +82,19 @@ def test_good_connect_is_answered_and_acks_wait_for_commit():
 
 
 def test_stopping_records_the_lost_link_while_the_store_is_still_open():
-    svc, side, commits = make()
+    svc, side, commits = make(stored=NORMAL_RECORD)
     svc.startService()
     proto, transport = connect(svc, "10.1.0.1")
-    side.peer.connected = side.peer.handshaken = side.peer.partner_heard = True
-    side.peer.state = wire.ServerState.NORMAL
+    # the main's handshake and STATE(NORMAL): the backup is in touch, in NORMAL
+    proto.dataReceived(wire.encode(wire.connect(0, T0, relationship_name="examplepair", max_unacked=10,
+                                                receive_timer=6, vendor_class="x", mclt=60,
+                                                hba=wire.hba_from_split(256))))
+    proto.dataReceived(wire.encode(wire.state(1, T0, server_state=int(S.NORMAL), start_time_of_state=T0)))
+    assert side.session.status().in_touch and side.session.state is S.NORMAL
     before = len(commits)
     svc.stopService()
-    # the peer knows at once (not on a later reactor turn), and its new state was committed
-    assert side.peer.state is wire.ServerState.COMMUNICATIONS_INTERRUPTED
+    # the session knows at once (not on a later reactor turn), and its new state was committed
+    assert side.session.state is wire.ServerState.COMMUNICATIONS_INTERRUPTED
     assert len(commits) > before and svc.link is None
     proto.connectionLost(None)  # the transport's own report later changes nothing
-    assert side.peer.state is wire.ServerState.COMMUNICATIONS_INTERRUPTED
+    assert side.session.state is wire.ServerState.COMMUNICATIONS_INTERRUPTED

@@ -1,6 +1,6 @@
-"""Issue 6: the seed's Table 27-3 cases over two in-process peers, on a clock.
+"""Issue 6: the seed's Table 27-3 cases over two in-process failover sessions, on a clock.
 
-Each test runs two real LeaseTable + DhcpServer + Peer sides joined by the
+Each test runs two real LeaseTable + DhcpServer + FailoverSession sides joined by the
 in-memory link of test_peer (bytes through the codec, acks after commits),
 restarts a side the way the process does (its lease records reloaded from
 their packed form, its persisted failover state and queue), and ends with an
@@ -16,7 +16,7 @@ from cnrd.dhcp.packet import MessageType as M
 from cnrd.dhcp.packet import ip_to_int
 from cnrd.dhcp.server import DhcpServer, RxInfo
 from cnrd.failover import wire
-from cnrd.failover.peer import Peer
+from cnrd.failover.session import FailoverSession
 from cnrd.failover.states import S, Role
 from cnrd.leases.model import Lease, LeaseState
 from cnrd.leases.table import LeaseTable
@@ -28,7 +28,7 @@ MCLT = 60
 
 
 class Side:
-    """One server: config, table, DHCP core and failover peer (same face as test_peer.Side)."""
+    """One server: config, table, DHCP core and failover session (same face as test_peer.Side)."""
 
     def __init__(self, role: Role, now: int, *, extra: str = "", stored=None, queue=(), leases=(),
                  failover_recover: int | None = None, enabled: bool = True):
@@ -42,29 +42,31 @@ class Side:
             pool.failover = True
         self.table.load([Lease.unpack(p) for p in leases], now)
         self.log: list = []
-        self.peer = Peer(self.config.failover_pairs["examplepair"], role, self.table, ["lan"], now=now,
-                         stored_state=stored, stored_queue=list(queue), failover_recover=failover_recover,
-                         log=lambda e, f: self.log.append((e, f)))
-        self.server.gates["lan"] = self.peer
+        self.session = FailoverSession(self.config.failover_pairs["examplepair"], role, self.table, ["lan"],
+                                       now=now, stored_state=stored, stored_queue=list(queue),
+                                       failover_recover=failover_recover, log=lambda e, f: self.log.append((e, f)))
+        self.table.listeners.append(self.session.lease_changed)
+        self.server.gates["lan"] = self.session.gate
         self.framer = wire.Framer()
         self.persisted: dict = {}
         self.wire_log: list = []
-        self.states = [self.peer.label]
+        self.states = [self.session.status().label]
         self.extra = extra
 
     def restart(self, now: int, *, lose_database: bool = False, **kw) -> "Side":
         """The same server after a process restart: what its store holds, nothing else."""
         if lose_database:
             return Side(self.role, now, extra=self.extra, **kw)
-        self.persisted.update(self.peer.take_persist())
+        self.persisted.update(self.session.take_persist())
         queue = [int(k.rsplit("/", 1)[1], 16) for k, v in self.persisted.items() if "/q/" in k and v is not None]
         packed = [lease.pack() for lease in self.table.leases.values() if lease.state is not LeaseState.OFFERED]
         return Side(self.role, now, extra=self.extra, stored=self.persisted.get("failover/examplepair/state"),
                     queue=queue, leases=packed, **kw)
 
     def track(self) -> None:
-        if self.states[-1] != self.peer.label:
-            self.states.append(self.peer.label)
+        label = self.session.status().label
+        if self.states[-1] != label:
+            self.states.append(label)
 
 
 class TrackedLink(Link):
@@ -147,7 +149,7 @@ def normal_pair(extra: str = ""):
     main, backup = Side(Role.MAIN, T0, extra=extra), Side(Role.BACKUP, T0, extra=extra)
     link = TrackedLink(main, backup, T0)
     link.connect()
-    assert (main.peer.state, backup.peer.state) == (S.NORMAL, S.NORMAL)
+    assert (main.session.state, backup.session.state) == (S.NORMAL, S.NORMAL)
     return main, backup, link
 
 
@@ -165,12 +167,12 @@ def test_comm_interrupted_then_both_normal():
     clients.dora(main, 1, link.now)
     link.settle()
     link.drop()
-    assert (main.peer.state, backup.peer.state) == (S.COMMUNICATIONS_INTERRUPTED,) * 2
+    assert (main.session.state, backup.session.state) == (S.COMMUNICATIONS_INTERRUPTED,) * 2
     b_addr = clients.dora(backup, 2, link.now)
     assert b_addr in backup_share(backup) or backup.table.get(b_addr).state is LeaseState.LEASED
     link.advance(10)
     link.connect()
-    assert (main.peer.state, backup.peer.state) == (S.NORMAL, S.NORMAL)
+    assert (main.session.state, backup.session.state) == (S.NORMAL, S.NORMAL)
     assert backup.states[-2:] == ["COMMUNICATIONS-INTERRUPTED", "NORMAL"]
     audit(clients, [main, backup], link.now)
 
@@ -178,24 +180,24 @@ def test_comm_interrupted_then_both_normal():
 def test_partner_down_refused_in_touch_and_uses_partner_pool_only_after_mclt():
     main, backup, link = normal_pair()
     clients = Clients()
-    assert not backup.peer.set_partner_down(link.now)  # the partner answers: refused
-    assert backup.peer.state is S.NORMAL
+    assert not backup.session.set_partner_down(link.now)  # the partner answers: refused
+    assert backup.session.state is S.NORMAL
     m_addr = clients.dora(main, 1, link.now)
     link.settle()
     main.server.handle(request(M.RELEASE, mac(1), ciaddr=m_addr), RxInfo(2, ip_to_int("10.1.0.1"), ip_to_int("10.1.0.1"), m_addr), link.now)
     link.up = False  # the main dies without a word: no RELEASE update reaches the backup
-    backup.peer.connection_lost(link.now)
-    assert backup.peer.state is S.COMMUNICATIONS_INTERRUPTED
+    backup.session.connection_lost(link.now)
+    assert backup.session.state is S.COMMUNICATIONS_INTERRUPTED
     link.now += 100
-    assert backup.peer.set_partner_down(link.now)
-    assert backup.peer.state is S.PARTNER_DOWN
+    assert backup.session.set_partner_down(link.now)
+    assert backup.session.state is S.PARTNER_DOWN
     share = backup_share(backup)
     # before MCLT: only the backup's own addresses, however many clients ask
     got = [clients.dora(backup, 10 + i, link.now) for i in range(len(share) + 3)]
     assert set(filter(None, got)) == share and got.count(None) == 3
     # after MCLT past the partner-down time: the main's free addresses too
     link.now += MCLT
-    backup.peer.tick(link.now)
+    backup.session.tick(link.now)
     extra = clients.dora(backup, 40, link.now)
     assert extra is not None and extra not in share
     # the address the main's client had stays with that client until MCLT past its expiration
@@ -212,19 +214,19 @@ def test_partner_down_reclaims_expired_leases_mclt_after_the_later_time():
     link.drop()
     since = link.now
     link.now += 30
-    assert backup.peer.set_partner_down(link.now, since=since)
-    assert backup.peer.stos == since
+    assert backup.session.set_partner_down(link.now, since=since)
+    assert backup.session.status().stos == since
     lease = backup.table.get(m_addr)
     told = max(since, lease.expiration, lease.potential_expiration, lease.partner_time)
     link.now = told + MCLT - 1
     for _ in range(3):
-        backup.peer.tick(link.now)
+        backup.session.tick(link.now)
     backup.table.expire(link.now)
     assert backup.table.get(m_addr).state is not LeaseState.AVAILABLE
     link.now = told + MCLT + 60
     backup.table.expire(link.now)
     for _ in range(3):
-        backup.peer.tick(link.now)
+        backup.session.tick(link.now)
     assert backup.table.get(m_addr).state is LeaseState.AVAILABLE
 
 
@@ -232,9 +234,9 @@ def test_safe_period_moves_to_partner_down_by_itself():
     main, backup, link = normal_pair("use-safe-period = true\nsafe-period = 120\n")
     link.drop()
     link.advance(119)
-    assert backup.peer.state is S.COMMUNICATIONS_INTERRUPTED
+    assert backup.session.state is S.COMMUNICATIONS_INTERRUPTED
     link.advance(2)
-    assert backup.peer.state is S.PARTNER_DOWN and main.peer.state is S.PARTNER_DOWN
+    assert backup.session.state is S.PARTNER_DOWN and main.session.state is S.PARTNER_DOWN
 
 
 def test_server_that_was_down_returns_to_partner_down_recover_updreq_normal():
@@ -244,7 +246,7 @@ def test_server_that_was_down_returns_to_partner_down_recover_updreq_normal():
     link.settle()
     # the main stops; the operator declares it down on the backup
     link.drop()
-    assert backup.peer.set_partner_down(link.now)
+    assert backup.session.set_partner_down(link.now)
     link.advance(MCLT + 5)
     for n in range(2, 6):
         assert clients.dora(backup, n, link.now) is not None
@@ -256,7 +258,7 @@ def test_server_that_was_down_returns_to_partner_down_recover_updreq_normal():
     sent = [wire.MessageType(m.type).name for m in reborn.wire_log]
     assert "UPDREQ" in sent and "UPDREQALL" not in sent
     link.advance(MCLT + 2)
-    assert (reborn.peer.state, backup.peer.state) == (S.NORMAL, S.NORMAL)
+    assert (reborn.session.state, backup.session.state) == (S.NORMAL, S.NORMAL)
     assert "RECOVER-DONE" in reborn.states and "PARTNER-DOWN" in backup.states
     audit(clients, [reborn, backup], link.now)
 
@@ -269,16 +271,16 @@ def test_both_running_partner_down_then_potential_conflict_settles_to_normal():
     link.drop()  # a partition: both keep running
     clients.dora(main, 9, link.now)  # the main serves its own pool before the operator acts
     link.now += 20
-    assert backup.peer.set_partner_down(link.now)
+    assert backup.session.set_partner_down(link.now)
     link.now += MCLT + 5
-    backup.peer.tick(link.now)
-    main.peer.tick(link.now)
+    backup.session.tick(link.now)
+    main.session.tick(link.now)
     for n in range(2, 8):
         clients.dora(backup, n, link.now)
     link.connect()
     assert "POTENTIAL-CONFLICT" in main.states and "POTENTIAL-CONFLICT" in backup.states
     link.advance(5)
-    assert (main.peer.state, backup.peer.state) == (S.NORMAL, S.NORMAL)
+    assert (main.session.state, backup.session.state) == (S.NORMAL, S.NORMAL)
     # the main asked first (UPDREQ), then the backup (after CONFLICT-DONE)
     m_req = [i for i, m in enumerate(main.wire_log) if m.type == wire.MessageType.UPDREQ]
     b_req = [i for i, m in enumerate(backup.wire_log) if m.type == wire.MessageType.UPDREQ]
@@ -296,18 +298,18 @@ def test_lost_database_recovers_everything_and_waits_mclt():
         link.settle()
         link.drop()
         if partner_state == "PARTNER-DOWN":
-            assert main.peer.set_partner_down(link.now)
+            assert main.session.set_partner_down(link.now)
         link.advance(10)
         fresh = backup.restart(link.now, lose_database=True)
         link.b = fresh
         link.connect()
         assert fresh.states[:2] == ["STARTUP", "RECOVER"]
         assert any(m.type == wire.MessageType.UPDREQALL for m in fresh.wire_log)
-        assert fresh.peer.state is S.RECOVER_WAIT  # MCLT from its start
+        assert fresh.session.state is S.RECOVER_WAIT  # MCLT from its start
         link.advance(MCLT - 5)
-        assert fresh.peer.state is S.RECOVER_WAIT
+        assert fresh.session.state is S.RECOVER_WAIT
         link.advance(10)
-        assert (main.peer.state, fresh.peer.state) == (S.NORMAL, S.NORMAL), (partner_state, fresh.states)
+        assert (main.session.state, fresh.session.state) == (S.NORMAL, S.NORMAL), (partner_state, fresh.states)
         assert "RECOVER-DONE" in fresh.states
         audit(clients, [main, fresh], link.now)
 
@@ -325,15 +327,15 @@ def test_failover_recover_asks_everything_waits_from_that_time_and_warns():
     link.b = restored
     link.connect()
     assert any(m.type == wire.MessageType.UPDREQALL for m in restored.wire_log)
-    assert restored.peer.state is S.NORMAL  # MCLT (60 s) since the backup time has passed
+    assert restored.session.state is S.NORMAL  # MCLT (60 s) since the backup time has passed
     # the failover-disabled case: now - MCLT, so no wait either; and a later time waits
     again = restored.restart(link.now, failover_recover=link.now - 10)
     link.drop()
     link.b = again
     link.connect()
-    assert again.peer.state is S.RECOVER_WAIT
+    assert again.session.state is S.RECOVER_WAIT
     link.advance(MCLT - 10 + 1)
-    assert again.peer.state is S.NORMAL
+    assert again.session.state is S.NORMAL
     warned = [e for e, f in again.log if e == "failover-recover-still-set"]
     assert len(warned) == 1
     link.advance(3600, step=2)
@@ -346,15 +348,15 @@ def test_role_change_discards_the_stored_relationship_state():
     stored = main.persisted["failover/examplepair/state"]
     swapped = Side(Role.BACKUP, link.now, stored=stored, queue=[0x0A010064])
     assert ("failover-role-changed", {"pair": "examplepair", "role": "backup"}) in swapped.log
-    assert swapped.peer.full_recover and not swapped.peer.pending
-    assert swapped.peer.previous is S.RECOVER
+    assert swapped.session.full_recover and not swapped.session.updates.pending
+    assert swapped.session.previous is S.RECOVER
 
 
 def test_state_stored_before_roles_were_recorded_still_loads():
     import struct
     old = struct.pack("!BqBqIBB", int(S.NORMAL), T0, int(S.NORMAL), T0, 60, int(S.NORMAL), 1)
     side = Side(Role.MAIN, T0, stored=old)
-    assert side.peer.previous is S.NORMAL and not side.peer.full_recover
+    assert side.session.previous is S.NORMAL and not side.session.full_recover
 
 
 def test_start_with_dhcp_disabled_keeps_failover_running():
@@ -362,7 +364,7 @@ def test_start_with_dhcp_disabled_keeps_failover_running():
     backup = Side(Role.BACKUP, T0)
     link = TrackedLink(main, backup, T0)
     link.connect()
-    assert (main.peer.state, backup.peer.state) == (S.NORMAL, S.NORMAL)
+    assert (main.session.state, backup.session.state) == (S.NORMAL, S.NORMAL)
     clients = Clients()
     assert clients.dora(main, 1, link.now) is None
     main.server.enabled = True
@@ -382,8 +384,8 @@ def test_standalone_server_made_main_serves_in_partner_down_until_its_backup_rec
     packed = [l.pack() for l in standalone.table.leases.values()]
     main = Side(Role.MAIN, T0, leases=packed)
     for t in range(1, 8):
-        main.peer.tick(T0 + t)
-    assert main.peer.state is S.PARTNER_DOWN
+        main.session.tick(T0 + t)
+    assert main.session.state is S.PARTNER_DOWN
     assert clients.dora(main, 10, T0 + 8) is not None  # still serving
     backup = Side(Role.BACKUP, T0 + 8)
     link = TrackedLink(main, backup, T0 + 8)
@@ -391,13 +393,13 @@ def test_standalone_server_made_main_serves_in_partner_down_until_its_backup_rec
     assert backup.states[:2] == ["STARTUP", "RECOVER"]
     assert any(m.type == wire.MessageType.UPDREQALL for m in backup.wire_log)
     link.advance(MCLT + 2)
-    assert (main.peer.state, backup.peer.state) == (S.NORMAL, S.NORMAL)
+    assert (main.session.state, backup.session.state) == (S.NORMAL, S.NORMAL)
     audit(clients, [main, backup], link.now)
 
 
 def test_main_with_an_empty_store_and_no_history_waits_for_its_partner():
     main = Side(Role.MAIN, T0)
     for t in range(1, 20):
-        main.peer.tick(T0 + t)
-    assert main.peer.state is S.RECOVER
+        main.session.tick(T0 + t)
+    assert main.session.state is S.RECOVER
     assert Clients().dora(main, 1, T0 + 20) is None

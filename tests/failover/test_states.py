@@ -3,8 +3,8 @@
 import pytest
 
 from cnrd.failover.states import (
-    S, Role, Service, on_comm_fail, on_comm_ok, on_partner_down_command, on_partner_state,
-    on_recover_wait_done, on_safe_period, on_startup_timeout, on_upddone, service, startup,
+    S, Role, Service, on_comm_fail, on_partner_down_command, on_partner_state,
+    on_recover_wait_done, on_safe_period, on_upddone, service, startup,
 )
 
 
@@ -16,21 +16,21 @@ def nxt(state, partner, **kw):
 def test_startup_remembers_previous_or_recover():
     assert startup(None) == (S.STARTUP, S.RECOVER)
     assert startup(S.NORMAL) == (S.STARTUP, S.NORMAL)
-    assert on_comm_ok(S.STARTUP, S.NORMAL) is S.NORMAL
-    assert on_startup_timeout(S.NORMAL) is S.COMMUNICATIONS_INTERRUPTED
-    assert on_startup_timeout(S.PARTNER_DOWN) is S.PARTNER_DOWN
+    # STARTUP ends without the partner: the previous state's communication-failure result
+    assert on_comm_fail(S.NORMAL).new is S.COMMUNICATIONS_INTERRUPTED
+    assert on_comm_fail(S.PARTNER_DOWN) is None
 
 
 def test_normal_and_communications_interrupted_round_trip():
     assert on_comm_fail(S.NORMAL).new is S.COMMUNICATIONS_INTERRUPTED
-    # cap 03: the restarted partner says NORMAL (STARTUP flag) -> both back to NORMAL
+    # the restarted partner says NORMAL (STARTUP flag) -> both back to NORMAL
     assert nxt(S.COMMUNICATIONS_INTERRUPTED, S.NORMAL, partner_startup=True) is S.NORMAL
     assert nxt(S.COMMUNICATIONS_INTERRUPTED, S.COMMUNICATIONS_INTERRUPTED) is S.NORMAL
     assert nxt(S.NORMAL, S.COMMUNICATIONS_INTERRUPTED) is S.NORMAL
     assert on_comm_fail(S.COMMUNICATIONS_INTERRUPTED) is None
 
 
-def test_amnesic_partner_and_recovery_cap04():
+def test_amnesic_partner_and_recovery():
     # the survivor in COMM-INT sees RECOVER -> PARTNER-DOWN
     assert nxt(S.COMMUNICATIONS_INTERRUPTED, S.RECOVER, partner_startup=True) is S.PARTNER_DOWN
     # the recovering server, UPDDONE received within MCLT of its start -> RECOVER-WAIT
@@ -40,12 +40,12 @@ def test_amnesic_partner_and_recovery_cap04():
     assert nxt(S.RECOVER_DONE, S.NORMAL) is S.NORMAL
 
 
-def test_fresh_pair_cap01_both_recover_then_recover_done():
+def test_fresh_pair_both_recover_then_recover_done():
     assert on_upddone(S.RECOVER, Role.MAIN, wait_needed=True, partner=S.RECOVER).new is S.RECOVER_DONE
     assert nxt(S.RECOVER_DONE, S.RECOVER_DONE) is S.NORMAL
 
 
-def test_potential_conflict_cap10():
+def test_potential_conflict():
     assert nxt(S.PARTNER_DOWN, S.COMMUNICATIONS_INTERRUPTED) is S.POTENTIAL_CONFLICT
     assert nxt(S.COMMUNICATIONS_INTERRUPTED, S.PARTNER_DOWN) is S.POTENTIAL_CONFLICT
     assert on_upddone(S.POTENTIAL_CONFLICT, Role.MAIN, wait_needed=False, partner=S.POTENTIAL_CONFLICT).new is S.CONFLICT_DONE
