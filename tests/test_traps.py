@@ -23,7 +23,8 @@ from cnrd.failover.protocol import FailoverProtocol
 from cnrd.failover.states import Role, S
 from cnrd.failover.wire import RejectReason
 from cnrd.leases.store import MemoryLeaseStore
-from cnrd.app.service import DhcpService, add_failover
+from cnrd.app.build import add_failover
+from cnrd.app.runtime import Runtime
 from cnrd.ops.traps import (
     CONFIG_MISMATCH,
     NOT_RESPONDING,
@@ -264,14 +265,14 @@ def closed_port() -> int:
 
 
 def live_main(webhook: str | None):
-    """A main DhcpService on the real reactor, with its Peer (not started: no sockets)."""
+    """A main Runtime on the real reactor, with its Peer (not started: no sockets)."""
     from twisted.internet import reactor
 
     text = PAIR_CONFIG.format(name="main").replace("data-dir = /nonexistent",
                                                    "data-dir = /nonexistent" + (f"\ntrap-webhook = {webhook}"
                                                                                 if webhook else ""))
     config = loads(text)
-    dhcp = DhcpService(config, reactor, store=MemoryLeaseStore(), port_factory=FakePort,
+    dhcp = Runtime(config, reactor, store=MemoryLeaseStore(), port_factory=FakePort,
                        interfaces=lambda c: [IFACE], commit_runner=run_now)
     add_failover(MultiService(), dhcp, config, reactor, {"10.1.0.1"})
     return dhcp
@@ -280,7 +281,7 @@ def live_main(webhook: str | None):
 @pytest_twisted.inlineCallbacks
 def test_webhook_receives_the_trap(hook):
     dhcp = live_main(hook.url)
-    peer = dhcp.peers[0]
+    peer = dhcp.sessions[0]
     arrived = hook.next_post()
     with captured() as events:
         # the partner is never heard after start-up (failover-poll-timeout 6)
@@ -300,14 +301,14 @@ def test_webhook_receives_the_trap(hook):
 @pytest_twisted.inlineCallbacks
 def test_webhook_follows_the_running_configuration(hook):
     dhcp = live_main(None)
-    peer = dhcp.peers[0]
+    peer = dhcp.sessions[0]
     peer.tick(peer.started + 7)  # a trap, no webhook configured: nothing sent
     assert hook.posts == [] and dhcp.notifier.failed == 0
     # the API sets trap-webhook at run time: the next trap goes there
     dhcp.config = replace(dhcp.config, server=replace(dhcp.config.server, trap_webhook=hook.url, name="renamed"))
     arrived = hook.next_post()
     dhcp.traps.observe("failover-comm-ok", {"pair": PAIR})
-    dhcp._log_event("failover-comm-lost", {"pair": PAIR})
+    dhcp.log_event("failover-comm-lost", {"pair": PAIR})
     body = yield arrived
     assert body["server"] == "renamed" and body["reason"] == "communication lost"
 
@@ -315,7 +316,7 @@ def test_webhook_follows_the_running_configuration(hook):
 @pytest_twisted.inlineCallbacks
 def test_refused_webhook_is_logged_and_counted_and_harmless():
     dhcp = live_main(f"http://127.0.0.1:{closed_port()}/hook")
-    peer = dhcp.peers[0]
+    peer = dhcp.sessions[0]
     with captured() as events:
         peer.tick(peer.started + 7)  # must not raise
         assert peer.state is not S.STARTUP
@@ -383,7 +384,7 @@ def _until(predicate, timeout: float = 10.0) -> defer.Deferred:
 
 def test_the_decision_is_pure():
     """What is a trap is plain code; only cnrd.ops.webhook talks to the network."""
-    from tests.test_layering import FORBIDDEN, ROOT, imports
+    from tests.test_layering import FORBIDDEN_IMPORTS, imports
 
-    bad = {m for m in imports(ROOT / "ops" / "traps.py") for f in FORBIDDEN if m == f or m.startswith(f + ".")}
+    bad = {m for m, _ in imports("cnrd.ops.traps") for f in FORBIDDEN_IMPORTS if m == f or m.startswith(f + ".")}
     assert not bad

@@ -6,9 +6,8 @@ server, so a full collection costs about a microsecond per lease in memory:
 40-60 ms with the leases of a ten-second benchmark, about a second with a
 million.  CPython starts one by itself whenever a quarter more objects have
 survived since the last; at thousands of new leases a second that is every
-few seconds, and every request that arrives meanwhile waits.  Measured
-(docs/performance.md): those pauses were what made REQUEST→ACK p99 swing
-from 2 to 15 ms between runs.
+few seconds, and every request that arrives meanwhile waits: such pauses
+dominate the REQUEST→ACK tail.
 
 The policy: no collections while the leases are loaded (:meth:`GcPolicy.loading`);
 then the young generations are collected and everything *frozen*
@@ -18,13 +17,13 @@ as CPython would (well under a millisecond each), the automatic full
 collection is off, and every ``gc-freeze-interval`` what survived the young
 collections is frozen too, so no generation ever grows large.  The one thing
 freezing gives up is reclaiming a reference cycle that was alive when it was
-frozen and died later (the request path makes none: a 10-second benchmark at
-5,700 DORA/s left 0 such objects); a full collection every
+frozen and died later (the request path makes none); a full collection every
 ``gc-full-interval`` (default a day) unfreezes, reclaims those and freezes
 again.  ``gc-freeze-interval = 0`` leaves CPython's collector as it is.
 
 Thin adapter over the ``gc`` module (injectable for tests) and an
-``IReactorTime`` for the timers.
+``IReactorTime`` for the timers; it reads the process clock only to measure
+the collector's pauses.
 """
 
 from __future__ import annotations
@@ -33,8 +32,9 @@ import gc as _gc
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Literal, Protocol
 
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
@@ -43,11 +43,30 @@ log = Logger(namespace="cnrd.gc")
 # gc.set_threshold's third figure: full collections only when we ask.
 NEVER = 1 << 30
 
+#: A ``gc.callbacks`` entry: called with "start"/"stop" and the collection's info.
+GcCallback = Callable[[Literal["start", "stop"], dict[str, int]], object]
+
+
+class GcModule(Protocol):
+    """What the policy uses of the ``gc`` module (tests pass a fake)."""
+
+    callbacks: list[GcCallback]
+
+    def isenabled(self) -> bool: ...
+    def enable(self) -> None: ...
+    def disable(self) -> None: ...
+    def collect(self, generation: int = 2, /) -> int: ...
+    def freeze(self) -> None: ...
+    def unfreeze(self) -> None: ...
+    def get_threshold(self) -> tuple[int, int, int]: ...
+    def set_threshold(self, threshold0: int, threshold1: int = 0, threshold2: int = 0, /) -> None: ...
+
 
 class GcPolicy:
     """Freeze what survives, periodically; full collections on a timer only."""
 
-    def __init__(self, reactor: Any, freeze_interval: float, full_interval: float, *, gc: Any = _gc) -> None:
+    def __init__(self, reactor: IReactorTime, freeze_interval: float, full_interval: float, *,
+                 gc: GcModule = _gc) -> None:
         self.reactor = reactor
         self.freeze_interval = freeze_interval
         self.full_interval = full_interval
@@ -56,7 +75,7 @@ class GcPolicy:
         self.pauses: dict[int, list[float]] = {0: [0, 0.0, 0.0], 1: [0, 0.0, 0.0], 2: [0, 0.0, 0.0]}
         self.freezes = 0
         self.full_collections = 0
-        self._saved_threshold: tuple[int, ...] | None = None
+        self._saved_threshold: tuple[int, int, int] | None = None
         self._freeze_loop: LoopingCall | None = None
         self._full_loop: LoopingCall | None = None
         self._started = 0.0
@@ -64,6 +83,7 @@ class GcPolicy:
 
     @property
     def active(self) -> bool:
+        """Whether the policy runs (started, with a freeze interval)."""
         return self._freeze_loop is not None
 
     @contextmanager
@@ -98,7 +118,7 @@ class GcPolicy:
         if self.full_interval > 0:
             self._full_loop = self._loop(self.full_collection, self.full_interval)
 
-    def _loop(self, f: Callable[[], None], interval: float) -> LoopingCall:
+    def _loop(self, f: Callable[[], object], interval: float) -> LoopingCall:
         loop = LoopingCall(f)
         loop.clock = self.reactor
         loop.start(interval, now=False)
@@ -141,7 +161,7 @@ class GcPolicy:
                 pass
             self._callback_installed = False
 
-    def _observe(self, phase: str, info: dict) -> None:
+    def _observe(self, phase: Literal["start", "stop"], info: dict[str, int]) -> None:
         if phase == "start":
             self._started = time.perf_counter()
         else:

@@ -4,9 +4,9 @@ Two halves:
 
 * :class:`EventLogger` turns the core's events (``DhcpServer`` and ``Peer``
   call ``log(event, fields)``) into log lines.  Which lines appear follows
-  ``[server] log-settings`` as CNR defines them (seed, "Troubleshooting
-  Failover"), read at the time of each event, because the admin API can change
-  them while the server runs:
+  ``[server] log-settings`` as Cisco Network Registrar defines them
+  ("Troubleshooting Failover"), read at the time of each event, because the
+  admin API can change them while the server runs:
 
   ``failover-detail``
       every BNDUPD and BNDACK sent and received, one line each;
@@ -34,12 +34,13 @@ import json
 import math
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from collections.abc import Set as AbstractSet
-from typing import IO, Any
+from types import FrameType
+from typing import IO, Any, cast
 
-from constantly import NamedConstant
-from twisted.internet.interfaces import IReactorTime
+from constantly import NamedConstant  # type: ignore[import-untyped]  # constantly ships no type information
+from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.logger import (
     FileLogObserver,
     ILogObserver,
@@ -54,7 +55,7 @@ from twisted.logger import (
 from twisted.python import usage
 from twisted.python.logfile import LogFile
 
-from cnrd.failover.wire import RejectReason
+from cnrd.ops.traps import reject_name
 from cnrd.text import int_to_ip
 
 log = Logger(namespace="cnrd")
@@ -118,16 +119,8 @@ _FAILOVER: dict[str, tuple[str, LogLevel, str]] = {
 NORMAL_DROP_INTERVAL = 60  # seconds between the backup's "dropped in NORMAL" summaries
 
 
-
-def reject_name(reason: Any) -> str:
-    """The draft's name of a reject-reason code (``INVALID_MCLT``), or ``""``."""
-    try:
-        return RejectReason(reason).name
-    except (ValueError, TypeError):
-        return ""
-
-
-def _fields(fields: dict) -> dict:
+def _fields(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """An event's fields for its log line: addresses dotted, reject reasons named."""
     out = dict(fields)
     if isinstance(out.get("address"), int):
         out["address"] = int_to_ip(out["address"])
@@ -152,7 +145,7 @@ class EventLogger:
         self._normal_drops = 0
         self._normal_drop_logged = -1e9
 
-    def __call__(self, event: str, fields: dict) -> None:
+    def __call__(self, event: str, fields: dict[str, Any]) -> None:
         """Log one event from the DHCP server core or a failover peer."""
         if event == "dhcp-drop":
             self._drop(event, fields)
@@ -167,11 +160,11 @@ class EventLogger:
         else:
             log.info("{event} {fields}", event=event, fields=fields)
 
-    def _drop(self, event: str, fields: dict) -> None:
+    def _drop(self, event: str, fields: dict[str, Any]) -> None:
         reason = fields.get("reason", "")
         settings = self.settings()
         if reason == "failover-normal-backup":
-            # Seed, "Confirming Failover" step 6: the backup says why it is
+            # CNR's "Confirming Failover" step 6: the backup says why it is
             # silent; once a minute with a count, not once per packet.
             if not shown(ACTIVITY, settings):
                 return
@@ -249,7 +242,7 @@ def json_line(event: LogEvent) -> str:
 
 
 def _text_line(event: LogEvent) -> str | None:
-    # twistd's own format (textFileLogObserver).
+    """twistd's own format (as textFileLogObserver writes it)."""
     return formatEventAsClassicLogText(event, formatTime=lambda t: formatTime(t, timeFormatRFC3339))
 
 
@@ -324,10 +317,14 @@ def _open_twistd_log(logfile: str, nodaemon: bool) -> IO[str]:
         return sys.stdout
     out = LogFile.fromFullPath(logfile or "twistd.log")
 
-    def rotate(signum: int, frame: Any) -> None:
+    def rotate(signum: int, frame: FrameType | None) -> None:
+        # twistd's --logger factory is called without arguments, so the
+        # reactor twistd runs is looked up here; callFromThread is the one
+        # reactor call that is safe from a signal handler.
         from twisted.internet import reactor
 
-        reactor.callFromThread(out.rotate)
+        cast(IReactorFromThreads, reactor).callFromThread(out.rotate)
 
     signal.signal(signal.SIGUSR1, rotate)
-    return out  # type: ignore[return-value]
+    # FileLogObserver only writes and flushes, which LogFile does.
+    return cast(IO[str], out)

@@ -1,7 +1,7 @@
 """Traps: the seed's failover SNMP traps, as log lines, metrics and a webhook.
 
-The seed (Table 27-4, "Detecting and Handling Failures") names two traps for
-failover:
+Cisco Network Registrar's failover chapter (Table 27-4, "Detecting and
+Handling Failures") names two SNMP traps for failover:
 
 ``other-server-not-responding`` ("SNMP trap: other server not responding")
     the server cannot communicate with its partner: it entered
@@ -18,7 +18,7 @@ each fires once per episode, not once per packet or reconnection attempt.  An
 episode ends when the partner is heard again (a completed handshake and
 STATE: the peer's ``failover-comm-ok`` event).  Pure module: the adapter
 that sends a trap out (a warning line in the log and, when ``[server]
-trap-webhook`` is set, a JSON POST) is :mod:`cnrd.webhook`.
+trap-webhook`` is set, a JSON POST) is :mod:`cnrd.ops.webhook`.
 """
 
 from __future__ import annotations
@@ -58,13 +58,19 @@ class Trap:
     fields: dict[str, Any] = field(default_factory=dict)
 
 
+def reject_name(reason: object) -> str:
+    """The draft's name of a reject-reason code (``INVALID_MCLT``), or ``""``."""
+    if not isinstance(reason, int):
+        return ""
+    try:
+        return RejectReason(reason).name
+    except ValueError:
+        return ""
+
 
 def _reject_fields(fields: Mapping[str, Any], by: str) -> dict[str, Any]:
     reason = fields.get("reason")
-    try:
-        name = RejectReason(reason).name
-    except (ValueError, TypeError):
-        name = ""
+    name = reject_name(reason)
     out = {"reason": fields.get("message") or name or "rejected", "reject_reason": reason,
            "reject_reason_name": name, "rejected_by": by}
     if isinstance(fields.get("address"), int):
@@ -112,8 +118,9 @@ class TrapDetector:
         if event == "failover-comm-ok":
             # Handshake done and the partner's STATE heard: both episodes are over.
             pair = fields.get("pair")
-            self._silent.discard(pair)  # type: ignore[arg-type]
-            self.mismatch.pop(pair, None)  # type: ignore[arg-type]
+            if isinstance(pair, str):
+                self._silent.discard(pair)
+                self.mismatch.pop(pair, None)
             return None
         trap = classify(event, fields)
         if trap is None:

@@ -1,6 +1,6 @@
 """Sends traps out: a warning log line and, when ``[server] trap-webhook`` is set, a JSON POST.
 
-The thin adapter under :mod:`cnrd.traps` (which decides what is a trap).  A
+The thin adapter under :mod:`cnrd.ops.traps` (which decides what is a trap).  A
 POST runs in the background with a timeout and never blocks or fails the
 server: whatever happens to it is logged and counted.
 """
@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, cast
 
 from twisted.internet import defer, protocol
-from twisted.internet.interfaces import IConsumer
+from twisted.internet.interfaces import IConsumer, IPushProducer, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.client import Agent
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IBodyProducer
+from twisted.web.iweb import IAgent, IBodyProducer, IResponse
 from zope.interface import implementer
 
 from cnrd import __version__
@@ -28,24 +29,35 @@ WEBHOOK_TIMEOUT = 10.0  # seconds for the whole POST, connect to last byte
 MAX_IN_FLIGHT = 16  # webhook POSTs outstanding at once; beyond that a trap's POST is dropped (and counted)
 
 
+class TrapSettings(Protocol):
+    """The ``[server]`` settings a trap reads when it is raised."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def trap_webhook(self) -> str | None: ...
+
+
 class _Drain(protocol.Protocol):
     """Reads a response body away; ``done`` fires with the status code at its end."""
 
     def __init__(self, code: int) -> None:
         self.code = code
-        self.done: defer.Deferred = defer.Deferred(self._cancel)
+        self.done: defer.Deferred[int] = defer.Deferred(self._cancel)
 
     def dataReceived(self, data: bytes) -> None:
         pass
 
-    def connectionLost(self, reason: Any = None) -> None:
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         # The end of the body, whole or cut short: the status is known either way.
         if not self.done.called:
             self.done.callback(self.code)
 
-    def _cancel(self, d: defer.Deferred) -> None:
+    def _cancel(self, d: defer.Deferred[int]) -> None:
         if self.transport is not None:
-            self.transport.stopProducing()  # the timeout: drop the connection
+            # The timeout: drop the connection.  A response body's transport
+            # is a producer (Response.deliverBody), typed as a plain ITransport.
+            cast(IPushProducer, self.transport).stopProducing()
 
 
 @implementer(IBodyProducer)
@@ -56,7 +68,7 @@ class _Body:
         self._data = data
         self.length = len(data)
 
-    def startProducing(self, consumer: IConsumer) -> defer.Deferred:
+    def startProducing(self, consumer: IConsumer) -> defer.Deferred[None]:
         consumer.write(self._data)
         return defer.succeed(None)
 
@@ -76,11 +88,13 @@ class TrapNotifier:
     ``server`` returns the running ``[server]`` settings (read at each trap:
     the URL and the server name can change at run time).  A POST runs in
     the background with a timeout; whatever happens to it is logged and
-    counted (``delivered``, ``failed``), never raised.
+    counted (``delivered``, ``failed``), never raised.  ``reactor`` dates
+    the traps and times the POSTs out; unless an ``agent`` is given, the
+    POSTs connect through it too (so it must provide IReactorTCP as well).
     """
 
-    def __init__(self, reactor: Any, server: Callable[[], Any], *, timeout: float = WEBHOOK_TIMEOUT,
-                 agent: Any = None) -> None:
+    def __init__(self, reactor: IReactorTime, server: Callable[[], TrapSettings], *,
+                 timeout: float = WEBHOOK_TIMEOUT, agent: IAgent | None = None) -> None:
         self.reactor = reactor
         self._server = server
         self.timeout = timeout
@@ -89,7 +103,7 @@ class TrapNotifier:
         self.failed = 0
         self.in_flight = 0
 
-    def notify(self, trap: Trap) -> defer.Deferred | None:
+    def notify(self, trap: Trap) -> defer.Deferred[bool] | None:
         """Raise ``trap``: log it, and POST it when a webhook is configured (the POST's Deferred, never failing)."""
         try:
             return self._notify(trap)
@@ -97,7 +111,7 @@ class TrapNotifier:
             log.failure("trap {trap} not sent", trap=trap.name)
             return None
 
-    def _notify(self, trap: Trap) -> defer.Deferred | None:
+    def _notify(self, trap: Trap) -> defer.Deferred[bool] | None:
         server = self._server()
         now = self.reactor.seconds()
         body = payload(trap, server.name, now)
@@ -109,7 +123,7 @@ class TrapNotifier:
             return None
         return self.post(url, body)
 
-    def post(self, url: str, body: dict[str, Any]) -> defer.Deferred:
+    def post(self, url: str, body: dict[str, Any]) -> defer.Deferred[bool]:
         """POST ``body`` as JSON to ``url``; fires with True when a 2xx answer came, else False."""
         if self.in_flight >= MAX_IN_FLIGHT:
             self._failed(url, f"{self.in_flight} webhook requests still outstanding")
@@ -124,10 +138,10 @@ class TrapNotifier:
             self._failed(url, str(e) or type(e).__name__)
             return defer.succeed(False)
         self.in_flight += 1
-        d.addCallback(self._read)
-        d.addTimeout(self.timeout, self.reactor)
+        status = d.addCallback(self._read)
+        status.addTimeout(self.timeout, self.reactor)
 
-        def done(result: Any) -> bool:
+        def done(result: int | Failure) -> bool:
             self.in_flight -= 1
             if isinstance(result, int) and 200 <= result < 300:
                 self.delivered += 1
@@ -135,14 +149,13 @@ class TrapNotifier:
             if isinstance(result, int):
                 self._failed(url, f"HTTP status {result}")
             else:
-                self._failed(url, result.getErrorMessage() or result.type.__name__)
+                self._failed(url, result.getErrorMessage() or type(result.value).__name__)
             return False
 
-        d.addBoth(done)
-        return d
+        return status.addBoth(done)
 
     @staticmethod
-    def _read(response: Any) -> defer.Deferred:
+    def _read(response: IResponse) -> defer.Deferred[int]:
         # Read the answer to its end so the connection closes cleanly; the status decides.
         drain = _Drain(response.code)
         response.deliverBody(drain)
