@@ -20,8 +20,9 @@ import os
 import select
 import sys
 
-from cnrd.leases.journal import Journal, apply_journal, stored_epoch
+from cnrd.leases.journal import apply_journal, stored_epoch
 from cnrd.leases.lmdb_store import LmdbLeaseStore
+from cnrd.leases.ring import Journal
 
 # Bytes of journal payload per LMDB transaction: bounds each apply's work.
 APPLY_LIMIT = 4 << 20

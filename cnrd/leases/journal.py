@@ -16,9 +16,10 @@ stored in the same LMDB transaction (state key ``journal/applied``).
 After a crash the journal's records above that number are applied before
 anything else (:meth:`JournaledStore.__init__`); a record cut short by the
 crash fails its CRC and is ignored — its ACKs never left, since they wait
-for the fdatasync.  The file is a ring of 512-byte-aligned records; space
-is reused only once LMDB holds what was there, and when the ring is full a
-group is applied to LMDB at once instead (slower, never unsafe).
+for the fdatasync.  The file is a ring of 512-byte-aligned records
+(:mod:`cnrd.leases.ring`); space is reused only once LMDB holds what was
+there, and when the ring is full a group is applied to LMDB at once instead
+(slower, never unsafe).
 
 Readers in another process (tests, the chaos auditor, bench) open it with
 ``readonly=True`` and see LMDB plus the journal's unapplied records.
@@ -35,8 +36,6 @@ import subprocess
 import sys
 import threading
 import time
-import zlib
-from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Protocol
 
@@ -44,31 +43,20 @@ from twisted.logger import Logger
 
 from cnrd.leases.lmdb_store import LmdbLeaseStore, StateReader
 from cnrd.leases.model import Lease, LeaseEvent
+from cnrd.leases.ring import DEFAULT_SIZE, Journal
 from cnrd.leases.store import PackedBatch, StoreError
 
 log = Logger(namespace="cnrd.store")
 
-MAGIC = b"CNJ1"
-_HDR = struct.Struct("!4sQQII")  # magic, epoch, sequence, payload length, crc32
-ALIGN = 512
-DEFAULT_SIZE = 16 << 20
 APPLIED_KEY = "journal/applied"
 EPOCH_KEY = "journal/epoch"
-_SEQ = struct.Struct("!Q")
+_SEQ = struct.Struct("!Q")  # the epoch; the older form of journal/applied
 # Seconds between the applier's LMDB commits.  Each is two fsyncs, and a
 # journal fdatasync queued behind one waits for both (milliseconds instead of
 # a fraction of one): frequent applies show in the REQUEST->ACK tail.  A
 # second of records fills about 2 % of the ring.
 APPLY_INTERVAL = 1.0
 _APPLIED = struct.Struct("!QQQ")  # last sequence LMDB holds, where the next record starts, applies
-
-
-def _align(n: int) -> int:
-    return (n + ALIGN - 1) // ALIGN * ALIGN
-
-
-def _crc(epoch: int, seq: int, payload: bytes) -> int:
-    return zlib.crc32(payload, zlib.crc32(_SEQ.pack(epoch) + _SEQ.pack(seq)))
 
 
 class StoreSettings(Protocol):
@@ -103,156 +91,6 @@ def stored_epoch(get_state: StateReader) -> int:
     """The journal epoch an LMDB store holds (0: it never had a journal)."""
     raw = get_state(EPOCH_KEY)
     return int(_SEQ.unpack(raw)[0]) if raw else 0
-
-
-class Journal:
-    """The ring file: append records, scan the valid ones, free what LMDB holds."""
-
-    def __init__(self, path: str, size: int = DEFAULT_SIZE, *, readonly: bool = False) -> None:
-        self.path = path
-        self.readonly = readonly
-        if readonly:
-            self.fd = os.open(path, os.O_RDONLY)
-            self.size = os.fstat(self.fd).st_size // ALIGN * ALIGN
-        else:
-            self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
-            have = os.fstat(self.fd).st_size
-            if have < size:
-                self._fill(have, size)
-            self.size = max(size, have) // ALIGN * ALIGN
-        self.pos = 0
-        # (seq, start, end) of records LMDB does not hold yet, oldest first
-        self.live: deque[tuple[int, int, int]] = deque()
-
-    def _fill(self, start: int, size: int) -> None:
-        # Written zeros, not fallocate: fdatasync of a preallocated but
-        # unwritten extent still commits the extent conversion to the
-        # file-system journal, the very sync this file exists to avoid.
-        zeros = bytes(1 << 20)
-        pos = start
-        while pos < size:
-            pos += os.pwrite(self.fd, zeros[: size - pos], pos)
-        os.fsync(self.fd)
-        d = os.open(os.path.dirname(self.path) or ".", os.O_RDONLY)
-        try:
-            os.fsync(d)
-        finally:
-            os.close(d)
-
-    def scan(self, epoch: int) -> list[tuple[int, bytes, int, int]]:
-        """Every intact record of ``epoch``: (seq, payload, start, end), by sequence."""
-        out: list[tuple[int, bytes, int, int]] = []
-        size = self.size
-        data = os.pread(self.fd, size, 0)
-        off = 0
-        while off + _HDR.size <= size:
-            if data[off:off + 4] == MAGIC:
-                _, rec_epoch, seq, length, crc = _HDR.unpack_from(data, off)
-                end = off + _HDR.size + length
-                if end <= size:
-                    payload = data[off + _HDR.size:end]
-                    if _crc(rec_epoch, seq, payload) == crc:
-                        if rec_epoch == epoch:
-                            out.append((seq, payload, off, end))
-                        off = _align(end)
-                        continue
-            off += ALIGN
-        out.sort(key=lambda r: r[0])
-        return out
-
-    def fits(self, length: int) -> bool:
-        """Whether a payload of ``length`` bytes can ever go in the ring."""
-        return _align(_HDR.size + length) <= self.size // 2
-
-    def append(self, epoch: int, seq: int, payload: bytes) -> bool:
-        """Write one record and fdatasync it; False if the ring has no free room."""
-        span = _align(_HDR.size + len(payload))
-        start = self.pos if self.pos + span <= self.size else 0
-        end = start + span
-        if not self.has_room(start, end):
-            return False
-        os.pwrite(self.fd, _HDR.pack(MAGIC, epoch, seq, len(payload), _crc(epoch, seq, payload)) + payload, start)
-        os.fdatasync(self.fd)
-        self.live.append((seq, start, end))
-        self.pos = end
-        return True
-
-    def has_room(self, start: int, end: int) -> bool:
-        """Whether [start, end) misses every record LMDB lacks (O(1): they lie in one arc).
-
-        Records are laid one after the other, starting over at 0 when one
-        would not fit, so the live ones run from the oldest's start round to
-        ``pos`` (the newest's end) and ``start`` is either ``pos`` or 0.
-        """
-        if not self.live:
-            return True
-        oldest, pos = self.live[0][1], self.pos
-        if oldest < pos:  # live arc [oldest, pos): free after pos, and before oldest
-            return start >= pos or end <= oldest
-        return start == pos and end <= oldest  # live arc wraps: free is [pos, oldest)
-
-    def release(self, upto: int) -> None:
-        """LMDB holds every record up to sequence ``upto``: their room may be reused."""
-        live = self.live
-        while live and live[0][0] <= upto:
-            live.popleft()
-
-    def record_at(self, offset: int, epoch: int, seq: int) -> tuple[bytes, int] | None:
-        """The intact record ``seq`` of ``epoch`` starting at ``offset``: (payload, its end), else None."""
-        if offset + _HDR.size > self.size:
-            return None
-        head = os.pread(self.fd, 4096, offset)
-        if len(head) < _HDR.size or head[:4] != MAGIC:
-            return None
-        _, rec_epoch, rec_seq, length, crc = _HDR.unpack_from(head)
-        end = offset + _HDR.size + length
-        if rec_epoch != epoch or rec_seq != seq or end > self.size:
-            return None
-        payload = head[_HDR.size:_HDR.size + length]
-        if len(payload) < length:
-            payload += os.pread(self.fd, length - len(payload), offset + len(head))
-        if len(payload) != length or _crc(rec_epoch, rec_seq, payload) != crc:
-            return None  # torn, or still being written
-        return payload, end
-
-    def read_from(self, epoch: int, after: int, offset: int | None,
-                  limit: int = 1 << 30) -> tuple[list[tuple[int, bytes]], int | None]:
-        """The records after sequence ``after``, in order and without a gap.
-
-        ``offset`` is where record ``after + 1`` should start (it may have
-        wrapped to 0); None (``journal/applied`` in its older, sequence-only
-        form) scans the whole ring.  Returns the records and where the next
-        one would start.
-        """
-        out: list[tuple[int, bytes]] = []
-        if offset is None:
-            for seq, payload, _, end in self.scan(epoch):
-                if seq <= after:
-                    continue
-                if seq != after + 1:
-                    break
-                out.append((seq, payload))
-                after, offset = seq, _align(end)
-            return out, offset
-        total = 0
-        while total < limit:
-            want = after + 1
-            found = self.record_at(offset, epoch, want)
-            if found is None and offset:
-                found = self.record_at(0, epoch, want)  # the writer wrapped round
-                if found is not None:
-                    offset = 0
-            if found is None:
-                break
-            payload, end = found
-            out.append((want, payload))
-            total += len(payload)
-            after, offset = want, _align(end)
-        return out, offset
-
-    def close(self) -> None:
-        """Close the ring file."""
-        os.close(self.fd)
 
 
 def _applied_of(value: bytes | None) -> tuple[int, int | None, int]:
@@ -394,8 +232,8 @@ class JournaledStore:
             apply_journal(self.inner, journal, self.epoch)  # what a crash left only in the journal
             seq, offset, applies = self._applied()
         else:
-            # A new LMDB (or one from before the journal, or restored without
-            # its journal): records left in the file by another LMDB's life
+            # A new LMDB (or one that ran without the journal, or restored
+            # without it): records left in the file by another LMDB's life
             # must never be applied to this one, so they carry another epoch.
             self.epoch = int.from_bytes(os.urandom(8), "big") or 1
             seq, offset, applies = self._applied()[0], 0, 0

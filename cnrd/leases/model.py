@@ -8,8 +8,8 @@ BACKUP=7), so the failover codec maps without a table.  States the failover
 protocol never carries (offered, reserved) get values above 100.
 
 Every lease keeps the client-last-transaction-time and the potential
-expiration told to a failover partner from the start, so the failover issues
-build on the same record.  Times are integer seconds since the epoch, passed
+expiration told to a failover partner, so failover builds on the same
+record.  Times are integer seconds since the epoch, passed
 in by callers; nothing here reads a clock.
 
 Pure module.

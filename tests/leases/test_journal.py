@@ -10,9 +10,11 @@ import time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cnrd.leases.journal import ALIGN, EPOCH_KEY, Journal, JournaledStore
+from cnrd.leases.journal import EPOCH_KEY, JournaledStore
 from cnrd.leases.lmdb_store import LmdbLeaseStore
 from cnrd.leases.model import LeaseState
+from cnrd.leases import ring
+from cnrd.leases.ring import ALIGN, Journal
 from cnrd.leases.store import PackedBatch
 from tests.leases.test_store_contract import lease
 
@@ -169,8 +171,7 @@ def test_ring_room_when_the_live_arc_wraps(tmp_path):
 
 
 def _align_for_test(length: int) -> int:
-    from cnrd.leases.journal import _HDR, _align
-    return _align(_HDR.size + length)
+    return ring.span(length)
 
 
 def _crash(s: JournaledStore) -> None:
