@@ -1,4 +1,4 @@
-"""cnrd.gcpolicy: the collector is frozen after the load and on a timer, full collections only on a timer."""
+"""cnrd.ops.gcpolicy: the collector is frozen after the load and on a timer, full collections only on a timer."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 CPython's collector walks every container object of the generation it
 collects.  The oldest generation holds every lease, scope and module of the
 server, so a full collection costs about a microsecond per lease in memory:
-40-60 ms with the leases of a ten-second benchmark, about a second with a
+tens of milliseconds with tens of thousands of leases, about a second with a
 million.  CPython starts one by itself whenever a quarter more objects have
 survived since the last; at thousands of new leases a second that is every
 few seconds, and every request that arrives meanwhile waits: such pauses

@@ -1,4 +1,4 @@
-"""Traps: the seed's failover SNMP traps, as log lines, metrics and a webhook.
+"""Traps: CNR's failover SNMP traps, as log lines, metrics and a webhook.
 
 Cisco Network Registrar's failover chapter (Table 27-4, "Detecting and
 Handling Failures") names two SNMP traps for failover:
