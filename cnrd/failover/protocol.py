@@ -105,7 +105,7 @@ class _Factory(Factory):
         self.owner = owner
         self.outgoing = outgoing
 
-    def buildProtocol(self, addr: IAddress) -> FailoverProtocol:
+    def buildProtocol(self, addr: IAddress | None) -> FailoverProtocol:
         return FailoverProtocol(self.owner, self.outgoing)
 
 
