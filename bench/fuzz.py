@@ -61,6 +61,7 @@ from cnrd.failover.wire import (
     encode,
     validate,
 )
+from cnrd.failover.wire.codes import FIXED_SIZE
 
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = ("dhcp", "failover", "config")
@@ -500,7 +501,7 @@ def exercise_dhcp(data: bytes) -> None:
 # failover
 # --------------------------------------------------------------------------------------
 
-_FO_FIXED = {code: size for code, size in w._FIXED_SIZE.items()}
+_FO_FIXED = {code: size for code, size in FIXED_SIZE.items()}
 
 
 def _fo_tlvs(d: bytearray) -> list[tuple[int, int]]:

@@ -37,6 +37,7 @@ from cnrd.failover.wire import (
     decode,
     encode,
 )
+from cnrd.failover.wire.hba import PEARSON
 from tests.failover.pcap import TcpStream, tcp_streams
 
 SHARED = Path(os.environ.get("CNRD_SHARED", Path(__file__).resolve().parents[3] / "shared"))
@@ -731,11 +732,11 @@ def test_error_carries_reason_and_reject():
 @pytest.mark.skipif(not PEARSON_FILE.is_file() and os.environ.get("CI") != "true", reason="no RFC 3074 table file")
 def test_pearson_table_is_rfc_3074():
     table = [int(x) for x in PEARSON_FILE.read_text().split()]
-    assert list(w._PEARSON) == table and sorted(table) == list(range(256))
+    assert list(PEARSON) == table and sorted(table) == list(range(256))
 
 
 def test_load_balance_hash_vectors():
-    # The digest's §10.3 vectors: the lab clients c1..c6, checked against ISC.
+    # The lab clients c1..c6 (MAC 02:fa:00:00:00:0N) and their buckets, checked against ISC.
     macs = {1: 250, 2: 130, 3: 28, 4: 143, 5: 77, 6: 76}
     for n, bucket in macs.items():
         assert w.load_balance_hash(bytes.fromhex(f"02fa0000000{n}")) == bucket
@@ -743,7 +744,7 @@ def test_load_balance_hash_vectors():
     assert w.load_balance_hash(b"\x00") == 175
     assert w.load_balance_hash(bytes(range(6))) == 161
     # With split 128 (ISC: a set bit = the primary serves) c3 is the primary's and
-    # c1, c2, c4 the secondary's, as capture 02 shows.
+    # c1, c2, c4 the secondary's, as ISC assigns them.
     hba = w.hba_from_split(128)
     primary = [n for n in (1, 2, 3, 4) if w.hba_has_bucket(hba, macs[n])]
     assert primary == [3]
