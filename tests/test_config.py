@@ -673,9 +673,9 @@ def test_error_str_is_one_line() -> None:
     assert str(ConfigError("f.ini", None, None, "x")) == "f.ini: x"
 
 
-# Found by bench/fuzz.py: int() raised ValueError (not ConfigError) for numbers of
-# more than 4300 digits (sys.int_max_str_digits) and for digits like '²', which
-# str.isdigit() accepts and int() refuses.
+# int() raises ValueError for numbers of more than 4300 digits
+# (sys.int_max_str_digits) and for digits like '²', which str.isdigit() accepts
+# and int() refuses; the loader must turn both into a ConfigError.
 @pytest.mark.parametrize("key, text", [
     ("lease-time", "1" * 5000),           # parse_duration, plain seconds
     ("lease-time", "2" * 5000 + "s"),     # parse_duration, with units

@@ -339,7 +339,7 @@ def test_strict_decode_flags_exactly_the_probes_isc_refused():
             if not err.fatal:
                 assert err.message == m.msg
     assert sorted(failures) == sorted([
-        # cap 08, ISC as secondary: our verdict and ISC's CONNECTACK agree ...
+        # 08, ISC as secondary: our verdict and ISC's CONNECTACK agree ...
         ("08-connect-rejects", "CONNECT", 8, False, "CONNECTACK", 8),  # no name
         ("08-connect-rejects", "CONNECT", 18, False, "CONNECTACK", 18),  # no HBA
         ("08-connect-rejects", "CONNECT", 18, False, "CONNECTACK", 18),  # 31-byte HBA
@@ -347,7 +347,7 @@ def test_strict_decode_flags_exactly_the_probes_isc_refused():
         ("08-connect-rejects", "CONNECT", 5, False, None, None),
         # MCLT twice: a parser error, the link is dropped.
         ("08-connect-rejects", "CONNECT", RejectReason.UNKNOWN, True, None, None),
-        # cap 09, ISC as primary: a name-less accepting CONNECTACK -> DISCONNECT 8.
+        # 09, ISC as primary: a name-less accepting CONNECTACK -> DISCONNECT 8.
         ("09-connectack-rejects", "CONNECTACK", 8, False, "DISCONNECT", 8),
     ])
 
@@ -587,7 +587,7 @@ def test_overrunning_options():
 
 def test_duplicate_mclt_is_fatal_like_isc():
     msg = good_connect()
-    msg.options.append((Option.MCLT, (60).to_bytes(4, "big")))  # as in capture 08
+    msg.options.append((Option.MCLT, (60).to_bytes(4, "big")))  # a second MCLT
     err = raises(encode(msg), True, RejectReason.UNKNOWN)
     assert "duplicate" in err.reason and err.message == decode(encode(msg), strict=False)
 
@@ -605,7 +605,7 @@ def test_missing_required_options_map_to_reject_reasons():
     for code, reason in cases.items():
         err = raises(encode(without(good, code)), False, reason)
         assert err.message is not None and err.message.xid == 1
-    # ISC's minimal acceptable CONNECT (capture 08 "good-minimal").
+    # ISC accepts a CONNECT without vendor-class, protocol-version and TLS-request.
     minimal = good_connect(vendor_class=None, protocol_version=None, tls_request=None)
     decode(encode(minimal))
 
