@@ -25,9 +25,10 @@ def ip_to_int(text: str) -> int:
     spaces).  Raises ValueError.
     """
     try:
-        return int(_U32.unpack(socket.inet_pton(socket.AF_INET, text))[0])
+        value: int = _U32.unpack(socket.inet_pton(socket.AF_INET, text))[0]
     except (OSError, TypeError):
         raise ValueError(f"{text!r} is not an IPv4 address") from None
+    return value
 
 
 def int_to_ip(n: int) -> str:

@@ -1,10 +1,10 @@
-"""In-process servers for the admin tests: a DhcpService on a Clock, and a failover pair of them.
+"""In-process servers for the admin tests: a Runtime on a Clock, and a failover pair of them.
 
-A :class:`Server` is the real DhcpService (memory store, fake DHCP port,
+A :class:`Server` is the real Runtime (memory store, fake DHCP port,
 commits run at once) built from an INI file in a temporary directory, so
 ``reload`` and ``save`` have a file to read and write.  :func:`pair` builds
 two of them with real Peers and FailoverServices from
-:func:`cnrd.app.service.add_failover`, joined by an in-memory TCP stand-in that
+:func:`cnrd.app.build.add_failover`, joined by an in-memory TCP stand-in that
 carries the failover bytes both ways, so the states seen through the API are
 the protocol's own.
 """
@@ -22,7 +22,8 @@ from cnrd.config import load
 from cnrd.dhcp.packet import MessageType as M
 from cnrd.dhcp.packet import ip_to_int
 from cnrd.failover.protocol import FailoverProtocol
-from cnrd.app.service import DhcpService, add_failover
+from cnrd.app.build import add_failover
+from cnrd.app.runtime import Runtime
 from tests.dhcp.helpers import IFACE, SERVER_IP, mac, request, u32
 from tests.test_service import FakePort, RecordingStore, Rx, run_now
 
@@ -87,7 +88,7 @@ class Server:
             return p
 
         self.top = service.MultiService()
-        self.dhcp = DhcpService(load(str(self.path)), clock, store=self.store, port_factory=factory,
+        self.dhcp = Runtime(load(str(self.path)), clock, store=self.store, port_factory=factory,
                                 interfaces=lambda c: [IFACE], commit_runner=run_now)
         self.dhcp.setServiceParent(self.top)
         self.links = []

@@ -11,7 +11,7 @@ import pytest
 def _collector_as_it_was():
     """Give the interpreter's garbage collector back as each test found it.
 
-    A DhcpService started in-process freezes the heap and turns off
+    A Runtime started in-process freezes the heap and turns off
     automatic full collections (cnrd/gcpolicy.py); many tests never stop
     theirs, and the rest of the session must not run under that policy.
     """

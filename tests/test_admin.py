@@ -1,4 +1,4 @@
-"""The operations facade (cnrd.admin.Admin) over a real DhcpService and real failover peers, no HTTP."""
+"""The operations facade (cnrd.admin.Admin) over a real Runtime and real failover peers, no HTTP."""
 
 from __future__ import annotations
 
@@ -76,11 +76,11 @@ def test_ready_follows_failover_state(tmp_path, state, ready):
     main, backup, wire = pair(tmp_path)
     admin = Admin(backup.dhcp)
     assert admin.ready() == {"ready": True}  # a backup in NORMAL is ready
-    backup.dhcp.peers[0].state = state
+    backup.dhcp.sessions[0]._state = state  # forced: every state, however it is reached
     got = admin.ready()
     assert got["ready"] is ready
     if not ready:
-        assert got["reason"] == f"failover pair examplepair is in {backup.dhcp.peers[0].label}"
+        assert got["reason"] == f"failover pair examplepair is in {backup.dhcp.sessions[0].status().label}"
 
 
 # -- related servers and partner-down ------------------------------------------------
@@ -106,7 +106,7 @@ def test_partner_down_refused_while_in_touch(tmp_path):
     main, backup, wire = pair(tmp_path)
     reason = refused(409, Admin(main.dhcp).partner_down, {"partner": "examplepair"})
     assert reason == "partner is in touch (state NORMAL)"
-    assert main.dhcp.peers[0].state is S.NORMAL
+    assert main.dhcp.sessions[0].state is S.NORMAL
 
 
 def _stored_state(server):
@@ -140,7 +140,7 @@ def test_partner_down_with_a_time_by_partner_address(tmp_path, text, since):
     wire.advance(10)
     out = result(Admin(backup.dhcp, local_tz=UTC).partner_down({"partner": "10.1.0.1", "time": text}))
     assert out["partner-down-since"] == format_iso(since)
-    assert backup.dhcp.peers[0].state is S.PARTNER_DOWN
+    assert backup.dhcp.sessions[0].state is S.PARTNER_DOWN
     assert _stored_state(backup) == (S.PARTNER_DOWN, since)
 
 
@@ -159,7 +159,7 @@ def test_partner_down_bad_requests(tmp_path, body, status):
     main, backup, wire = pair(tmp_path)
     wire.close()
     refused(status, Admin(main.dhcp).partner_down, body)
-    assert main.dhcp.peers[0].state is S.COMMUNICATIONS_INTERRUPTED
+    assert main.dhcp.sessions[0].state is S.COMMUNICATIONS_INTERRUPTED
 
 
 def test_partner_down_on_a_standalone_server_is_404(admin):
@@ -207,11 +207,11 @@ def test_bad_attributes_change_nothing(server, admin, body):
 
 def test_unsetting_failover_recover_stops_its_warning(tmp_path):
     main, backup, wire = pair(tmp_path)
-    peer = main.dhcp.peers[0]
+    peer = main.dhcp.sessions[0]
     peer.failover_recover = T0 - 100
     config = main.dhcp.config
-    main.dhcp.config = dataclasses.replace(config, server=dataclasses.replace(config.server,
-                                                                              failover_recover=T0 - 100))
+    main.dhcp.reconfigure(dataclasses.replace(config, server=dataclasses.replace(config.server,
+                                                                                 failover_recover=T0 - 100)))
     Admin(main.dhcp).patch_attributes({"failover-recover": 0})
     assert peer.failover_recover is None
 
@@ -246,9 +246,9 @@ def test_patch_pair_applies_to_the_running_peer(tmp_path):
                                             "failover-poll-interval": 3, "dynamic-bootp-backup-pct": "5%"})
     assert out["backup-pct"] == 20.0 and out["use-safe-period"] is True and out["safe-period"] == 3600
     assert out["restart-required"] == [] and out["dynamic-bootp-backup-pct"] == 5.0
-    peer = main.dhcp.peers[0]
+    peer = main.dhcp.sessions[0]
     assert peer.pair.backup_pct == 20.0 and peer.pair.use_safe_period and peer.pair.safe_period == 3600
-    assert peer.in_touch  # nothing negotiated changed: the link stays
+    assert peer.status().in_touch  # nothing negotiated changed: the link stays
     wire.settle()
     # the main topped the backup's share up at once, and told the backup
     assert admin.scopes()["scopes"][0]["available-backup"] > before
@@ -261,13 +261,13 @@ def test_patch_pair_applies_to_the_running_peer(tmp_path):
 def test_patch_pair_mclt_renegotiates_the_link(tmp_path):
     main, backup, wire = pair(tmp_path)
     Admin(main.dhcp).patch_pair("examplepair", {"mclt": 120})
-    assert main.dhcp.peers[0].mclt == 120
+    assert main.dhcp.sessions[0].mclt == 120
     # the link was dropped; the backup (still at mclt 60) refuses the main's new CONNECT
-    assert main.dhcp.peers[0].state is S.COMMUNICATIONS_INTERRUPTED
+    assert main.dhcp.sessions[0].state is S.COMMUNICATIONS_INTERRUPTED
     Admin(backup.dhcp).patch_pair("examplepair", {"mclt": 120})
     wire.connect()
-    assert main.dhcp.peers[0].state is S.NORMAL and backup.dhcp.peers[0].state is S.NORMAL
-    assert backup.dhcp.peers[0].mclt == 120
+    assert main.dhcp.sessions[0].state is S.NORMAL and backup.dhcp.sessions[0].state is S.NORMAL
+    assert backup.dhcp.sessions[0].mclt == 120
 
 
 def test_patch_pair_role_change_is_pending(tmp_path):
@@ -277,7 +277,7 @@ def test_patch_pair_role_change_is_pending(tmp_path):
     assert out["restart-required"] == ["main", "backup"]
     assert out["main"] == "10.1.0.1"  # running values until the restart
     assert admin.pair("examplepair")["pending"] == {"main": "10.1.0.2", "backup": "10.1.0.1"}
-    assert main.dhcp.peers[0].role.value == "main"
+    assert main.dhcp.sessions[0].role.value == "main"
     assert admin.unsaved[("failover-pair examplepair", "main")] == "10.1.0.2"
     # setting it back clears it
     out = admin.patch_pair("examplepair", {"main": "10.1.0.1", "backup": "10.1.0.2"})
@@ -441,12 +441,12 @@ def test_reload_pair_attributes_onto_running_peers(tmp_path):
     assert out["warnings"] == ["[failover-pair examplepair] load-balancing, max-unacked-updates, "
                                "failover-poll-timeout changed: the link to the partner is re-established to "
                                "negotiate it (the partner's file must agree)"]
-    p = main.dhcp.peers[0].pair
+    p = main.dhcp.sessions[0].pair
     assert (p.backup_pct, p.use_safe_period, p.safe_period, p.max_unacked_updates, p.load_balancing,
             p.failover_poll_interval, p.failover_poll_timeout) == (30.0, True, 3600, 50, True, 3, 9)
     wire.connect()  # the main redials: the new values are in its CONNECT
-    assert main.dhcp.peers[0].state is S.NORMAL
-    assert backup.dhcp.peers[0].partner_max_unacked == 50
+    assert main.dhcp.sessions[0].state is S.NORMAL
+    assert backup.dhcp.sessions[0].link.partner_max_unacked == 50
 
 
 def test_reload_pair_identity_changes_need_a_restart(tmp_path):
@@ -467,7 +467,7 @@ def test_reload_pair_identity_changes_need_a_restart(tmp_path):
     main.write(main.text().split("[failover-pair examplepair]")[0] + "\n[scope other]\nsubnet = 10.3.0.0/24\n")
     out = Admin(main.dhcp).reload(None)
     assert out["restart-required"] == ["[failover-pair examplepair] removed"]
-    assert main.dhcp.peers[0].state is S.NORMAL
+    assert main.dhcp.sessions[0].state is S.NORMAL
 
 
 def test_reload_new_scope_joins_a_server_wide_pair(tmp_path):
@@ -475,8 +475,8 @@ def test_reload_new_scope_joins_a_server_wide_pair(tmp_path):
     for s in (main, backup):
         s.write(s.text() + "\n[scope second]\nsubnet = 10.2.0.0/24\nranges = 10.2.0.10-10.2.0.29\n")
         Admin(s.dhcp).reload(None)
-    peer = main.dhcp.peers[0]
-    assert "second" in peer.scopes and main.dhcp.server.gates["second"] is peer
+    peer = main.dhcp.sessions[0]
+    assert "second" in peer.exchange.scopes and main.dhcp.server.gates["second"] is peer.gate
     assert main.dhcp.table.pools["second"].failover
     # the backup answers nobody in NORMAL, in the new scope too
     assert backup.discover(1, giaddr="10.2.0.1") is None

@@ -1,7 +1,7 @@
 """The admin HTTP API over real HTTP on 127.0.0.1, in-process on the pytest-twisted reactor.
 
 The API service is the production one (cnrd.admin.api.ApiService) listening on an
-ephemeral port; behind it is a real DhcpService (memory store, fake DHCP
+ephemeral port; behind it is a real Runtime (memory store, fake DHCP
 port, a Clock) and, for the failover routes, two such servers whose real
 Peers talk through their FailoverServices (tests/adminkit.py).
 """
@@ -24,7 +24,8 @@ from cnrd.admin.api import ApiService, load_token
 from cnrd.config import ConfigError, loads
 from cnrd.dhcp.packet import ip_to_int
 from cnrd.failover.states import S
-from cnrd.app.service import build
+from cnrd.admin.commands import Admin
+from cnrd.app.build import build, metrics_resource
 from tests.adminkit import STANDALONE, TOKEN, Server, pair
 
 V1 = "/api/v1"
@@ -68,7 +69,7 @@ def serve():
     started: list[ApiService] = []
 
     def start(server: Server) -> Client:
-        api = ApiService(server.dhcp, reactor)
+        api = ApiService(server.dhcp.config, reactor, Admin(server.dhcp), metrics=metrics_resource(server.dhcp))
         api.startService()
         started.append(api)
         port = api.port.getHost().port
@@ -175,7 +176,7 @@ async def test_failover_routes_normal_then_interrupted(tmp_path, serve):
     status, _, got = await api.call("POST", V1 + "/dhcp/partner-down", {"partner": "10.1.0.2", "time": "-1h"})
     assert status == 200
     assert got["pair"] == "examplepair" and got["state"] == "PARTNER-DOWN"
-    assert main.dhcp.peers[0].state is S.PARTNER_DOWN
+    assert main.dhcp.sessions[0].state is S.PARTNER_DOWN
     status, _, got = await api.call("POST", V1 + "/dhcp/partner-down", {"partner": "nosuch"})
     assert status == 404 and got["error"].startswith("no failover partner 'nosuch'")
     status, _, got = await api.call("POST", V1 + "/dhcp/partner-down", {"partner": "examplepair", "time": "x"})
@@ -202,7 +203,7 @@ async def test_bodies_that_are_not_json_objects(tmp_path, serve):
         assert (status, got) == (400, {"error": "the body must be a JSON object"}), path
         status, _, got = await api.call(method, path, raw=b" " * 70000)
         assert status == 400 and "larger than" in got["error"], path
-    assert main.dhcp.peers[0].state is S.NORMAL
+    assert main.dhcp.sessions[0].state is S.NORMAL
 
 
 @pytest_twisted.ensureDeferred
@@ -233,7 +234,7 @@ async def test_failover_pairs(tmp_path, serve):
                                                                                    "backup": "10.1.0.1"})
     assert status == 200 and got["backup-pct"] == 25.0 and got["restart-required"] == ["main", "backup"]
     assert got["pending"] == {"main": "10.1.0.2", "backup": "10.1.0.1"} and got["main"] == "10.1.0.1"
-    assert main.dhcp.peers[0].pair.backup_pct == 25.0
+    assert main.dhcp.sessions[0].pair.backup_pct == 25.0
     for method, body in (("GET", None), ("PATCH", {"mclt": 60})):
         status, _, got = await api.call(method, V1 + "/failover-pairs/nosuch", body)
         assert (status, got) == (404, {"error": "no failover pair 'nosuch'"})

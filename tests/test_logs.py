@@ -41,7 +41,7 @@ PAIR = "examplepair"
 
 def set_log_settings(dhcp, *words: str) -> None:
     """What the admin API does on PATCH attributes: a new frozen config in place of the old."""
-    dhcp.config = replace(dhcp.config, server=replace(dhcp.config.server, log_settings=frozenset(words)))
+    dhcp.reconfigure(replace(dhcp.config, server=replace(dhcp.config.server, log_settings=frozenset(words))))
 
 
 def texts(events) -> list[str]:

@@ -1,4 +1,4 @@
-"""/metrics: the Prometheus exposition of a live DhcpService, parsed back.
+"""/metrics: the Prometheus exposition of a live Runtime, parsed back.
 
 A standalone service on a fake port, and a failover pair of two in-process
 DhcpServices whose real Peers are linked in memory (the same Link as
@@ -29,7 +29,8 @@ from cnrd.leases.model import Lease, LeaseState
 from cnrd.leases.store import MemoryLeaseStore
 from cnrd.leases.table import LeaseTable, Pool
 from cnrd.admin.metrics import on_reactor, registry_for
-from cnrd.app.service import DhcpService, add_failover
+from cnrd.app.build import add_failover
+from cnrd.app.runtime import Runtime
 from tests.dhcp.helpers import IFACE, SERVER_IP, mac, request, u32
 from tests.failover.test_peer import CONFIG as PAIR_CONFIG
 from tests.failover.test_peer import T0, Link
@@ -60,7 +61,7 @@ def series(metrics, name: str, **match) -> dict[frozenset, float]:
 
 # -- an in-process failover pair ---------------------------------------------------
 class Node:
-    """A DhcpService with its failover Peer as add_failover wires it, on its own Clock and fake port."""
+    """A Runtime with its failover Peer as add_failover wires it, on its own Clock and fake port."""
 
     def __init__(self, role: Role, extra: str = "", config_text: str = PAIR_CONFIG) -> None:
         self.clock = Clock()
@@ -74,16 +75,16 @@ class Node:
             self.ports.append(p)
             return p
 
-        self.dhcp = DhcpService(self.config, self.clock, store=self.store, port_factory=port,
+        self.dhcp = Runtime(self.config, self.clock, store=self.store, port_factory=port,
                                 interfaces=lambda c: [IFACE], commit_runner=run_now)
         self.top = MultiService()
         self.dhcp.setServiceParent(self.top)
         me = "10.1.0.1" if role is Role.MAIN else "10.1.0.2"
         self.links = add_failover(self.top, self.dhcp, self.config, self.clock, {me})
-        # The in-memory Link moves the peer's messages, not the FailoverService.
-        self.dhcp.after_commit.clear()
+        # The in-memory Link moves the session's messages, not the FailoverService.
+        self.dhcp.path.after_send = lambda: None
         self.dhcp.startService()
-        self.peer = self.dhcp.peers[0]
+        self.session = self.dhcp.sessions[0]
         # what tests.failover.test_peer.Link expects of a side
         self.table = self.dhcp.table
         self.framer = wire.Framer()
@@ -103,8 +104,8 @@ class PairLink(Link):
             self.a.clock.advance(step)
             self.b.clock.advance(step)
             self.now += step
-            self.a.peer.tick(self.now)
-            self.b.peer.tick(self.now)
+            self.a.session.tick(self.now)
+            self.b.session.tick(self.now)
             self.settle()
 
 
@@ -189,7 +190,7 @@ def test_names_follow_prometheus_conventions():
 def test_pair_in_normal():
     main, backup, link = pair()
     link.connect()
-    assert (main.peer.state, backup.peer.state) == (S.NORMAL, S.NORMAL)
+    assert (main.session.state, backup.session.state) == (S.NORMAL, S.NORMAL)
     addr = lease_on(main, 1)
     link.settle()
     link.advance(5)
@@ -209,13 +210,13 @@ def test_pair_in_normal():
 
     # 5 addresses to the backup (backup-pct 10 of 50) and the client's lease
     sent = value(m, "cnrd_failover_bndupd_sent_total", pair=PAIR)
-    assert sent == main.peer.sent_updates >= 6
+    assert sent == main.session.status().sent_updates >= 6
     assert value(m, "cnrd_failover_bndupd_acked_total", pair=PAIR) == sent
     assert value(m, "cnrd_failover_bndupd_rejected_total", pair=PAIR) == 0
-    assert value(b, "cnrd_failover_bndupd_received_total", pair=PAIR) == backup.peer.received_updates >= 6
+    assert value(b, "cnrd_failover_bndupd_received_total", pair=PAIR) == backup.session.status().received_updates >= 6
     assert value(m, "cnrd_failover_bndupd_unacked", pair=PAIR) == 0
     assert value(m, "cnrd_failover_bndupd_in_flight", pair=PAIR) == 0
-    assert value(m, "cnrd_failover_state_transitions_total", pair=PAIR) == main.peer.transitions >= 2
+    assert value(m, "cnrd_failover_state_transitions_total", pair=PAIR) == main.session.status().transitions >= 2
     assert value(m, "cnrd_failover_clock_skew_seconds", pair=PAIR) == 0
     assert value(m, "cnrd_failover_config_mismatch", pair=PAIR) == 0
 
@@ -237,7 +238,7 @@ def test_pair_in_communications_interrupted_and_back():
     link.connect()
     link.advance(3)
     link.drop()
-    assert (main.peer.state, backup.peer.state) == (S.COMMUNICATIONS_INTERRUPTED,) * 2
+    assert (main.session.state, backup.session.state) == (S.COMMUNICATIONS_INTERRUPTED,) * 2
     lease_on(main, 2)  # served from the main's own pool; the update waits in the queue
     link.advance(30)
     m = scrape(main.dhcp)
@@ -254,7 +255,7 @@ def test_pair_in_communications_interrupted_and_back():
         assert value(scraped, "cnrd_traps_total", trap="other-server-not-responding", pair=PAIR) == 1
 
     link.connect()
-    assert main.peer.state is S.NORMAL
+    assert main.session.state is S.NORMAL
     m = scrape(main.dhcp)
     assert value(m, "cnrd_failover_bndupd_unacked", pair=PAIR) == 0
     assert value(m, "cnrd_failover_communication_ok", pair=PAIR) == 1
@@ -266,7 +267,7 @@ def test_partner_never_heard_reports_unknown_and_time_since_start():
     main = Node(Role.MAIN)
     for _ in range(10):
         main.clock.advance(1)
-        main.peer.tick(int(main.clock.seconds()))
+        main.session.tick(int(main.clock.seconds()))
     m = scrape(main.dhcp)
     assert value(m, "cnrd_failover_state", pair=PAIR, side="partner", state="unknown") == 1
     assert value(m, "cnrd_failover_partner_contact_age_seconds", pair=PAIR) == 10
@@ -338,7 +339,7 @@ def test_scope_counts_do_not_walk_a_large_pool():
 def test_scrape_from_a_thread_reads_on_the_reactor_thread():
     from twisted.internet import reactor
 
-    svc = DhcpService(loads(PAIR_CONFIG.format(name="main")), reactor, store=MemoryLeaseStore(),
+    svc = Runtime(loads(PAIR_CONFIG.format(name="main")), reactor, store=MemoryLeaseStore(),
                       port_factory=FakePort, interfaces=lambda c: [IFACE], commit_runner=run_now)
     seen = []
 

@@ -12,7 +12,7 @@ from cnrd.dhcp.packet import MessageType as M
 from cnrd.dhcp.packet import ip_to_int, parse
 from cnrd.leases.model import LeaseState
 from cnrd.leases.store import MemoryLeaseStore, StoreError
-from cnrd.app.service import DhcpService
+from cnrd.app.runtime import Runtime
 
 from tests.dhcp.helpers import BASE_CONFIG, IFACE, SERVER_IP, mac, request, u32
 from tests.leases.test_committer import ManualRunner
@@ -37,6 +37,7 @@ class FakePort:
         self.sent = []
         self.started = False
         self.log = None
+        self.kernel_drops = 0
 
     def start(self):
         self.started = True
@@ -79,7 +80,7 @@ def make(store=None, clock=None, runner=run_now):
         ports.append(p)
         return p
 
-    svc = DhcpService(loads(BASE_CONFIG), clock, store=store, port_factory=factory, interfaces=lambda c: [IFACE],
+    svc = Runtime(loads(BASE_CONFIG), clock, store=store, port_factory=factory, interfaces=lambda c: [IFACE],
                       commit_runner=runner)
     svc.startService()
     return svc, ports[0], store, clock
@@ -130,12 +131,12 @@ def test_acks_of_a_mixed_batch_leave_when_a_later_commit_completes():
     batch += [Rx(request(M.DISCOVER, mac(i)).serialize()) for i in range(10, 12)]
     port.on_batch(batch, 0)
     assert [s[1].message_type for s in port.sent] == [M.OFFER] * 2  # the ACKs wait for the disk
-    assert svc._awaiting == 3
+    assert svc.path.awaiting == 3
     while runner.waiting:
         runner.finish()
     assert sorted(s[1].message_type for s in port.sent) == [M.OFFER] * 2 + [M.ACK] * 3
     assert {s[1].yiaddr for s in port.sent if s[1].message_type == M.ACK} == {o.yiaddr for o in offers}
-    assert svc._awaiting == 0
+    assert svc.path.awaiting == 0
     assert store.lease_count() == 3
 
 
@@ -189,7 +190,7 @@ def test_restart_keeps_leases_and_expiry_timer_runs():
     svc.stopService()
     assert not clock.getDelayedCalls()
     store.closed = False
-    svc2 = DhcpService(loads(BASE_CONFIG), clock, store=store, port_factory=lambda *a, **k: FakePort(*a, **k),
+    svc2 = Runtime(loads(BASE_CONFIG), clock, store=store, port_factory=lambda *a, **k: FakePort(*a, **k),
                        interfaces=lambda c: [IFACE], commit_runner=run_now)
     svc2.startService()
     lease = svc2.table.get(yi)

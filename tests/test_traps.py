@@ -141,7 +141,7 @@ def _connect(mclt=60, name=PAIR, **kw):
 
 def test_connect_rejected_for_mclt_is_one_trap_and_a_mismatch_flag():
     backup = Node(Role.BACKUP)
-    peer = backup.peer
+    peer = backup.session
     with captured() as events:
         for _ in range(3):  # the main keeps redialling with its wrong MCLT
             peer.connection_made(T0)
@@ -159,7 +159,7 @@ def test_connect_rejected_for_mclt_is_one_trap_and_a_mismatch_flag():
     # fixed: a good handshake and the partner's STATE end the episode
     main = Node(Role.MAIN)
     PairLink(main, backup, T0).connect()
-    assert backup.peer.state is S.NORMAL
+    assert backup.session.state is S.NORMAL
     assert value(scrape(backup.dhcp), "cnrd_failover_config_mismatch", pair=PAIR) == 0
 
 
@@ -198,7 +198,7 @@ def test_mismatched_scopes_are_one_trap_per_side_not_one_per_update():
         for n in range(3):
             lease_on(main, n)
         link.settle()
-    assert main.peer.rejected_updates >= 3
+    assert main.session.status().rejected_updates >= 3
     by_side = sorted(t["rejected_by"] for t in trap_lines(events) if t["trap"] == CONFIG_MISMATCH)
     assert by_side == ["local", "partner"]  # the backup rejected, the main was rejected: one each
     for node in (main, backup):
@@ -305,7 +305,7 @@ def test_webhook_follows_the_running_configuration(hook):
     peer.tick(peer.started + 7)  # a trap, no webhook configured: nothing sent
     assert hook.posts == [] and dhcp.notifier.failed == 0
     # the API sets trap-webhook at run time: the next trap goes there
-    dhcp.config = replace(dhcp.config, server=replace(dhcp.config.server, trap_webhook=hook.url, name="renamed"))
+    dhcp.reconfigure(replace(dhcp.config, server=replace(dhcp.config.server, trap_webhook=hook.url, name="renamed")))
     arrived = hook.next_post()
     dhcp.traps.observe("failover-comm-ok", {"pair": PAIR})
     dhcp.log_event("failover-comm-lost", {"pair": PAIR})

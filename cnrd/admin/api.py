@@ -19,21 +19,25 @@ import json
 import os
 import secrets
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from klein import Klein
 from twisted.application import service
 from twisted.internet import defer, endpoints
+from twisted.internet.interfaces import IReactorTCP
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.resource import Resource
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from cnrd.admin.commands import Admin, AdminError
-from cnrd.config import ConfigError
+from cnrd.admin.values import body_object
+from cnrd.config import Config, ConfigError
 
 log = Logger(namespace="cnrd.api")
+
+T = TypeVar("T")
 
 PREFIX = "/api/v1"
 MAX_BODY = 64 * 1024  # no command needs more; a bigger body is refused unread
@@ -81,12 +85,12 @@ class ApiApp:
 
     app = Klein()
 
-    def __init__(self, admin: Admin, token: str, metrics: Callable[[], Any] | None = None) -> None:
+    def __init__(self, admin: Admin, token: str, metrics: Callable[[], IResource] | None = None) -> None:
         self.admin = admin
         self._token = token.encode()
-        # Builds the /metrics resource on first use (cnrd.admin.metrics may be absent in a test).
+        # Builds the /metrics resource on first use; without one /metrics is 404.
         self._metrics_factory = metrics
-        self._metrics: Any = None
+        self._metrics: IResource | None = None
 
     # -- plumbing -------------------------------------------------------------
     def _authorize(self, request: Any) -> None:
@@ -128,10 +132,16 @@ class ApiApp:
             raise AdminError(400, "the body must be a JSON object")
         return value
 
-    def _empty_body(self, request: Any) -> None:
-        # Commands without arguments accept no body or {}: anything else is
-        # probably a mistake worth telling about.
-        self.admin.body_object(self._body(request), ())
+    def _without_body(self, request: Any, command: Callable[[], T]) -> Callable[[], T]:
+        """``command``, run only if the request has no body or ``{}``.
+
+        Commands without arguments refuse anything else: it is probably a
+        mistake worth telling about.
+        """
+        def run() -> T:
+            body_object(self._body(request), ())
+            return command()
+        return run
 
     @app.handle_errors(Exception)
     def _error(self, request: Any, failure: Failure) -> bytes:
@@ -181,11 +191,11 @@ class ApiApp:
 
     @app.route(PREFIX + "/dhcp/stop", methods=["POST"])
     def stop(self, request: Any) -> Any:
-        return self._call(request, lambda: (self._empty_body(request), self.admin.set_enabled(False))[1])
+        return self._call(request, self._without_body(request, lambda: self.admin.set_enabled(False)))
 
     @app.route(PREFIX + "/dhcp/start", methods=["POST"])
     def start(self, request: Any) -> Any:
-        return self._call(request, lambda: (self._empty_body(request), self.admin.set_enabled(True))[1])
+        return self._call(request, self._without_body(request, lambda: self.admin.set_enabled(True)))
 
     @app.route(PREFIX + "/dhcp/related-servers", methods=["GET"])
     def related_servers(self, request: Any) -> Any:
@@ -229,17 +239,14 @@ class ApiApp:
 
     @app.route(PREFIX + "/save", methods=["POST"])
     def save(self, request: Any) -> Any:
-        return self._call(request, lambda: (self._empty_body(request), self.admin.save())[1])
+        return self._call(request, self._without_body(request, self.admin.save))
 
     @app.route("/metrics", methods=["GET"])
     def metrics(self, request: Any) -> Any:
         if self._metrics is None:
-            try:
-                if self._metrics_factory is None:
-                    raise ImportError("no metrics factory")
-                self._metrics = self._metrics_factory()
-            except ImportError:
-                raise AdminError(404, "metrics are not available in this build") from None
+            if self._metrics_factory is None:
+                raise AdminError(404, "metrics are not served by this API")
+            self._metrics = self._metrics_factory()
         return self._metrics
 
 
@@ -249,7 +256,7 @@ class _Root(Resource):
     isLeaf = True
 
     def __init__(self, klein_resource: Any) -> None:
-        super().__init__()
+        Resource.__init__(self)
         self._klein = klein_resource
 
     def render(self, request: Any) -> Any:
@@ -265,7 +272,7 @@ class _Root(Resource):
         return self._klein.render(request)
 
 
-def make_site(admin: Admin, token: str, metrics: Callable[[], Any] | None = None) -> Site:
+def make_site(admin: Admin, token: str, metrics: Callable[[], IResource] | None = None) -> Site:
     """The twisted.web Site serving the admin API."""
     api = ApiApp(admin, token, metrics)
     site = Site(_Root(api.app.resource()))
@@ -313,47 +320,45 @@ def load_token(config: Any) -> str:
     return token
 
 
-def _metrics_for(dhcp: Any) -> Callable[[], Any]:
-    def build() -> Any:
-        from prometheus_client.twisted import MetricsResource
-
-        from cnrd.admin.metrics import registry_for
-        return MetricsResource(registry=registry_for(dhcp))
-    return build
-
-
 class ApiService(service.Service):
-    """Listens on ``[api] listen`` and serves the admin API for one DhcpService."""
+    """Listens on ``[api] listen`` and serves the admin API: ``admin``'s commands and ``metrics``.
+
+    ``config`` is the configuration the process started with: the listen
+    address, the token file and the data directory change only at a restart.
+    ``metrics`` builds the ``/metrics`` resource when it is first asked for.
+    """
 
     name = "api"
 
-    def __init__(self, dhcp: Any, reactor: Any, *, admin: Admin | None = None) -> None:
-        self.dhcp = dhcp
+    def __init__(self, config: Config, reactor: IReactorTCP, admin: Admin, *,
+                 metrics: Callable[[], IResource] | None = None) -> None:
+        self.config = config
         self.reactor = reactor
-        self.admin = admin or Admin(dhcp)
+        self.admin = admin
+        self.metrics = metrics
         self.token: str | None = None
         self.port: Any = None  # the listening port, once listening
-        self._listening: list[defer.Deferred] = []
+        self._listening: list[defer.Deferred[Any]] = []
 
     def prepare(self) -> None:
         """Read (or make) the token now, so a problem stops the start with one line."""
         if self.token is None:
-            self.token = load_token(self.dhcp.config)
+            self.token = load_token(self.config)
 
-    def listening(self) -> defer.Deferred:
+    def listening(self) -> defer.Deferred[Any]:
         """Fires with the listening port (``.getHost().port``) once the API accepts connections."""
         if self.port is not None:
             return defer.succeed(self.port)
-        d: defer.Deferred = defer.Deferred()
+        d: defer.Deferred[Any] = defer.Deferred()
         self._listening.append(d)
         return d
 
     def startService(self) -> None:
-        super().startService()
+        service.Service.startService(self)
         self.prepare()
         assert self.token is not None
-        api = self.dhcp.config.api
-        site = make_site(self.admin, self.token, _metrics_for(self.dhcp))
+        api = self.config.api
+        site = make_site(self.admin, self.token, self.metrics)
         if ":" in api.listen_host:
             endpoint: Any = endpoints.TCP6ServerEndpoint(self.reactor, api.listen_port, interface=api.listen_host)
         else:
@@ -371,7 +376,7 @@ class ApiService(service.Service):
 
     def _listen_failed(self, failure: Failure) -> None:
         # DHCP goes on without its admin API rather than not at all.
-        api = self.dhcp.config.api
+        api = self.config.api
         log.critical("admin API: cannot listen on {host}:{port}: {error}", host=api.listen_host,
                      port=api.listen_port, error=failure.getErrorMessage())
         waiting, self._listening = self._listening, []
@@ -379,7 +384,7 @@ class ApiService(service.Service):
             d.errback(failure)
 
     def stopService(self) -> Any:
-        super().stopService()
+        service.Service.stopService(self)
         port, self.port = self.port, None
         if port is not None:
             return port.stopListening()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import gc
 import queue
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from prometheus_client import PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -27,12 +27,18 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from twisted.python import threadable
 
 from cnrd import __version__
+from cnrd.config import Config
+from cnrd.dhcp.protocol import ReplyPort
+from cnrd.dhcp.server import DhcpServer
+from cnrd.failover.session import FailoverSession
+from cnrd.leases.store import LeaseStore
+from cnrd.leases.table import LeaseTable
+from cnrd.ops.gcpolicy import GcPolicy
+from cnrd.ops.webhook import TrapNotifier
 from cnrd.failover.states import LABELS
 from cnrd.leases.model import LeaseState
-from cnrd.ops.traps import TRAPS
+from cnrd.ops.traps import TRAPS, TrapDetector
 
-if TYPE_CHECKING:
-    from cnrd.app.service import DhcpService
 
 SNAPSHOT_TIMEOUT = 10.0  # seconds a scrape waits for the reactor thread
 
@@ -47,8 +53,38 @@ FAILOVER_STATES = tuple(LABELS.values())
 T = TypeVar("T")
 
 
-def registry_for(dhcp: DhcpService) -> CollectorRegistry:
-    """A registry with cnrd's metrics for ``dhcp`` (a DhcpService) and the process's own.
+class MetricsSource(Protocol):
+    """What the collector reads of a running server (:class:`cnrd.app.runtime.Runtime`)."""
+
+    reactor: Any
+    gc: GcPolicy | None
+    traps: TrapDetector
+    notifier: TrapNotifier
+
+    @property
+    def config(self) -> Config: ...
+    @property
+    def server(self) -> DhcpServer: ...
+    @property
+    def table(self) -> LeaseTable: ...
+    @property
+    def running(self) -> bool | int: ...
+    @property
+    def port(self) -> ReplyPort | None: ...
+    @property
+    def malformed(self) -> int: ...
+    @property
+    def commits(self) -> int: ...
+    @property
+    def commit_failures(self) -> int: ...
+    @property
+    def store(self) -> LeaseStore: ...
+    @property
+    def sessions(self) -> list[FailoverSession]: ...
+
+
+def registry_for(dhcp: MetricsSource) -> CollectorRegistry:
+    """A registry with cnrd's metrics for ``dhcp`` (a running server) and the process's own.
 
     Mount it with ``prometheus_client.twisted.MetricsResource(registry=registry_for(dhcp))``.
     """
@@ -67,10 +103,12 @@ def on_reactor(reactor: Any, f: Callable[[], T], timeout: float = SNAPSHOT_TIMEO
     iteration".  Without a running reactor (tests on a Clock), ``f`` runs here.
     """
     call = getattr(reactor, "callFromThread", None)
-    if call is None or threadable.ioThread is None or threadable.isInIOThread() \
-            or not getattr(reactor, "running", False):
+    # ioThread is set once a reactor has run (typeshed has it as None only).
+    io_thread = getattr(threadable, "ioThread", None)
+    in_io_thread = io_thread is None or threadable.isInIOThread()
+    if call is None or in_io_thread or not getattr(reactor, "running", False):
         return f()
-    box: queue.Queue = queue.Queue(maxsize=1)
+    box: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=1)
 
     def run() -> None:
         try:
@@ -85,13 +123,14 @@ def on_reactor(reactor: Any, f: Callable[[], T], timeout: float = SNAPSHOT_TIMEO
         raise TimeoutError(f"the reactor did not answer the metrics scrape within {timeout} s") from None
     if not ok:
         raise value
-    return value
+    result: T = value
+    return result
 
 
 class CnrdCollector(Collector):
-    """cnrd's metrics for one DhcpService, built at each scrape from its live state."""
+    """cnrd's metrics for one running server, built at each scrape from its live state."""
 
-    def __init__(self, dhcp: DhcpService, *, timeout: float = SNAPSHOT_TIMEOUT) -> None:
+    def __init__(self, dhcp: MetricsSource, *, timeout: float = SNAPSHOT_TIMEOUT) -> None:
         self.dhcp = dhcp
         self.timeout = timeout
 
@@ -161,7 +200,7 @@ class CnrdCollector(Collector):
                 name.add_metric([key], n)
         malformed.add_metric([], dhcp.malformed)
         port = dhcp.port
-        kernel.add_metric([], getattr(port, "kernel_drops", 0) if port is not None else 0)
+        kernel.add_metric([], port.kernel_drops if port is not None else 0)
         # The committer (and the store) exist once the service runs; reading
         # them earlier would open the store from a scrape.
         commits.add_metric([], dhcp.commits if dhcp.running else 0)
@@ -221,28 +260,27 @@ class CnrdCollector(Collector):
         if not samples:
             return
         dhcp = self.dhcp
-        now = dhcp.clock.seconds()
-        for peer in dhcp.peers:
-            pair = peer.name
-            pair_info.add_metric([pair, peer.role.value], 1)
-            local = peer.label
+        now = dhcp.reactor.seconds()
+        for session in dhcp.sessions:
+            st = session.status()
+            pair = st.name
+            pair_info.add_metric([pair, st.role.value], 1)
             for label in FAILOVER_STATES:
-                state.add_metric([pair, "local", label], 1 if label == local else 0)
-            partner = peer.partner_label
+                state.add_metric([pair, "local", label], 1 if label == st.label else 0)
             for label in FAILOVER_STATES + ("unknown",):
-                state.add_metric([pair, "partner", label], 1 if label == partner else 0)
-            age.add_metric([pair], max(now - peer.stos, 0))
-            heard = peer.last_contact if peer.last_contact is not None else peer.started
+                state.add_metric([pair, "partner", label], 1 if label == st.partner_label else 0)
+            age.add_metric([pair], max(now - st.stos, 0))
+            heard = st.last_contact if st.last_contact is not None else st.started
             contact.add_metric([pair], max(now - heard, 0))
-            comm.add_metric([pair], 1 if peer.in_touch else 0)
-            upd_sent.add_metric([pair], peer.sent_updates)
-            upd_acked.add_metric([pair], peer.acked_updates)
-            upd_rejected.add_metric([pair], peer.rejected_updates)
-            upd_received.add_metric([pair], peer.received_updates)
-            unacked.add_metric([pair], len(peer.pending) + len(peer.unacked))
-            in_flight.add_metric([pair], len(peer.unacked))
-            transitions.add_metric([pair], peer.transitions)
-            skew.add_metric([pair], peer.clock_skew)
+            comm.add_metric([pair], 1 if st.in_touch else 0)
+            upd_sent.add_metric([pair], st.sent_updates)
+            upd_acked.add_metric([pair], st.acked_updates)
+            upd_rejected.add_metric([pair], st.rejected_updates)
+            upd_received.add_metric([pair], st.received_updates)
+            unacked.add_metric([pair], st.queued)
+            in_flight.add_metric([pair], st.in_flight)
+            transitions.add_metric([pair], st.transitions)
+            skew.add_metric([pair], st.clock_skew)
             mismatch.add_metric([pair], 1 if dhcp.traps.config_mismatch(pair) else 0)
 
     def _traps(self, f: _Families, samples: bool) -> None:
@@ -255,9 +293,9 @@ class CnrdCollector(Collector):
             return
         dhcp = self.dhcp
         counts = dict(dhcp.traps.counts)
-        for peer in dhcp.peers:
+        for session in dhcp.sessions:
             for name in TRAPS:
-                counts.setdefault((name, peer.name), 0)
+                counts.setdefault((name, session.name), 0)
         for (name, pair), n in sorted(counts.items()):
             traps.add_metric([name, pair], n)
         delivered.add_metric([], dhcp.notifier.delivered)

@@ -8,6 +8,7 @@ traceback) and a non-zero exit status.
 from __future__ import annotations
 
 import sys
+from typing import cast
 from twisted.application import service
 from twisted.python import usage
 
@@ -55,7 +56,8 @@ def makeService(options: Options) -> service.IService:
 
     from cnrd.leases.journal import open_store
     from cnrd.leases.store import StoreError
-    from cnrd.app.service import build, resolve_interfaces
+    from cnrd.app.build import build
+    from cnrd.app.runtime import Reactor, resolve_interfaces
 
     config = options.config
     try:
@@ -67,7 +69,7 @@ def makeService(options: Options) -> service.IService:
         store = open_store(s)
     except StoreError as e:
         _fail(f"{config.path}: [server] data-dir: {e}")
-    top = build(config, reactor, store=store)
+    top = build(config, cast(Reactor, reactor), store=store)
     settings = getattr(options, "log_settings", None)
     if settings is not None:
         dhcp = top.getServiceNamed("dhcp")

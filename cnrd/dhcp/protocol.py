@@ -1,0 +1,207 @@
+"""The DHCP request path on Twisted: a batch of datagrams in, replies out once durable.
+
+:class:`RequestPath` is the adapter between the socket (:class:`cnrd.dhcp.net.DhcpPort`,
+which hands over every datagram of one read event as a batch) and the pure
+core (:class:`cnrd.dhcp.server.DhcpServer`).  Read top to bottom:
+
+1. parse each datagram; a malformed one is counted and dropped;
+2. decide each request with ``DhcpServer.handle`` (``now`` from the clock);
+3. send at once what promises nothing durable (OFFER, NAK, INFORM replies);
+4. commit the batch's lease changes once (one journal record, one fsync),
+   and only then send the ACKs.
+
+Requests that complete an exchange (REQUEST, and DECLINE, RELEASE, BOOTP,
+which change leases) are handled and committed before the batch's DISCOVERs
+and INFORMs are worked on: a burst of new clients does not hold up the ones
+about to be bound, and an ACK waits for its commit, not for the rest of the
+batch.  ``max-dhcp-requests`` bounds the replies waiting for the disk; past
+it whole batches are dropped as overload (clients retry).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from cnrd.dhcp.packet import DhcpPacket, MalformedPacket, MessageType, parse
+from cnrd.dhcp.server import DhcpServer, Reply, RxInfo
+from cnrd.text import int_to_ip, ip_to_int
+
+__all__ = ["RequestPath", "ReplyPort", "Datagram", "Commit", "LAZY_COMMIT"]
+
+log = Logger(namespace="cnrd")
+
+#: Seconds an OFFER's lease change may wait for a commit: offers promise
+#: nothing, so their changes ride with the next batch's commit.
+LAZY_COMMIT = 1.0
+# Handled after the exchange-completing requests of a batch.
+_NOT_FIRST = frozenset({MessageType.DISCOVER, MessageType.INFORM})
+
+#: Make the lease changes durable, then call the callback with success.
+Commit = Callable[[Callable[[bool], None]], None]
+
+
+class Datagram(Protocol):
+    """One received datagram as the socket adapter describes it (:class:`cnrd.dhcp.net.Received`)."""
+
+    @property
+    def data(self) -> bytes: ...
+    @property
+    def ifindex(self) -> int: ...
+    @property
+    def local_ip(self) -> str: ...
+    @property
+    def dst_ip(self) -> str: ...
+    @property
+    def src_ip(self) -> str: ...
+    @property
+    def src_port(self) -> int: ...
+
+
+class ReplyPort(Protocol):
+    """What the request path needs of the socket adapter (:class:`cnrd.dhcp.net.DhcpPort`)."""
+
+    max_batch: int
+    kernel_drops: int
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+    def send(self, data: bytes, dst_ip: str, dst_port: int, *, ifindex: int | None = None,
+             src_ip: str | None = None) -> None: ...
+
+    def send_to_hw(self, data: bytes, yiaddr: str, chaddr: bytes, ifindex: int, dst_port: int,
+                   src_ip: str | None = None) -> None: ...
+
+
+class RequestPath:
+    """Batches of datagrams through the DHCP core, with replies sent only once durable."""
+
+    def __init__(
+        self,
+        server: DhcpServer,
+        clock: IReactorTime,
+        commit: Commit,
+        *,
+        has_dirty: Callable[[], bool],
+        max_awaiting: Callable[[], int],
+        after_send: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.server = server
+        self.clock = clock
+        self.commit = commit
+        self._has_dirty = has_dirty
+        # Read at each batch: max-dhcp-requests can change while running.
+        self._max_awaiting = max_awaiting
+        # Runs after a commit's ACKs have left (the failover links send
+        # their binding updates then, so clients are answered first).
+        self.after_send = after_send
+        self.port: ReplyPort | None = None
+        self.malformed = 0
+        self.awaiting = 0  # durable replies waiting for their commit
+        self._lazy_commit: IDelayedCall | None = None
+
+    def stop(self) -> None:
+        """Cancel the pending lazy commit (the caller's final commit takes its changes)."""
+        if self._lazy_commit is not None and self._lazy_commit.active():
+            self._lazy_commit.cancel()
+        self._lazy_commit = None
+
+    def on_batch(self, batch: Sequence[Datagram], dropped: int) -> None:
+        """Answer one batch of datagrams: decide, commit once, then send."""
+        drops = self.server.counters.drops
+        if dropped:
+            drops["overload"] += dropped
+        if self.awaiting >= self._max_awaiting():
+            # This many answers already wait for the disk.
+            drops["overload"] += len(batch)
+            return
+        now = int(self.clock.seconds())
+        first, later = self._parse(batch)
+        acks = self._decide(first, now)
+        self.awaiting += len(acks)
+        self.commit(lambda ok: self._committed(ok, acks))
+        if not later:
+            return
+        # A list of its own: the callback above may run after this line (a
+        # commit thread) and must still see the first one.
+        more = self._decide(later, now)
+        if more:
+            self.awaiting += len(more)
+            self.commit(lambda ok: self._committed(ok, more))
+        elif self._has_dirty() and (self._lazy_commit is None or not self._lazy_commit.active()):
+            self._lazy_commit = self.clock.callLater(LAZY_COMMIT, self._commit_if_dirty)
+
+    def _parse(self, batch: Sequence[Datagram]) -> tuple[list[tuple[DhcpPacket, RxInfo]],
+                                                         list[tuple[DhcpPacket, RxInfo]]]:
+        """The batch's packets: (exchange-completing requests, DISCOVERs and INFORMs)."""
+        first: list[tuple[DhcpPacket, RxInfo]] = []
+        later: list[tuple[DhcpPacket, RxInfo]] = []
+        for rx in batch:
+            try:
+                packet = parse(rx.data)
+            except MalformedPacket as e:
+                self.malformed += 1
+                self.server.counters.drops["malformed"] += 1
+                log.debug("malformed packet from {src}: {reason}", src=rx.src_ip, reason=e.reason)
+                continue
+            info = RxInfo(rx.ifindex, ip_to_int(rx.local_ip), ip_to_int(rx.dst_ip), ip_to_int(rx.src_ip),
+                          rx.src_port)
+            try:
+                kind = packet.message_type
+            except MalformedPacket:
+                kind = None  # handle() counts and drops it
+            (later if kind in _NOT_FIRST else first).append((packet, info))
+        return first, later
+
+    def _decide(self, packets: list[tuple[DhcpPacket, RxInfo]], now: int) -> list[Reply]:
+        """Decide each packet; send what needs no commit, return what does."""
+        durable: list[Reply] = []
+        handle = self.server.handle
+        for packet, info in packets:
+            reply = handle(packet, info, now)
+            if reply is None:
+                continue
+            if reply.durable:
+                durable.append(reply)
+            else:
+                self.send(reply)
+        return durable
+
+    def _commit_if_dirty(self) -> None:
+        self._lazy_commit = None
+        if self.port is not None and self._has_dirty():
+            self.commit(lambda ok: None)
+
+    def _committed(self, ok: bool, durable: list[Reply]) -> None:
+        self.awaiting -= len(durable)
+        if not ok:
+            # The ACKs are withheld: clients retry, and nothing was promised
+            # that the disk does not hold (the changes stay queued for the
+            # next commit).
+            self.server.counters.drops["store-failure"] += len(durable)
+            return
+        for reply in durable:
+            self.send(reply)
+        self.after_send()
+
+    def send(self, reply: Reply) -> None:
+        """Serialize ``reply`` and put it on the wire the way its routing says."""
+        port = self.port
+        if port is None:
+            return
+        try:
+            data = reply.packet.serialize(reply.max_size)
+        except MalformedPacket as e:
+            self.server.counters.drops["reply-too-large"] += 1
+            log.warn("reply not sent: {reason}", reason=e.reason)
+            return
+        src = int_to_ip(reply.src_ip) if reply.src_ip else None
+        if reply.hw_unicast and reply.ifindex:
+            port.send_to_hw(data, int_to_ip(reply.dst_ip), reply.packet.chaddr, reply.ifindex, reply.dst_port,
+                            src_ip=src)
+        else:
+            port.send(data, int_to_ip(reply.dst_ip), reply.dst_port, ifindex=reply.ifindex, src_ip=src)
