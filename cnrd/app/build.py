@@ -36,7 +36,7 @@ def pair_role(config: Config, pair: FailoverPairConfig, host_addresses: set[str]
     """Our role in ``pair`` (by our own addresses), our address and the partner's.
 
     ``failover-main-server`` / ``failover-backup-server`` name the address
-    to use on a host with several interfaces (the seed's multi-interface
+    to use on a host with several interfaces (CNR's multi-interface
     case); otherwise the pair's main/backup address that is ours decides.
     """
     main = int_to_ip(pair.failover_main_server or pair.main)

@@ -69,7 +69,7 @@ class Gate:
             hba = view.hba
             if hba == ALL_MAIN:
                 if role is Role.BACKUP:
-                    # Seed, "Confirming Failover" step 6: the backup drops requests in NORMAL.
+                    # CNR, "Confirming Failover" step 6: the backup drops requests in NORMAL.
                     return False, None, "failover-normal-backup"
                 return True, own, ""
             if kind == "new":

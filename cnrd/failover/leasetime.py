@@ -1,6 +1,6 @@
 """Lease times under failover: the maximum client lead time (MCLT) rules.
 
-The seed's "Setting the Maximum Client Lead Time" walk-through, which these
+CNR 7.2's "Setting the Maximum Client Lead Time" walk-through, which these
 functions follow exactly:
 
 1. A new client asking for a desired lease (three days) is offered and

@@ -152,7 +152,7 @@ class FailoverSession:
         if stored_state is not None:
             rec = record.unpack(stored_state)
             if not rec.belongs_to(role):
-                # Seed, "Changing Failover Server Roles": the relationship's
+                # CNR, "Changing Failover Server Roles": the relationship's
                 # stored failover state does not survive a role swap; this
                 # server starts as one that never talked to its partner.
                 self._log("failover-role-changed", {"pair": pair.name, "role": role.value})
@@ -166,7 +166,7 @@ class FailoverSession:
                 if role is Role.BACKUP and rec.mclt:
                     self.mclt = rec.mclt  # the main's MCLT, learnt from its CONNECT
                 self.talked = rec.talked
-        # failover-recover (seed, Table 27-3): the store is older than the
+        # failover-recover (CNR, Table 27-3): the store is older than the
         # partner's knowledge (restored from a backup taken at that time, or
         # failover was off since then): ask for everything and wait MCLT from
         # that time before serving.
@@ -507,7 +507,7 @@ class FailoverSession:
                 self._set_state(t.new, now, "partner not heard at start-up")
             elif state is S.RECOVER and self._role is Role.MAIN and self.full_recover \
                     and self.failover_recover is None and pool.holds_leases(self._table, self.exchange.scopes):
-                # Seed, "Making Nonfailover Servers Failover Mains" and Table
+                # CNR, "Making Nonfailover Servers Failover Mains" and Table
                 # 27-3 row 1: a main that has leases but no failover history
                 # (a standalone server given a backup, or a role swap) keeps
                 # serving in PARTNER-DOWN until its new backup appears.
@@ -524,7 +524,7 @@ class FailoverSession:
             self._reclaim.step(self._table, set(self.exchange.scopes), since=self.stos, mclt=self.mclt, now=now)
         if self.failover_recover is not None and self._state is S.NORMAL \
                 and now - self._recover_warned >= RECOVER_WARN_INTERVAL:
-            # Seed, Table 27-3: failover-recover is for one start; left set, the
+            # CNR, Table 27-3: failover-recover is for one start; left set, the
             # next restart throws away what this server learnt since.
             self._recover_warned = now
             self._log("failover-recover-still-set", {"pair": self.name, "since": self.failover_recover})
