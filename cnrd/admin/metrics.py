@@ -24,6 +24,7 @@ from typing import Any, Protocol, TypeVar
 from prometheus_client import PlatformCollector, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
+from twisted.internet.interfaces import IReactorTime
 from twisted.python import threadable
 
 from cnrd import __version__
@@ -56,11 +57,12 @@ T = TypeVar("T")
 class MetricsSource(Protocol):
     """What the collector reads of a running server (:class:`cnrd.app.runtime.Runtime`)."""
 
-    reactor: Any
     gc: GcPolicy | None
     traps: TrapDetector
     notifier: TrapNotifier
 
+    @property
+    def reactor(self) -> IReactorTime: ...
     @property
     def config(self) -> Config: ...
     @property
@@ -95,7 +97,7 @@ def registry_for(dhcp: MetricsSource) -> CollectorRegistry:
     return registry
 
 
-def on_reactor(reactor: Any, f: Callable[[], T], timeout: float = SNAPSHOT_TIMEOUT) -> T:
+def on_reactor(reactor: object, f: Callable[[], T], timeout: float = SNAPSHOT_TIMEOUT) -> T:
     """``f()``, run on the reactor thread when called from another one while the reactor runs.
 
     The server's state is only ever changed on the reactor thread; reading

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -31,7 +31,7 @@ from twisted.python.threadpool import ThreadPool
 from cnrd import __version__
 from cnrd.config import Config, ConfigError
 from cnrd.dhcp import net
-from cnrd.dhcp.protocol import ReplyPort, RequestPath
+from cnrd.dhcp.protocol import Datagram, ReplyPort, RequestPath
 from cnrd.dhcp.server import DhcpServer, Interface
 from cnrd.failover.protocol import FailoverService
 from cnrd.failover.session import FailoverSession
@@ -58,7 +58,7 @@ class Reactor(IReactorTime, IReactorFDSet, IReactorTCP, IReactorFromThreads):
 class PortFactory(Protocol):
     """Makes the DHCP socket adapter (:class:`cnrd.dhcp.net.DhcpPort`, or a fake in tests)."""
 
-    def __call__(self, reactor: Any, port: int, on_batch: Callable[..., None], *,
+    def __call__(self, reactor: IReactorFDSet, port: int, on_batch: Callable[[Sequence[Datagram], int], None], *,
                  max_batch: int) -> ReplyPort: ...
 
 
