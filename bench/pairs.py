@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import re
 import signal
-import struct
 import time
 
 from bench import perf
 from bench.servers import LEASE_TIME, OPTIONS, SERVERS, CnrdServer, IscServer, _isc_time
+from cnrd.failover import record
+from cnrd.failover.states import Role, S
 from cnrd.leases.lmdb_store import LmdbLeaseStore
 from cnrd.leases.model import LeaseState
 from tests.integration.cnrd_proc import CnrdProcess
@@ -190,11 +191,12 @@ ranges = {self.net.pool_first}-{self.net.pool_last}
 
     def _write_store(self, n: int, now: int) -> None:
         super()._write_store(n, now)
-        # The main remembers a partner it was NORMAL with (peer.py's _STATE layout).
+        # The main remembers a partner it was NORMAL with.
+        normal = record.StateRecord(state=S.NORMAL, stos=now - 100, partner_state=S.NORMAL, partner_stos=now - 100,
+                                    mclt=MCLT, previous=S.NORMAL, talked=True, role_code=record.role_code(Role.MAIN))
         store = LmdbLeaseStore(str(self.cp.data_dir))
         try:
-            store.commit([], [], {f"failover/{PAIR}/state": struct.pack("!BqBqIBB", 2, now - 100, 2, now - 100,
-                                                                        MCLT, 2, 1)})
+            store.commit([], [], {record.key(PAIR): record.pack(normal)})
         finally:
             store.close()
 
