@@ -47,7 +47,9 @@ From the ACKs, releases and NAKs the clients saw it checks (a) no address
 held by two clients over overlapping lease times, (b) every ACKed lease still
 unexpired at the end is in both servers' LMDB stores, (c) the pair back to
 NORMAL within a bound after every fault, and counts (d) how many client
-requests made during single-server outages were answered.
+requests made during single-server outages were answered.  The load itself
+is judged too (bench/chaosload.py): a generator's error, or fewer ACKs than
+the floor derived from what the run asked for, fails the run.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import chaosload
 from cnrd.dhcp.packet import MalformedPacket, format_hw, int_to_ip, parse
 from cnrd.leases.model import Lease, LeaseState
 from tests.integration.cnrd_proc import CnrdProcess
@@ -667,7 +670,8 @@ class Load:
         zero = {"sent": 0, "received": 0, "drops": 0}
         return {"label": label, "start": t0, "end": _now(), "rc": rc, "argv": argv, "exchanges": ex,
                 "DO": ex.get("DISCOVER-OFFER", zero), "RA": ex.get("REQUEST-ACK", zero),
-                "raw_tail": None if ex else raw[-800:]}
+                "raw_tail": None if ex else raw[-800:],
+                "error": chaosload.perfdhcp_error(rc, ex, raw, interrupted=self.stop_event.is_set())}
 
     def _perf_loop(self, c: ClientNs) -> None:
         o = self.opts
@@ -688,19 +692,21 @@ class Load:
             offset += n
             argv = ["-4", "-l", c.iface, "-r", str(o.perf_rate), "-p", str(secs), "-n", str(n),
                     "-R", str(o.perf_clients), "-b", f"mac={_mac_plus(PERF_MAC, first)}", "-d", "2", "-W", "2000000",
-                    "-g", "single", "-s", str(self.seed * 1000 + i), *extra]
+                    "-g", "single", "-s", str(chaosload.perf_seed(self.seed, "churn", i)), *extra]
             run = self.run_perfdhcp(c, argv, secs, "churn")
             with self.lock:
                 self.perf_runs.append(run)
-            if run["rc"] not in (0, 3, -signal.SIGINT, 130):
-                self.errors.append(f"perfdhcp exited {run['rc']}: {run['raw_tail']}")
+            if run["error"]:  # it fails the run (bench.chaosload); pause rather than spin on it
+                _log(f"perfdhcp churn run {i}: {run['error']}")
                 self._sleep(2)
 
     def _record(self, c: ClientNs, what: str, lease) -> None:
         with self.lock:
             self.client_runs.append({"t": _now(), "client": c.ns.role, "what": what, "address": lease.address,
                                      "released": lease.released, "server": lease.server,
-                                     "timed_out": lease.timed_out, "rc": lease.returncode})
+                                     "timed_out": lease.timed_out, "rc": lease.returncode,
+                                     "error": chaosload.client_run_error(what, lease.returncode, lease.timed_out,
+                                                                         lease.output)})
 
     def _dhclient_loop(self, c: ClientNs) -> None:
         rng = random.Random(f"{self.seed}-{c.ns.role}")
@@ -996,7 +1002,7 @@ class Injector:
         argv = ["-4", "-l", c.iface, "-r", str(n), "-p", "2", "-n", str(n), "-R", str(n),
                 "-b", f"mac={_mac_plus(BURST_MAC, k * n)}",  # new clients at every burst
                 "-d", "2", "-W", "2000000", "-g", "single",
-                "-s", str(self.opts.seed * 7919 + len(self.faults))]
+                "-s", str(chaosload.perf_seed(self.opts.seed, "burst", len(self.faults)))]
         f.act(f"perfdhcp burst: {n} DORA at {n}/s")
         f.perf = self.load.run_perfdhcp(c, argv, 2, "burst")
         f.heal = _now()
@@ -1322,6 +1328,7 @@ def _run(lab: Lab, opts: Options) -> dict:
         while _now() < until and not violations:
             time.sleep(min(1.0, until - _now()))
         _log("load stopping")
+        t_load_stop = _now()
         load.stop()
         # (c): each fault's heal -> NORMAL is in its record; the pair must be NORMAL at the end too
         final = injector.wait_normal(opts.normal_bound + MCLT)
@@ -1372,8 +1379,18 @@ def _run(lab: Lab, opts: Options) -> dict:
             violations.append({"type": "both-partner-down", "detail": [(_iso(x), _iso(y)) for x, y in both_pd]})
         for e in cl.watcher.errors:
             violations.append({"type": "log-error", "side": e["side"], "t": _iso(e["t"]), "line": e["line"]})
-        if load.errors:
-            report["load_errors"] = load.errors
+        # the load itself: a run whose generators failed or idled audited nothing
+        fault_spans = [(f.start, f.normal or f.heal or t_load_stop) for f in injector.faults]
+        acks_by_ns = Counter(p.ns for p in packets if p.op == 2 and p.mtype == 5 and p.yiaddr != "0.0.0.0")
+        verdict = chaosload.judge(
+            chaosload.Plan(opts.perf_rate, t_load_stop - t0, chaosload.fault_free_seconds(t0, t_load_stop, fault_spans)),
+            chaosload.generators([(c.ns.role, c.kind) for c in cl.clients], load.perf_runs, load.client_runs,
+                                 [f.perf for f in injector.faults if f.perf], acks_by_ns),
+            load.errors)
+        report["load"] = verdict.to_json()
+        if not verdict.ok:
+            report["load_errors"] = verdict.reasons
+            violations.append({"type": "load", "detail": verdict.reasons})
         # (d) and the longest unanswered stretch
         txns = transactions(cl, by_ns)
         windows = [(f"{i + 1} {f.kind} {f.side}", f.outage[0], f.outage[1]) for i, f in enumerate(injector.faults)
@@ -1404,6 +1421,7 @@ def _run(lab: Lab, opts: Options) -> dict:
                                     _group((f.kind, f.recovery_s) for f in injector.faults
                                            if f.recovery_s is not None).items()},
             "violations": violations,
+            "passed": not violations and verdict.ok,
         })
         return report
     finally:
@@ -1445,7 +1463,7 @@ def _fault_json(i: int, f: Fault) -> dict:
             "heal": _iso(f.heal), "normal": _iso(f.normal), "recovery_s": f.recovery_s, "bound_s": f.bound_s,
             "outage": [_iso(f.outage[0]), _iso(f.outage[1])] if f.outage else None,
             "actions": [(_iso(t), w) for t, w in f.actions], "notes": f.notes,
-            **({"burst": {k: f.perf[k] for k in ("DO", "RA", "rc")}} if f.perf else {})}
+            **({"burst": {k: f.perf[k] for k in ("DO", "RA", "rc", "error")}} if f.perf else {})}
 
 
 def _state_times(tl: dict) -> dict:
@@ -1544,14 +1562,20 @@ def text_report(r: dict) -> str:
     L.append("longest unanswered:" + ("" if r.get("unanswered") else " none (every request was answered)"))
     for k, v in sorted(r.get("unanswered", {}).items(), key=lambda kv: -kv[1]["seconds"]):
         L.append(f"  {v['seconds']:6.1f} s  {k}  from {v['from'][11:23]}  during {v['during'] or '-'}")
-    if r.get("load_errors"):
-        L.append(f"load errors: {r['load_errors']}")
     L.append("")
     v = r.get("violations", [])
     L.append(f"VIOLATIONS: {len(v)}")
     for x in v[:50]:
         L.append(f"  {json.dumps(x)[:400]}")
+    L.append("")
+    L += chaosload.report_lines(r["load"]) if "load" in r else ["LOAD: not judged (the run ended before its audit)"]
+    L.append("RESULT: " + ("PASS" if passed(r) else "FAIL"))
     return "\n".join(L)
+
+
+def passed(r: dict) -> bool:
+    """A run passes with no violation and its load judged OK (bench.chaosload)."""
+    return not r.get("violations") and bool(r.get("load", {}).get("ok"))
 
 
 def parse_pair(text: str) -> tuple[float, float]:
@@ -1607,7 +1631,7 @@ def main(argv: list[str] | None = None) -> int:
         opts.out.parent.mkdir(parents=True, exist_ok=True)
         opts.out.write_text(json.dumps(report, indent=1, default=str) + "\n")
         print(f"\nJSON: {opts.out}")
-    return 1 if report["violations"] else 0
+    return 0 if passed(report) else 1
 
 
 if __name__ == "__main__":

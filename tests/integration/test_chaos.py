@@ -6,7 +6,8 @@ and plays the operator with cnrctl, while tcpdump in every client namespace
 records what the clients were told.  The audit must find nothing: no address
 held by two clients at once, every unexpired ACKed lease in both stores, the
 pair back to NORMAL after every fault.  The short schedule fits a minute:
-each of its kinds is injected at least once.
+each of its kinds is injected at least once.  The load is checked too: every
+generator ran without an error and got at least its floor of ACKs.
 """
 
 from __future__ import annotations
@@ -46,6 +47,17 @@ def test_chaos_minute_with_a_fixed_seed_has_no_violations(lab, tmp_path):
     (tmp_path / "chaos.json").write_text(json.dumps(report, indent=1, default=str))
 
     assert report["violations"] == [], text
+    # the load ran as asked: no generator error, and every generator over its
+    # floor (bench/chaosload.py), so a run whose clients never ran cannot pass
+    load = report["load"]
+    assert load["ok"] and report["passed"], text
+    assert load["plan"]["fault_free_s"] > 0, load["plan"]
+    for role, g in load["generators"].items():
+        assert g["errors"] == 0 and g["runs"] > 0, (role, g)
+        if g["kind"] != "burst":
+            assert g["floor"] >= 1 and g["acks"] >= g["floor"], (role, g)
+    assert load["generators"]["perf"]["floor"] >= 0.5 * opts.perf_rate * 10, load  # at least 10 s without faults
+    assert report["perfdhcp"]["exchanges"]["REQUEST-ACK"]["received"] > 0, report["perfdhcp"]
     injected = report["faults_per_kind"]
     for kind in SCHEDULE:
         assert injected.get(kind, 0) >= 1, f"{kind} never injected: {injected}\n{text}"
