@@ -58,6 +58,11 @@ class Pool:
         # In a failover pool an expired or released address only becomes free
         # for other clients once the partner has acknowledged the change.
         self.failover = False
+        # First-available mode: the main gives the backup addresses from just
+        # below this one downward, so they stay clear of the clients' upward
+        # allocation as long as possible (CNR 7.2, "Setting Backup Allocation
+        # Boundaries"); None is halfway through the ranges.
+        self.backup_boundary: int | None = None
         # Kept by the LeaseTable so metrics and the API can count a /8 pool
         # without walking it: records in the ranges by state, and reserved
         # addresses in the ranges that have no record.
@@ -112,6 +117,32 @@ class Pool:
     def backup_count(self) -> int:
         """Addresses in state BACKUP."""
         return len(self._backup)
+
+    def boundary(self) -> int:
+        """The backup allocation boundary in force: the configured one, else halfway
+        between the first and last addresses of the ranges (rounded up, so an
+        even number of addresses leaves exactly the lower half below it)."""
+        if self.backup_boundary:
+            return self.backup_boundary
+        if not self.ranges:
+            return 0
+        return (self.ranges[0].first + self.ranges[-1].last + 1) // 2
+
+    def split_order(self) -> list[int]:
+        """First-available mode: the free addresses in the order the main gives them to the backup.
+
+        Downward from just below :meth:`boundary`; when none is left below
+        it, upward from the lowest free address above it (CNR 7.2, "Setting
+        Backup Allocation Boundaries").
+        """
+        edge = self.boundary()
+        below = sorted((a for a in self._free if a < edge), reverse=True)
+        above = sorted(a for a in self._free if a >= edge)
+        return below + above
+
+    def is_free(self, address: int) -> bool:
+        """True when ``address`` is in the free set (first-available mode, or freed in LRU mode)."""
+        return address in self._free
 
     def reusable(self, state: LeaseState) -> bool:
         """True when an address in ``state`` may go to any client of this pool's owner."""
@@ -409,6 +440,30 @@ class LeaseTable:
         if found is None and owner == "any":
             found = next(iter(pool.backup_candidates()), None)
         return found
+
+    def for_backup(self, scope: str) -> Iterator[int]:
+        """Free addresses of ``scope`` for the main to give the backup, in the order it gives them.
+
+        Each address yielded is still free; the caller must take it (give it
+        a record) before asking for the next.  A first-available pool gives
+        them from its backup allocation boundary downward
+        (:meth:`Pool.split_order`); an LRU pool in the order clients get them.
+        """
+        pool = self.pools.get(scope)
+        if pool is None:
+            return
+        if not pool.first_available:
+            while (address := self._allocate_free(pool, None)) is not None:
+                yield address
+            return
+        for address in pool.split_order():
+            if not pool.is_free(address) or address in self.reserved:
+                continue
+            lease = self.leases.get(address)
+            if lease is not None and not pool.reusable(lease.state):
+                pool.remove_free(address)
+                continue
+            yield address
 
     def _allocate_free(self, pool: Pool, accept: Accept | None) -> int | None:
         candidates = pool.candidates()

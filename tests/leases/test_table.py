@@ -121,3 +121,68 @@ def test_lru_candidates_skipped_stay_in_order():
     # a veto leaves the order alone: the next allocation still sees 102 first
     assert t.allocate("s", b"x", accept=lambda a: a != 102) == 100
     assert t.allocate("s", b"x") == 102
+
+
+# -- the main's picks for the backup (CNR 7.2, "Setting Backup Allocation Boundaries") --
+
+
+def give_backup(t, n):
+    """Take ``n`` addresses in for_backup order into state BACKUP, as the main's split does."""
+    out = []
+    for address in t.for_backup("s"):
+        t.update(address, durable=True, state=LeaseState.BACKUP, scope="s")
+        out.append(address)
+        if len(out) == n:
+            break
+    return out
+
+
+def test_backup_share_comes_from_just_below_the_midpoint_downward():
+    t = table(first_available=True, size=20)  # 100..119: halfway is 110, the lower half is 100..109
+    assert t.pools["s"].boundary() == 110
+    assert give_backup(t, 3) == [109, 108, 107]
+    # Clients still work up from the lowest address.
+    assert [take(t, bytes([i])) for i in range(3)] == [100, 101, 102]
+
+
+def test_midpoint_of_an_odd_count_is_the_middle_address_and_it_is_not_below():
+    t = table(first_available=True, size=21)  # 100..120: the middle address is 110
+    assert t.pools["s"].boundary() == 110
+    assert give_backup(t, 1) == [109]
+
+
+def test_midpoint_spans_every_range_of_the_scope():
+    t = LeaseTable()
+    t.add_pool(Pool("s", [Range(200, 209), Range(100, 109)], True))
+    assert t.pools["s"].boundary() == 155
+    assert give_backup(t, 2) == [109, 108]
+
+
+def test_configured_boundary_and_the_fallback_above_it_when_none_is_left_below():
+    t = table(first_available=True, size=20)
+    t.pools["s"].backup_boundary = 103
+    assert give_backup(t, 2) == [102, 101]
+    take(t, b"a")  # 100, the only address left below the boundary
+    # None below: the first available address, working up.
+    assert give_backup(t, 3) == [103, 104, 105]
+
+
+def test_backup_picks_skip_reserved_and_taken_addresses():
+    t = table(first_available=True, size=20)
+    t.reserve(109, b"r")
+    t.update(108, durable=True, state=LeaseState.LEASED, scope="s", hw=b"c", expiration=10**6)
+    assert give_backup(t, 2) == [107, 106]
+
+
+def test_failover_pool_skips_expired_addresses_for_the_backup():
+    t = table(first_available=True, size=20)
+    t.pools["s"].failover = True
+    t.update(109, durable=True, state=LeaseState.EXPIRED, scope="s", hw=b"c")
+    assert give_backup(t, 1) == [108]
+
+
+def test_lru_pool_gives_the_backup_what_clients_would_get_next():
+    t = table(size=20)
+    t.pools["s"].backup_boundary = 110  # only ordered by first-available; LRU ignores it
+    assert give_backup(t, 2) == [100, 101]
+    assert take(t, b"a") == 102
