@@ -29,10 +29,11 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from cnrd import __version__
-from cnrd.config import Config, ConfigError
+from cnrd.config import Config, ConfigError, ServerConfig
 from cnrd.dhcp import net
 from cnrd.dhcp.protocol import Datagram, ReplyPort, RequestPath
 from cnrd.dhcp.server import DhcpServer, Interface
+from cnrd.failover.pool import scope_pct
 from cnrd.failover.protocol import FailoverService
 from cnrd.failover.session import FailoverSession
 from cnrd.leases.committer import GroupCommitter, Runner
@@ -45,9 +46,35 @@ from cnrd.ops.traps import TrapDetector
 from cnrd.ops.webhook import TrapNotifier
 from cnrd.text import ip_to_int
 
-__all__ = ["Runtime", "PairRuntime", "Reactor", "PortFactory", "resolve_interfaces"]
+__all__ = ["Runtime", "PairRuntime", "Reactor", "PortFactory", "resolve_interfaces", "response_buffers",
+           "FAILOVER_RESPONSE_FACTOR"]
 
 log = Logger(namespace="cnrd")
+
+#: With failover on, the response buffers are at least this many times the
+#: request buffers (CNR 7.2, "Setting DHCP Request and Response Packet Buffers").
+FAILOVER_RESPONSE_FACTOR = 4
+
+
+def response_buffers(server: ServerConfig, failover: bool) -> tuple[int, str | None]:
+    """max-dhcp-responses in force, and the operator's warning when a configured value was raised.
+
+    The bound on replies that wait for their commit (and then the wire).
+    Unset, it is max-dhcp-requests.  With failover on, CNR raises it to at
+    least four times max-dhcp-requests, since the same buffers carry the
+    failover work; a smaller configured value is raised, with a warning,
+    rather than refused, because the seed says the server adjusts it.
+    """
+    configured = server.max_dhcp_responses
+    value = configured if configured is not None else server.max_dhcp_requests
+    floor = FAILOVER_RESPONSE_FACTOR * server.max_dhcp_requests
+    if not failover or value >= floor:
+        return value, None
+    if configured is None:
+        return floor, None
+    return floor, (f"[server] max-dhcp-responses {configured} is raised to {floor} "
+                   f"({FAILOVER_RESPONSE_FACTOR} x max-dhcp-requests {server.max_dhcp_requests}) "
+                   "because failover is on")
 
 
 class Reactor(IReactorTime, IReactorFDSet, IReactorTCP, IReactorFromThreads):
@@ -121,9 +148,12 @@ class Runtime(service.Service):
         self.table = LeaseTable()
         self.server = DhcpServer(config, self.table, log=self.log_event)
         self.path = RequestPath(self.server, reactor, self.commit, has_dirty=lambda: self.table.has_dirty,
-                                max_awaiting=lambda: self._config.server.max_dhcp_requests,
+                                max_awaiting=lambda: self._responses,
                                 after_send=self._flush_links)
         self.pairs: dict[str, PairRuntime] = {}
+        # max-dhcp-responses in force (set again by reconfigure once pairs run).
+        self._responses, _ = response_buffers(config.server, failover=False)
+        self._responses_warning: str | None = None
         self._expiry = self._loop(self._expire)
         self._refresh = self._loop(self._refresh_interfaces)
         self._stats = self._loop(self._log_stats)
@@ -265,7 +295,7 @@ class Runtime(service.Service):
             pc = config.failover_pairs.get(name, pair.session.pair)
             pct: dict[str, float] = {}
             for scope in scopes_of[name]:
-                share = config.scopes[scope].backup_pct if scope in config.scopes else None
+                share = scope_pct(config.scopes[scope], pc) if scope in config.scopes else None
                 if share is not None:
                     pct[scope] = share
             before = pair.session.pair
@@ -277,6 +307,12 @@ class Runtime(service.Service):
                 log.warn("failover pair {pair}: {keys} changed; reconnecting to renegotiate", pair=name, keys=keys)
             if pc != before:
                 pair.link.flush()
+        self._responses, raised = response_buffers(config.server, failover=bool(self.pairs))
+        if raised is not None:
+            warnings.append(raised)
+            if raised != self._responses_warning:
+                log.warn("{warning}", warning=raised)
+        self._responses_warning = raised
         self._apply_server_settings(old, config)
         return warnings
 

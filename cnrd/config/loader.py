@@ -175,6 +175,11 @@ class _Section:
             raise self.error(key, str(e)) from None
 
 
+def _parse_boundary(text: str) -> int:
+    """failover-backup-allocation-boundary: an IPv4 address, or 0 for unset."""
+    return 0 if text.strip() == "0" else parse_ipv4(text)
+
+
 def _field_keys(cls: type, *, skip: Iterable[str] = ()) -> tuple[str, ...]:
     """INI keys for a dataclass: its field names with '_' written as '-'."""
     skipped = set(skip)
@@ -213,7 +218,7 @@ class _Builder:
         for s in self.sections["client"]:
             self._client(s)
         for s in self.sections["failover-pair"]:
-            self._failover_pair(s)
+            self._failover_pair(s, server)
         return Config(
             path=self.path,
             server=server,
@@ -276,6 +281,7 @@ class _Builder:
             data_dir=s.get("data-dir", parse_name, required=True),
             max_dhcp_requests=s.get("max-dhcp-requests", parse_int, 1, 100000,
                                     default=field_default(d, "max_dhcp_requests")),
+            max_dhcp_responses=s.get("max-dhcp-responses", parse_int, 1, 400000),
             # 0 binds an ephemeral port (tests).
             server_port=s.get("server-port", parse_int, 0, 65535, default=field_default(d, "server_port")),
             client_port=s.get("client-port", parse_int, 1, 65535, default=field_default(d, "client_port")),
@@ -283,6 +289,7 @@ class _Builder:
             log_settings=s.get("log-settings", parse_log_settings, default=frozenset()),
             start_on_reboot=s.get("start-on-reboot", parse_bool, default=field_default(d, "start_on_reboot")),
             failover_recover=s.get("failover-recover", parse_time),
+            use_safe_period=s.get("use-safe-period", parse_bool, default=field_default(d, "use_safe_period")),
             safe_period=s.get("safe-period", parse_duration, 0, default=field_default(d, "safe_period")),
             expiry_interval=s.get("expiry-interval", parse_duration, 1,
                                   default=field_default(d, "expiry_interval")),
@@ -381,10 +388,18 @@ class _Builder:
         if dynamic_bootp and not bootp:
             raise s.error("dynamic-bootp", "dynamic-bootp requires bootp = true")
 
-        boundary = s.get("failover-backup-allocation-boundary", parse_ipv4)
+        first_available = s.get("allocate-first-available", parse_bool,
+                                default=field_default(d, "allocate_first_available"))
+        # 0 (or 0.0.0.0) is CNR's "unset": halfway through the ranges.
+        boundary = s.get("failover-backup-allocation-boundary", _parse_boundary) or None
         if boundary is not None and (boundary & netmask) != network:
             raise s.error("failover-backup-allocation-boundary",
                           f"{int_to_ip(boundary)} is outside subnet {subnet_text}")
+        if boundary is not None and not first_available:
+            # CNR 7.2, "Setting Backup Allocation Boundaries": the boundary
+            # orders addresses, which only the first-available allocator does.
+            raise s.error("failover-backup-allocation-boundary",
+                          "requires allocate-first-available = true")
 
         self.scopes[s.name] = ScopeConfig(
             name=s.name,
@@ -392,8 +407,7 @@ class _Builder:
             prefix_len=prefix_len,
             ranges=tuple(ranges),
             policy=self._policy_ref(s, "policy") or _DEFAULT_POLICY,
-            allocate_first_available=s.get("allocate-first-available", parse_bool,
-                                           default=field_default(d, "allocate_first_available")),
+            allocate_first_available=first_available,
             bootp=bootp,
             dynamic_bootp=dynamic_bootp,
             dhcp=s.get("dhcp", parse_bool, default=field_default(d, "dhcp")),
@@ -479,7 +493,7 @@ class _Builder:
             action=s.get("action", parse_action),
         )
 
-    def _failover_pair(self, s: _Section) -> None:
+    def _failover_pair(self, s: _Section, server: ServerConfig) -> None:
         s.check_keys()
         d = FailoverPairConfig
         main = s.get("main", parse_ipv4, required=True)
@@ -518,8 +532,10 @@ class _Builder:
             load_balancing=s.get("load-balancing", parse_bool, default=field_default(d, "load_balancing")),
             failover_poll_interval=poll_interval,
             failover_poll_timeout=poll_timeout,
-            use_safe_period=s.get("use-safe-period", parse_bool, default=field_default(d, "use_safe_period")),
-            safe_period=s.get("safe-period", parse_duration, 0, default=field_default(d, "safe_period")),
+            # The pair's own value wins; without one, [server]'s (CNR 7.2 sets
+            # safe-period as a DHCP server attribute).
+            use_safe_period=s.get("use-safe-period", parse_bool, default=server.use_safe_period),
+            safe_period=s.get("safe-period", parse_duration, 0, default=server.safe_period),
             scopes=scopes,
             failover_main_server=s.get("failover-main-server", parse_ipv4),
             failover_backup_server=s.get("failover-backup-server", parse_ipv4),

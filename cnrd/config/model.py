@@ -82,7 +82,10 @@ class ScopeConfig:
     dynamic_bootp: bool = False
     dhcp: bool = True
     backup_pct: float | None = None  # overrides the failover pair's when set
+    # With dynamic-bootp: the backup's share, over backup-pct and the pair's.
     dynamic_bootp_backup_pct: float | None = None
+    # With allocate-first-available: the backup's share is taken from below
+    # it downward; None is halfway through the ranges.
     failover_backup_allocation_boundary: int | None = None
     selection_tags: frozenset[str] = frozenset()
     enabled: bool = True
@@ -141,10 +144,12 @@ class FailoverPairConfig:
     failover: bool = True
     mclt: int = 3600
     backup_pct: float = 10.0
-    dynamic_bootp_backup_pct: float | None = None
+    dynamic_bootp_backup_pct: float | None = None  # dynamic-BOOTP scopes' share; None: backup-pct
     load_balancing: bool = False
     failover_poll_interval: int = 10
     failover_poll_timeout: int = 60
+    # When the pair's section does not set them, the loader gives it the
+    # [server] values (CNR 7.2 sets safe-period on the DHCP server).
     use_safe_period: bool = False
     safe_period: int = 86400
     scopes: tuple[str, ...] = ()  # empty: every scope (server-wide failover)
@@ -172,12 +177,17 @@ class ServerConfig:
     interfaces: tuple[str, ...]
     data_dir: str
     max_dhcp_requests: int = 500
+    # Replies waiting for their commit; None: max-dhcp-requests.  With
+    # failover on, raised to 4 x max-dhcp-requests (cnrd.app.runtime.response_buffers).
+    max_dhcp_responses: int | None = None
     server_port: int = 67
     client_port: int = 68
     server_identifier: int | None = None  # default: the receiving interface's address
     log_settings: frozenset[str] = frozenset()
     start_on_reboot: bool = True
     failover_recover: int | None = None
+    # Defaults of every failover pair that does not set its own.
+    use_safe_period: bool = False
     safe_period: int = 86400
     expiry_interval: int = 10  # seconds between expiry sweeps
     lease_db_size: int = 4 << 30  # LMDB map size in bytes

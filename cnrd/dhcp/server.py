@@ -57,6 +57,7 @@ class DhcpServer(ServerState):
                 # sorts the existing records into it).
                 pool.failover = sc.name in self.gates
                 table.add_pool(pool)
+            pool.backup_boundary = sc.failover_backup_allocation_boundary
             self.scopes[sc.name] = ScopeRuntime(sc, policy, pool)
         for name in [n for n in table.pools if n not in self.scopes]:
             del table.pools[name]

@@ -1,8 +1,10 @@
 """The pool split between main and backup, and the PARTNER-DOWN reclaim sweep.
 
-The main hands the backup its share (backup-pct, or half with load
-balancing) of each scope's free addresses on reaching NORMAL, on POOLREQ
-and hourly (:func:`rebalance`).  In PARTNER-DOWN, :class:`Reclaim` frees
+The main hands the backup its share (backup-pct, dynamic-bootp-backup-pct
+for a dynamic-BOOTP scope, or half with load balancing) of each scope's
+free addresses on reaching NORMAL, on POOLREQ and hourly
+(:func:`rebalance`), from the scope's backup allocation boundary downward
+when it allocates first-available.  In PARTNER-DOWN, :class:`Reclaim` frees
 expired and released leases once the partner can no longer hold them.
 
 Pure module.
@@ -11,7 +13,9 @@ Pure module.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
+from itertools import islice
 
+from cnrd.config import FailoverPairConfig, ScopeConfig
 from cnrd.leases.model import Lease, LeaseState
 from cnrd.leases.table import LeaseTable
 
@@ -20,28 +24,47 @@ RECLAIM_BATCH = 20000  # leases examined per tick by the PARTNER-DOWN reclaim sw
 RECLAIM_PASS_INTERVAL = 60  # seconds between the starts of two sweeps
 
 
+def scope_pct(scope: ScopeConfig, pair: FailoverPairConfig) -> float | None:
+    """The backup's percentage of ``scope`` set by the scope or for its kind, None for the pair's backup-pct.
+
+    A dynamic-BOOTP scope takes dynamic-bootp-backup-pct (the scope's, else
+    the pair's), since neither server, even in PARTNER-DOWN, ever hands out
+    the other's free addresses there (CNR 7.2, "BOOTP Backup Percentage");
+    unset, or any other scope, takes the scope's backup-pct.  Only the main
+    splits the pool, so on the backup these values change nothing.
+    """
+    if scope.dynamic_bootp:
+        for pct in (scope.dynamic_bootp_backup_pct, pair.dynamic_bootp_backup_pct):
+            if pct is not None:
+                return pct
+    return scope.backup_pct
+
+
 def shares(scopes: Collection[str], *, backup_pct: float, load_balancing: bool,
            scope_pct: Mapping[str, float]) -> dict[str, float]:
     """The backup's percentage of each scope: half with load balancing, else the
-    scope's own backup-pct where it has one, else the pair's."""
+    scope's own (:func:`scope_pct`) where it has one, else the pair's backup-pct."""
     if load_balancing:
         return {name: 50.0 for name in scopes}
     return {name: scope_pct.get(name, backup_pct) for name in scopes}
 
 
 def rebalance(table: LeaseTable, share: Mapping[str, float], now: int) -> int:
-    """Move FREE addresses to BACKUP until each scope's share is met; how many moved."""
+    """Move FREE addresses to BACKUP until each scope's share is met; how many moved.
+
+    The addresses come in :meth:`LeaseTable.for_backup` order: from the
+    backup allocation boundary downward in a first-available scope.
+    """
     moved = 0
     for name, pct in share.items():
         pool = table.pools.get(name)
         if pool is None:
             continue
         available = pool.free_count() + pool.backup_count()
-        want = int(available * pct / 100)
-        for _ in range(max(want - pool.backup_count(), 0)):
-            address = table.allocate(name, b"", owner="main")
-            if address is None:
-                break
+        need = int(available * pct / 100) - pool.backup_count()
+        if need <= 0:
+            continue
+        for address in islice(table.for_backup(name), need):
             table.update(address, durable=True, event="backup", now=now, state=LeaseState.BACKUP,
                          scope=name, hw=b"", client_id=None, expiration=0, start=now)
             moved += 1

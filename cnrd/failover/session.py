@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cnrd.config import FailoverPairConfig
+from cnrd.config.timespec import format_iso
 from cnrd.failover import pool, record, wire
 from cnrd.failover.exchange import Exchange
 from cnrd.failover.gate import ALL_MAIN, Gate, main_hba
@@ -37,7 +38,7 @@ from cnrd.failover.states import (
     LABELS, S, Role, on_comm_fail, on_partner_down_command, on_partner_state, on_recover_wait_done,
     on_safe_period, on_upddone, startup,
 )
-from cnrd.failover.updates import Updates
+from cnrd.failover.updates import Updates, queue_key
 from cnrd.failover.wire import FailoverWireError, Message, MessageType, Option, RejectReason
 from cnrd.leases.model import Lease
 from cnrd.leases.table import LeaseTable
@@ -136,6 +137,7 @@ class FailoverSession:
         log: Callable[[str, dict[str, Any]], None] | None = None,
         failover_recover: int | None = None,
         scope_pct: Mapping[str, float] | None = None,
+        renamed_from_keys: Iterable[str] = (),
     ) -> None:
         self._pair = pair
         self._role = role
@@ -195,6 +197,18 @@ class FailoverSession:
         self._out = Output()
         self._persist: dict[str, bytes | None] = {}  # state values for the next commit (None deletes)
         self.gate = Gate(_GateView(self))
+        # Who the relationship is between, kept beside the record so that a
+        # renamed pair can find its state again (record.renamed_from).
+        self._persist[record.peers_key(self.name)] = record.pack_peers(pair.main, pair.backup)
+        if renamed_from_keys and not self.discarded_queue:
+            # Built from the old name's state and queue: the first commit
+            # writes them under our name and deletes every old key in the
+            # same transaction, so a crash leaves exactly one copy.
+            self._persist_state()
+            for address in self.updates.pending:
+                self._persist[queue_key(self.name, address)] = b""
+            for k in renamed_from_keys:
+                self._persist.setdefault(k, None)
 
     # -- what others read ----------------------------------------------------
     @property
@@ -212,6 +226,18 @@ class FailoverSession:
     @property
     def state(self) -> S:
         return self._state
+
+    @property
+    def interrupted_since(self) -> int | None:
+        """When communication with the partner was lost, if it is lost now; kept across a restart.
+
+        The start of COMMUNICATIONS-INTERRUPTED (or RESOLUTION-INTERRUPTED),
+        also while in STARTUP after a restart in one of them: the stored
+        record's start time of state is that start, so the safe period and
+        the earliest partner-down time count from the loss, not the restart.
+        """
+        state = self.previous if self._state is S.STARTUP else self._state
+        return self.stos if state in (S.COMMUNICATIONS_INTERRUPTED, S.RESOLUTION_INTERRUPTED) else None
 
     def status(self) -> PeerStatus:
         """A snapshot for the admin API and metrics."""
@@ -515,9 +541,12 @@ class FailoverSession:
         timer = None
         if self._state is S.RECOVER_WAIT and now >= self.wait_from + self.mclt:
             timer = on_recover_wait_done(self._state)
-        elif self._state is S.COMMUNICATIONS_INTERRUPTED and pair.use_safe_period \
-                and self.comm_since is not None and now - self.comm_since >= pair.safe_period:
-            timer = on_safe_period(self._state)
+        elif self._state is S.COMMUNICATIONS_INTERRUPTED and pair.use_safe_period:
+            # Counted from the loss of communication, which may be before a
+            # restart (CNR, "Failover safe period expires").
+            lost = self.interrupted_since
+            if lost is not None and now - lost >= pair.safe_period:
+                timer = on_safe_period(self._state)
         if timer is not None:
             self._set_state(timer.new, now, timer.reason)
         if self._state is S.PARTNER_DOWN:
@@ -533,8 +562,31 @@ class FailoverSession:
         self.pump(now)
 
     # -- operator --------------------------------------------------------------
+    def partner_down_refusal(self, since: int | None = None) -> str | None:
+        """Why CNR setPartnerDown (with the partner last known up at ``since``) is refused; None if allowed.
+
+        Refused while the partner is in touch, from a state the command does
+        not leave, and for a time earlier than the start of
+        COMMUNICATIONS-INTERRUPTED (CNR 7.2, "Using the Failover Safe Period
+        to Move Servers into PARTNER-DOWN State": the date cannot be earlier
+        than start-of-communications-interrupted): until then the partner was
+        talking to us, so it was up.
+        """
+        if self.link.in_touch:
+            return f"partner is in touch (state {_label(self._state)})"
+        if on_partner_down_command(self._state, in_touch=False) is None:
+            return f"failover pair {self.name} cannot go PARTNER-DOWN from {_label(self._state)}"
+        lost = self.interrupted_since
+        if since is not None and lost is not None and since < lost:
+            shown = self.previous if self._state is S.STARTUP else self._state
+            return (f"failover pair {self.name}: partner-down time {format_iso(since)} is earlier than the "
+                    f"start of {_label(shown)} ({format_iso(lost)}), when the partner was still talking to us")
+        return None
+
     def set_partner_down(self, now: int, since: int | None = None) -> bool:
-        """CNR setPartnerDown; False when refused (the partner is in touch)."""
+        """CNR setPartnerDown; False when refused (see :meth:`partner_down_refusal`)."""
+        if self.partner_down_refusal(since) is not None:
+            return False
         t = on_partner_down_command(self._state, in_touch=self.link.in_touch)
         if t is None:
             return False
@@ -555,11 +607,14 @@ class FailoverSession:
         caller drops the link so both sides negotiate them again.
         """
         self.exchange.scopes = list(scopes)
+        pct_changed = self._scope_pct != dict(scope_pct)
         self._scope_pct = dict(scope_pct)
         if failover_recover is None:
             self.failover_recover = None
         old = self._pair
         if old == pair:
+            if pct_changed and self._role is Role.MAIN and self._state is S.NORMAL:
+                self.rebalance(now)
             return []
         self._pair = pair
         if self._role is Role.MAIN:
@@ -567,6 +622,6 @@ class FailoverSession:
             self.mclt = pair.mclt
         changed = [k for k in NEGOTIATED if getattr(old, k) != getattr(pair, k)] if self.link.connected else []
         if self._role is Role.MAIN and self._state is S.NORMAL and \
-                (old.backup_pct != pair.backup_pct or old.load_balancing != pair.load_balancing):
+                (pct_changed or old.backup_pct != pair.backup_pct or old.load_balancing != pair.load_balancing):
             self.rebalance(now)
         return changed
