@@ -146,6 +146,8 @@ log-settings = default, failover-detail json
 start-on-reboot = off
 failover-recover = 2024-05-01T00:00:00Z
 safe-period = 1d
+use-safe-period = yes
+max-dhcp-responses = 4000
 expiry-interval = 1m
 lease-db-size = 512M
 event-history = 0
@@ -256,6 +258,9 @@ scopes = b
     assert p.scopes == ("a",)
     assert p.failover_main_server == ip("10.98.1.1") and p.failover_backup_server == ip("10.98.1.2")
     assert p.max_unacked_updates == 1000 and p.port == 8647
+    assert s.use_safe_period and s.max_dhcp_responses == 4000
+    # p2 sets neither safe-period key: [server]'s apply
+    assert (c.failover_pairs["p2"].use_safe_period, c.failover_pairs["p2"].safe_period) == (True, 86400)
 
 
 @pytest.mark.parametrize("text,seconds", [
@@ -696,3 +701,56 @@ def test_huge_or_odd_digit_durations_are_config_errors(key: str, text: str) -> N
 def test_huge_or_odd_digit_server_values_are_config_errors(key: str, text: str) -> None:
     text_ = SEED.replace("max-dhcp-requests = 500", f"{key} = {text}")
     error(text_, "server", key)
+
+
+# --- safe period: [server] values are the defaults of every pair -------------------
+
+def _pair_config(server_extra: str, pair_extra: str) -> config.Config:
+    text = SEED.replace("max-dhcp-requests = 500", "max-dhcp-requests = 500\n" + server_extra) + PAIR + pair_extra
+    return loads(text, FILE)
+
+
+def test_pair_without_its_own_safe_period_takes_the_servers() -> None:
+    # CNR 7.2: use-safe-period on the pair, safe-period a DHCP server attribute.
+    c = _pair_config("use-safe-period = true\nsafe-period = 12h", "")
+    p = c.failover_pairs["examplepair"]
+    assert (c.server.use_safe_period, c.server.safe_period) == (True, 43200)
+    assert (p.use_safe_period, p.safe_period) == (True, 43200)
+
+
+def test_pair_values_win_over_the_servers() -> None:
+    c = _pair_config("use-safe-period = true\nsafe-period = 12h", "use-safe-period = false\nsafe-period = 1h\n")
+    p = c.failover_pairs["examplepair"]
+    assert (p.use_safe_period, p.safe_period) == (False, 3600)
+    c = _pair_config("safe-period = 12h", "use-safe-period = on\n")
+    p = c.failover_pairs["examplepair"]
+    assert (p.use_safe_period, p.safe_period) == (True, 43200)
+
+
+def test_safe_period_defaults_when_nobody_sets_it() -> None:
+    c = _pair_config("", "")
+    p = c.failover_pairs["examplepair"]
+    assert (c.server.use_safe_period, c.server.safe_period) == (False, 86400)
+    assert (p.use_safe_period, p.safe_period) == (False, 86400)
+
+
+def test_bad_server_safe_period_keys() -> None:
+    error(_text_with_server("use-safe-period = sometimes"), "server", "use-safe-period", "sometimes")
+    error(_text_with_server("safe-period = -5"), "server", "safe-period")
+
+
+# --- max-dhcp-responses ---------------------------------------------------------------
+
+def _text_with_server(line: str) -> str:
+    return SEED.replace("max-dhcp-requests = 500", "max-dhcp-requests = 500\n" + line)
+
+
+def test_max_dhcp_responses_unset_and_set() -> None:
+    assert loads(SEED, FILE).server.max_dhcp_responses is None
+    assert loads(_text_with_server("max-dhcp-responses = 3000"), FILE).server.max_dhcp_responses == 3000
+
+
+@pytest.mark.parametrize("value, fragment", [("0", "out of range"), ("400001", "out of range"),
+                                             ("plenty", "bad integer 'plenty'")])
+def test_bad_max_dhcp_responses(value: str, fragment: str) -> None:
+    error(_text_with_server(f"max-dhcp-responses = {value}"), "server", "max-dhcp-responses", fragment)
