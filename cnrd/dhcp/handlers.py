@@ -298,8 +298,18 @@ def inform(state: ServerState, req: Request) -> Reply | None:
 
 
 def bootp(state: ServerState, req: Request) -> Reply | None:
-    """A BOOTREQUEST without a message type: a reservation, or a dynamic BOOTP address, for ever."""
-    scopes = [s for s in scopes_for(state, req, bootp=True) if admit(state, req, s, "new")[0]]
+    """A BOOTREQUEST without a message type: a reservation, or a dynamic BOOTP address, for ever.
+
+    Under failover a dynamic address comes only from this server's own free
+    addresses, in every state (:func:`~cnrd.dhcp.selection.admit`).
+    """
+    owners: dict[str, str | None] = {}
+    scopes = []
+    for candidate in scopes_for(state, req, bootp=True):
+        ok, owner = admit(state, req, candidate, "new")
+        if ok:
+            scopes.append(candidate)
+            owners[candidate.name] = owner
     if not scopes:
         state.drop("bootp-not-enabled")
         return None
@@ -321,7 +331,7 @@ def bootp(state: ServerState, req: Request) -> Reply | None:
                 break
         if picked is None:
             for s in dyn:
-                a = state.table.allocate(s.name, req.key)
+                a = state.table.allocate(s.name, req.key, owner=owners[s.name])
                 if a is not None:
                     picked = (a, s)
                     break

@@ -76,7 +76,8 @@ class Gate(Protocol):
 
     ``admit`` answers for a request: may we answer it, and from whose free
     addresses (``"main"``, ``"backup"``, ``"any"``); ``kind`` is ``"new"``
-    for a client looking for an address and ``"renew"`` for one extending
+    for a client looking for an address, ``"dynamic-bootp"`` for one looking
+    in a dynamic-BOOTP scope (never "any") and ``"renew"`` for one extending
     its binding.  The lease-time methods apply the MCLT rules.
     """
 

@@ -136,10 +136,17 @@ def granted_time(state: ServerState, req: Request, scope: ScopeRuntime, lease: L
 
 
 def admit(state: ServerState, req: Request, scope: ScopeRuntime, kind: str) -> tuple[bool, str | None]:
-    """Failover's word on answering this client from ``scope``, and whose free addresses to use; drops are counted."""
+    """Failover's word on answering this client from ``scope``, and whose free addresses to use; drops are counted.
+
+    ``kind`` is "new" or "renew"; a new client of a dynamic-BOOTP scope is
+    asked about as "dynamic-bootp", so it only ever gets this server's own
+    free addresses (CNR 7.2, "Dynamic BOOTP").
+    """
     gate = state.gates.get(scope.name)
     if gate is None:
         return True, None
+    if kind == "new" and scope.config.dynamic_bootp:
+        kind = "dynamic-bootp"
     ok, owner, reason = gate.admit(kind, req.lb_key, req.now)
     if not ok:
         state.drop(reason)

@@ -57,7 +57,12 @@ class Gate:
         """May a request be answered, and from whose free addresses ("main", "backup", "any").
 
         ``kind`` is "new" for a client looking for an address, "renew" for
-        one extending its binding; the third value is the drop reason.
+        one extending its binding, "dynamic-bootp" for a client looking for
+        an address in a scope with dynamic BOOTP; the third value is the
+        drop reason.  A dynamic-BOOTP scope never gets "any": the partner
+        may have given its free addresses to BOOTP clients for ever, so
+        even PARTNER-DOWN leaves them alone (CNR 7.2, "BOOTP Backup
+        Percentage" and "Dynamic BOOTP").
         """
         view = self._view
         state, role = view.state, view.role
@@ -72,7 +77,7 @@ class Gate:
                     # CNR, "Confirming Failover" step 6: the backup drops requests in NORMAL.
                     return False, None, "failover-normal-backup"
                 return True, own, ""
-            if kind == "new":
+            if kind != "renew":
                 main_serves = wire.hba_has_bucket(hba, wire.load_balance_hash(lb_key))
                 if main_serves != (role is Role.MAIN):
                     return False, None, "failover-load-balanced-to-partner"
@@ -82,7 +87,7 @@ class Gate:
         # PARTNER-DOWN: everyone is served, but the partner may have handed
         # out its own free addresses until it went down; they are ours only
         # MCLT after the partner-down time (draft §5.3).
-        if now < view.stos + view.mclt:
+        if now < view.stos + view.mclt or kind == "dynamic-bootp":
             return True, own, ""
         return True, "any", ""
 
