@@ -8,13 +8,19 @@ import ipaddress
 import struct
 
 import pytest
+from twisted.application import service
 
 from cnrd.admin.commands import Admin, AdminError
+from cnrd.app.build import add_failover
+from cnrd.app.runtime import Runtime
+from cnrd.config import load
 from cnrd.dhcp.packet import ip_to_int
 from cnrd.failover.states import S
 from cnrd.leases.model import LeaseState
 from cnrd.config.timespec import format_iso
 from tests.adminkit import STANDALONE, T0, Server, pair
+from tests.dhcp.helpers import IFACE
+from tests.test_service import FakePort, run_now
 
 UTC = datetime.timezone.utc
 
@@ -129,15 +135,15 @@ def test_partner_down_defaults_to_start_of_interruption_and_is_durable(tmp_path)
 
 
 @pytest.mark.parametrize("text, since", [
-    ("-3d", T0 + 10 - 3 * 86400),
-    ("-1d12h", T0 + 10 - 36 * 3600),
-    ("Jan 15 07:00 2027", T0 - 3600),
-    ("2027-01-15T07:30:00Z", T0 - 1800),
+    ("-1m", T0 + 3600 + 10 - 60),
+    ("-1h", T0 + 10),
+    ("Jan 15 09:00 2027", T0 + 3600),
+    ("2027-01-15T08:30:00Z", T0 + 1800),
 ])
 def test_partner_down_with_a_time_by_partner_address(tmp_path, text, since):
     main, backup, wire = pair(tmp_path)
     wire.close()
-    wire.advance(10)
+    backup.clock.advance(3600 + 10)
     out = result(Admin(backup.dhcp, local_tz=UTC).partner_down({"partner": "10.1.0.1", "time": text}))
     assert out["partner-down-since"] == format_iso(since)
     assert backup.dhcp.sessions[0].state is S.PARTNER_DOWN
@@ -160,6 +166,39 @@ def test_partner_down_bad_requests(tmp_path, body, status):
     wire.close()
     refused(status, Admin(main.dhcp).partner_down, body)
     assert main.dhcp.sessions[0].state is S.COMMUNICATIONS_INTERRUPTED
+
+
+@pytest.mark.parametrize("text", ["-3d", "-1h1s", "2027-01-15T07:59:59Z", "Jan 14 08:00 2027"])
+def test_partner_down_earlier_than_comm_interrupted_is_refused(tmp_path, text):
+    # CNR 7.2: the partner-down date cannot be earlier than start-of-communications-interrupted.
+    main, backup, wire = pair(tmp_path)
+    wire.close()  # at T0 = 2027-01-15T08:00:00Z
+    backup.clock.advance(3600)
+    reason = refused(409, Admin(backup.dhcp, local_tz=UTC).partner_down, {"partner": "10.1.0.1", "time": text})
+    assert "earlier than the start of COMMUNICATIONS-INTERRUPTED" in reason and format_iso(T0) in reason
+    assert backup.dhcp.sessions[0].state is S.COMMUNICATIONS_INTERRUPTED
+    assert _stored_state(backup)[0] is not S.PARTNER_DOWN
+
+
+def test_partner_down_after_a_restart_in_comm_interrupted_defaults_to_the_stored_start(tmp_path):
+    main, backup, wire = pair(tmp_path)
+    wire.advance(3)
+    wire.close()
+    wire.advance(2)  # commits the COMMUNICATIONS-INTERRUPTED record
+    lost = T0 + 3
+    assert _stored_state(backup) == (S.COMMUNICATIONS_INTERRUPTED, lost)
+    backup.clock.advance(500)
+    # The same server started again on its store (the process restarted).
+    reborn = Runtime(load(str(backup.path)), backup.clock, store=backup.store, port_factory=FakePort,
+                     interfaces=lambda c: [IFACE], commit_runner=run_now)
+    add_failover(service.MultiService(), reborn, reborn.config, backup.clock, {"10.1.0.2"})
+    reborn.startService()
+    assert reborn.sessions[0].state is S.STARTUP
+    admin = Admin(reborn, local_tz=UTC)
+    refused(409, admin.partner_down, {"partner": "examplepair", "time": format_iso(lost - 1)})
+    out = result(admin.partner_down({"partner": "examplepair"}))
+    assert out["partner-down-since"] == format_iso(lost)
+    assert _stored_state(backup) == (S.PARTNER_DOWN, lost)
 
 
 def test_partner_down_on_a_standalone_server_is_404(admin):

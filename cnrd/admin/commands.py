@@ -64,7 +64,7 @@ from cnrd.config import (
 from cnrd.config.inifile import set_values
 from cnrd.config.timespec import TimeSpecError, format_iso, parse_when
 from cnrd.failover.session import FailoverSession
-from cnrd.failover.states import S, Role, on_partner_down_command
+from cnrd.failover.states import S, Role
 from cnrd.leases.model import Lease, LeaseState
 from cnrd.text import int_to_ip, ip_text, suggest
 
@@ -209,21 +209,21 @@ class Admin:
                 raise AdminError(400, f"partner-down time {when.strip()!r} is before 1970")
         todo = []
         for peer in peers:
-            st = peer.status()
-            if st.state is S.PARTNER_DOWN:
+            if peer.state is S.PARTNER_DOWN:
                 continue  # already there: nothing to do (and its time stays)
-            if st.in_touch:
-                raise AdminError(409, f"partner is in touch (state {st.label})")
-            if on_partner_down_command(st.state, in_touch=False) is None:
-                raise AdminError(409, f"failover pair {st.name} cannot go PARTNER-DOWN from {st.label}")
+            # In touch, a state the command does not leave, or a time before
+            # communication was lost: refused, with the session's reason.
+            refusal = peer.partner_down_refusal(since)
+            if refusal is not None:
+                raise AdminError(409, refusal)
             todo.append(peer)
         for peer in todo:
             start = since
             if start is None:
-                # CNR: initialised to start-of-communications-interrupted.
-                st = peer.status()
-                start = st.comm_since if st.comm_since is not None else (
-                    st.stos if st.state is S.COMMUNICATIONS_INTERRUPTED else now)
+                # CNR: initialised to start-of-communications-interrupted
+                # (kept across a restart in that state).
+                lost = peer.interrupted_since
+                start = lost if lost is not None else now
             if not peer.set_partner_down(now, start):
                 raise AdminError(409, f"partner is in touch (state {peer.status().label})")
             log.warn("failover pair {pair}: partner set down by the operator (since {since})",

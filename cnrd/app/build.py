@@ -21,6 +21,7 @@ from cnrd.admin.commands import Admin
 from cnrd.admin.metrics import registry_for
 from cnrd.config import Config, ConfigError, FailoverPairConfig
 from cnrd.dhcp import net
+from cnrd.failover import record
 from cnrd.failover.protocol import FailoverService
 from cnrd.failover.session import FailoverSession
 from cnrd.failover.states import Role
@@ -59,17 +60,37 @@ def add_failover(top: service.MultiService, runtime: Runtime, config: Config, re
     out = []
     now = int(reactor.seconds())
     store = runtime.store
+    adopted: set[str] = set()  # old names whose state a renamed pair took over
     for pair in config.failover_pairs.values():
         if not pair.failover:
             continue
         role, local, partner = pair_role(config, pair, host_addresses)
         scopes = list(pair.scopes) or list(config.scopes)
-        prefix = f"failover/{pair.name}/q/"
+        stored_name = pair.name
+        stored_state = store.get_state(record.key(pair.name))
+        if stored_state is None:
+            # CNR 7.2: a pair renamed with this server's role unchanged keeps its state.
+            items = store.state_items("failover/")
+            records = {k[len("failover/"):-len("/state")]: v for k, v in items
+                       if k.endswith("/state")}
+            old = record.renamed_from(pair.name, main=pair.main, backup=pair.backup, role=role,
+                                      configured=set(config.failover_pairs) | adopted, stored=items,
+                                      records=records)
+            if old is not None:
+                stored_name, stored_state = old, records[old]
+        prefix = f"failover/{stored_name}/q/"
         queue = [int(k[len(prefix):], 16) for k, _ in store.state_items(prefix)]
+        old_keys: list[str] = []
+        if stored_name != pair.name:
+            log.info("failover pair {pair}: renamed from {old}; its failover state and update queue "
+                     "move to the new name", pair=pair.name, old=stored_name)
+            old_keys = [k for k, _ in store.state_items(f"failover/{stored_name}/")]
+            adopted.add(stored_name)
         session = FailoverSession(
             pair, role, runtime.table, scopes, now=now,
-            stored_state=store.get_state(f"failover/{pair.name}/state"), stored_queue=queue,
-            log=runtime.log_event, failover_recover=config.server.failover_recover)
+            stored_state=stored_state, stored_queue=queue,
+            log=runtime.log_event, failover_recover=config.server.failover_recover,
+            renamed_from_keys=old_keys)
         if session.discarded_queue:
             # The role changed: the old relationship's unsent updates mean nothing now.
             session.restore_persist({key: None for key, _ in store.state_items(prefix)})

@@ -5,6 +5,11 @@ state change in the same lease-store commit as the lease changes.  The
 layout is fixed (it is in every existing store); a record written before
 the role was stored is one byte shorter and belongs to either role.
 
+Beside it, :func:`peers_key` holds the pair's main and backup addresses,
+so that a pair renamed in the configuration finds its state again
+(:func:`renamed_from`).  A store written before that key existed has no
+identity to match: its pairs keep their state only under their own name.
+
 Pure module.
 """
 
@@ -13,7 +18,10 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from collections.abc import Collection, Iterable
+
 from cnrd.failover.states import S, Role
+from cnrd.text import int_to_ip, ip_to_int
 
 # state, stos, partner state, partner stos, mclt, previous, talked, role
 _LAYOUT = struct.Struct("!BqBqIBBB")
@@ -42,6 +50,69 @@ class StateRecord:
 def key(pair: str) -> str:
     """The lease-store state key of relationship ``pair``."""
     return f"failover/{pair}/state"
+
+
+def peers_key(pair: str) -> str:
+    """The lease-store key of relationship ``pair``'s main and backup addresses."""
+    return f"failover/{pair}/peers"
+
+
+def pack_peers(main: int, backup: int) -> bytes:
+    """The stored form of a pair's addresses: ``main,backup`` in dotted quads."""
+    return f"{int_to_ip(main)},{int_to_ip(backup)}".encode()
+
+
+def unpack_peers(data: bytes) -> tuple[int, int] | None:
+    """(main, backup) from :func:`pack_peers`; None for anything else."""
+    try:
+        main, backup = data.decode("ascii").split(",")
+        return ip_to_int(main), ip_to_int(backup)
+    except (UnicodeDecodeError, ValueError, OSError):
+        return None
+
+
+def renamed_from(
+    name: str,
+    *,
+    main: int,
+    backup: int,
+    role: Role,
+    configured: Collection[str],
+    stored: Iterable[tuple[str, bytes]],
+    records: dict[str, bytes],
+) -> str | None:
+    """The old name of relationship ``name`` when it was renamed with its roles unchanged; else None.
+
+    CNR 7.2 ("Changing Failover Pair Server Addresses") keeps a pair's
+    failover state across a rename as long as this server's role is the
+    same.  ``stored`` is the store's ``failover/`` state items, ``records``
+    the state records by pair name.  An old name qualifies when it is no
+    longer configured, has a record written in ``role`` and its stored
+    addresses are ``main`` and ``backup``: exactly one must qualify (two
+    pairs between the same servers cannot be told apart).  With a single
+    pair configured (CNR's simple failover, where name and addresses may
+    change together), the one old relationship of the same role qualifies
+    whatever its addresses.
+    """
+    same_role: dict[str, tuple[int, int] | None] = {}
+    for k, v in stored:
+        if not (k.startswith("failover/") and k.endswith("/peers")):
+            continue
+        old = k[len("failover/"):-len("/peers")]
+        if old == name or old in configured or old not in records:
+            continue
+        try:
+            rec = unpack(records[old])
+        except (ValueError, struct.error):
+            continue
+        if rec.role_code == _ROLE_CODE[role]:
+            same_role[old] = unpack_peers(v)
+    matches = [old for old, peers in same_role.items() if peers == (main, backup)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches and len(configured) == 1 and len(same_role) == 1:
+        return next(iter(same_role))
+    return None
 
 
 def role_code(role: Role) -> int:
