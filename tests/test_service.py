@@ -4,15 +4,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
+from cnrd.app.build import add_failover
+from cnrd.app.runtime import Runtime, response_buffers
 from cnrd.config import loads
 from cnrd.dhcp.packet import MessageType as M
 from cnrd.dhcp.packet import ip_to_int, parse
+from cnrd.failover import record
+from cnrd.failover.states import S
 from cnrd.leases.model import LeaseState
 from cnrd.leases.store import MemoryLeaseStore, StoreError
-from cnrd.app.runtime import Runtime
 
 from tests.dhcp.helpers import BASE_CONFIG, IFACE, SERVER_IP, mac, request, u32
 from tests.leases.test_committer import ManualRunner
@@ -201,3 +205,116 @@ def test_restart_keeps_leases_and_expiry_timer_runs():
     svc2.stopService()
     assert not clock.getDelayedCalls()
     assert ip_to_int("10.1.0.100") == yi
+
+
+# -- max-dhcp-responses: the replies waiting for their commit ---------------------------
+
+def _server_config(extra: str, pair: str = "") -> str:
+    return BASE_CONFIG.replace("data-dir = /nonexistent", "data-dir = /nonexistent\n" + extra) + pair
+
+
+def test_response_buffers_default_to_the_request_buffers_without_failover():
+    s = loads(_server_config("max-dhcp-requests = 300")).server
+    assert response_buffers(s, failover=False) == (300, None)
+    s = loads(_server_config("max-dhcp-requests = 300\nmax-dhcp-responses = 50")).server
+    assert response_buffers(s, failover=False) == (50, None)
+
+
+def test_failover_raises_the_response_buffers_to_four_times_the_requests():
+    # CNR 7.2, "Setting DHCP Request and Response Packet Buffers": with failover
+    # on, the server adjusts the response buffers to at least 4 x the request buffers.
+    s = loads(_server_config("")).server
+    assert response_buffers(s, failover=True) == (2000, None)  # unset: raised without a word
+    s = loads(_server_config("max-dhcp-requests = 100\nmax-dhcp-responses = 150")).server
+    value, warning = response_buffers(s, failover=True)
+    assert value == 400
+    assert warning is not None and "max-dhcp-responses 150 is raised to 400" in warning and "\n" not in warning
+    s = loads(_server_config("max-dhcp-requests = 100\nmax-dhcp-responses = 5000")).server
+    assert response_buffers(s, failover=True) == (5000, None)
+
+
+def test_batches_past_max_dhcp_responses_are_dropped_as_overload():
+    runner = ManualRunner()
+    clock = Clock()
+    clock.advance(1_000_000)
+    store = RecordingStore()
+    ports = []
+    svc = Runtime(loads(_server_config("max-dhcp-requests = 500\nmax-dhcp-responses = 2")), clock, store=store,
+                  port_factory=lambda *a, **k: ports.append(FakePort(*a, **k)) or ports[-1],
+                  interfaces=lambda c: [IFACE], commit_runner=runner)
+    svc.startService()
+    port = ports[0]
+    port.on_batch([Rx(request(M.DISCOVER, mac(i)).serialize()) for i in range(3)], 0)
+    offers = [s[1] for s in port.sent]
+    reqs = [Rx(request(M.REQUEST, mac(i), o50=u32(o.yiaddr), o54=u32(SERVER_IP)).serialize())
+            for i, o in enumerate(offers)]
+    port.on_batch(reqs[:2], 0)
+    assert svc.path.awaiting == 2
+    port.on_batch(reqs[2:], 0)  # two replies already wait for the disk: this batch is dropped
+    assert svc.server.counters.drops["overload"] == 1 and svc.path.awaiting == 2
+    while runner.waiting:
+        runner.finish()
+    port.on_batch(reqs[2:], 0)
+    assert svc.path.awaiting == 1
+
+
+PAIR_SECTION = """
+[failover-pair {name}]
+main = 10.1.0.1
+backup = 10.1.0.2
+mclt = 60
+failover-poll-interval = 2
+failover-poll-timeout = 6
+"""
+
+
+def _with_pair(text: str, store: MemoryLeaseStore, host: str = "10.1.0.2") -> Runtime:
+    clock = Clock()
+    clock.advance(1_000_000)
+    rt = Runtime(loads(text), clock, store=store, port_factory=lambda *a, **k: FakePort(*a, **k),
+                 interfaces=lambda c: [IFACE], commit_runner=run_now)
+    add_failover(service.MultiService(), rt, rt.config, clock, {host})
+    return rt
+
+
+def test_a_running_pair_raises_the_response_buffers_and_warns():
+    rt = _with_pair(_server_config("max-dhcp-requests = 100\nmax-dhcp-responses = 150",
+                                   PAIR_SECTION.format(name="p")), MemoryLeaseStore())
+    assert rt.path._max_awaiting() == 400
+    assert any("max-dhcp-responses 150 is raised to 400" in w for w in rt.reconfigure(rt.config))
+
+
+# -- a renamed pair keeps its failover state ---------------------------------------------
+
+def _old_store(name: str, role_code: int, state=None) -> MemoryLeaseStore:
+    store = MemoryLeaseStore()
+    rec = record.StateRecord(state or S.NORMAL, 999_000, S.NORMAL, 999_000, 60, S.NORMAL, True, role_code)
+    store.commit([], state={record.key(name): record.pack(rec),
+                            record.peers_key(name): b"10.1.0.1,10.1.0.2",
+                            f"failover/{name}/q/0a010064": b""})
+    return store
+
+
+def test_renamed_pair_takes_over_the_old_names_state_and_queue_in_one_commit():
+    store = _old_store("oldname", 2)
+    rt = _with_pair(_server_config("", PAIR_SECTION.format(name="newname")), store)
+    session = rt.sessions[0]
+    assert (session.name, session.previous, session.talked) == ("newname", S.NORMAL, True)
+    assert list(session.updates.pending) == [ip_to_int("10.1.0.100")]
+    before = store.commits
+    rt.commit(lambda ok: None)
+    assert store.commits == before + 1
+    assert store.state_items("failover/oldname/") == []
+    assert record.unpack(store.get_state(record.key("newname"))).previous is S.NORMAL
+    assert store.get_state(record.peers_key("newname")) == b"10.1.0.1,10.1.0.2"
+    assert store.get_state("failover/newname/q/0a010064") == b""
+
+
+def test_renamed_pair_whose_role_changed_starts_afresh():
+    store = _old_store("oldname", 1)  # written as the main; this server is now the backup
+    rt = _with_pair(_server_config("", PAIR_SECTION.format(name="newname")), store)
+    session = rt.sessions[0]
+    assert (session.previous, session.talked) == (S.RECOVER, False)
+    assert list(session.updates.pending) == []
+    rt.commit(lambda ok: None)
+    assert store.get_state("failover/oldname/state") is not None  # not ours: left alone

@@ -14,7 +14,7 @@ Requests that complete an exchange (REQUEST, and DECLINE, RELEASE, BOOTP,
 which change leases) are handled and committed before the batch's DISCOVERs
 and INFORMs are worked on: a burst of new clients does not hold up the ones
 about to be bound, and an ACK waits for its commit, not for the rest of the
-batch.  ``max-dhcp-requests`` bounds the replies waiting for the disk; past
+batch.  ``max-dhcp-responses`` bounds the replies waiting for the disk; past
 it whole batches are dropped as overload (clients retry).
 """
 
@@ -94,7 +94,8 @@ class RequestPath:
         self.clock = clock
         self.commit = commit
         self._has_dirty = has_dirty
-        # Read at each batch: max-dhcp-requests can change while running.
+        # Read at each batch: max-dhcp-responses (the response buffers in
+        # force, see cnrd.app.runtime) can change while running.
         self._max_awaiting = max_awaiting
         # Runs after a commit's ACKs have left (the failover links send
         # their binding updates then, so clients are answered first).
