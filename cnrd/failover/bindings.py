@@ -87,6 +87,26 @@ def bndupd(address: int, lease: Lease | None, xid: int, now: int) -> tuple[Messa
     return msg, status, pet
 
 
+@dataclass(frozen=True, slots=True)
+class _Update:
+    """The fields of a received BNDUPD that the rules read, decoded once."""
+
+    status: int
+    hw: bytes | None
+    client_id: bytes | None
+    cltt: int  # 0 when absent
+    expiration: int  # 0 when absent
+    potential_expiration: int  # 0 when absent
+    start: int | None
+
+    @property
+    def key(self) -> bytes | None:
+        """The client's lease-table key, None when the update names no client."""
+        if not self.hw and not self.client_id:
+            return None
+        return client_key(self.client_id, self.hw or b"")
+
+
 @dataclass(frozen=True)
 class Decision:
     """What to do with a received BNDUPD.
@@ -115,6 +135,13 @@ def decide(local: Lease | None, update: Message, ours_in_flight: int | None, rol
     status = update.binding_status
     if update.assigned_address is None or status is None:
         return Decision(reject=(RejectReason.MISSING_BINDING_INFO, "missing binding information"))
+    theirs = _Update(status, update.client_hw, update.client_id, update.cltt or 0, update.lease_expiration or 0,
+                     update.potential_expiration or 0, update.start_time_of_state)
+    return _decide(local, theirs, ours_in_flight, role, now)
+
+
+def _decide(local: Lease | None, update: _Update, ours_in_flight: int | None, role: Role, now: int) -> Decision:
+    status = update.status
     longer = _longer_for_same_client(local, update, now)
     withdraw = False
     if ours_in_flight is not None:
@@ -129,10 +156,10 @@ def decide(local: Lease | None, update: Message, ours_in_flight: int | None, rol
     keep_ours = False
     if status == BindingStatus.ACTIVE:
         fields.update(
-            state=LeaseState.LEASED, hw=update.client_hw or b"", client_id=update.client_id,
-            start=update.start_time_of_state or now, expiration=update.lease_expiration or 0,
+            state=LeaseState.LEASED, hw=update.hw or b"", client_id=update.client_id,
+            start=update.start or now, expiration=update.expiration,
             cltt=update.cltt or now,
-            partner_time=max(update.potential_expiration or 0, local.partner_time if local else 0),
+            partner_time=max(update.potential_expiration, local.partner_time if local else 0),
         )
         if longer == "ours" and local is not None:
             keep_ours = True
@@ -153,9 +180,9 @@ def decide(local: Lease | None, update: Message, ours_in_flight: int | None, rol
     return Decision(fields=fields, withdraw=withdraw, keep_ours=keep_ours)
 
 
-def _ours_better(local: Lease | None, update: Message, ours: int, role: Role, longer: str | None) -> bool:
+def _ours_better(local: Lease | None, update: _Update, ours: int, role: Role, longer: str | None) -> bool:
     """Rule 2: whether our in-flight update beats the partner's."""
-    theirs = update.binding_status
+    theirs = update.status
     both_active = ours == BindingStatus.ACTIVE and theirs == BindingStatus.ACTIVE
     if both_active and longer is not None:
         # Both of us ACKed this client (a partition with both serving): it
@@ -163,17 +190,17 @@ def _ours_better(local: Lease | None, update: Message, ours: int, role: Role, lo
         # primary and whichever CLTT is newer.
         return longer == "ours"
     if both_active:
-        their_cltt = update.cltt or 0
+        their_cltt = update.cltt
         return local is not None and (local.cltt > their_cltt or (local.cltt == their_cltt and role is Role.MAIN))
     if ours != BindingStatus.ACTIVE and theirs != BindingStatus.ACTIVE:
         return role is Role.MAIN
     return ours == BindingStatus.ACTIVE and theirs != BindingStatus.EXPIRED
 
 
-def _refusal(local: Lease | None, update: Message, role: Role, now: int) -> tuple[RejectReason, str] | None:
+def _refusal(local: Lease | None, update: _Update, role: Role, now: int) -> tuple[RejectReason, str] | None:
     """Rules 3 to 6: a reason to refuse the partner's binding, if there is one."""
-    status = update.binding_status
-    if status in _WITH_CLIENT and not update.client_hw and not update.client_id:
+    status = update.status
+    if status in _WITH_CLIENT and not update.hw and not update.client_id:
         return RejectReason.MISSING_BINDING_INFO, "no client hardware address"
     if local is None:
         return None
@@ -185,40 +212,33 @@ def _refusal(local: Lease | None, update: Message, role: Role, now: int) -> tupl
         # moments later.
         if status in (BindingStatus.FREE, BindingStatus.BACKUP, BindingStatus.EXPIRED):
             return RejectReason.OUTDATED_BINDING_INFO, "lease has not expired here"
-        if status == BindingStatus.RELEASED and (update.cltt or 0) < local.cltt:
+        if status == BindingStatus.RELEASED and update.cltt < local.cltt:
             # CLTT has one-second resolution: a release in the second of the
             # ACK is the client's own, so only an older one is stale.
             return RejectReason.OUTDATED_BINDING_INFO, "lease renewed here after that release"
     if local.state is LeaseState.LEASED and status == BindingStatus.ACTIVE and local.key is not None \
-            and local.key != _key(update) and role is Role.MAIN and unexpired:
+            and local.key != update.key and role is Role.MAIN and unexpired:
         return RejectReason.FATAL_CONFLICT, "address leased to another client here"
     if local.state in (LeaseState.EXPIRED, LeaseState.RELEASED) and status == BindingStatus.ACTIVE \
-            and (update.cltt or 0) <= local.cltt:
+            and update.cltt <= local.cltt:
         return RejectReason.OUTDATED_BINDING_INFO, "older than our release or expiry"
     return None
 
 
-def _longer_for_same_client(lease: Lease | None, update: Message, now: int) -> str | None:
+def _longer_for_same_client(lease: Lease | None, update: _Update, now: int) -> str | None:
     """For an ACTIVE update of an address we hold LEASED, unexpired, to the same
     client: "ours" or "theirs", whichever lease runs longer; None if the update
     is not ACTIVE, the client differs, ours has run out, or they end together."""
-    if update.binding_status != BindingStatus.ACTIVE:
+    if update.status != BindingStatus.ACTIVE:
         return None
     if lease is None or lease.state is not LeaseState.LEASED or lease.expired_at(now):
         return None
-    if lease.key is None or lease.key != _key(update):
+    if lease.key is None or lease.key != update.key:
         return None
-    theirs = update.lease_expiration or 0
+    theirs = update.expiration
     if lease.expiration > theirs:
         return "ours"
     if theirs > lease.expiration:
         return "theirs"
     return None
 
-
-def _key(update: Message) -> bytes | None:
-    hw = update.client_hw or b""
-    cid = update.client_id
-    if not hw and not cid:
-        return None
-    return client_key(cid, hw)
