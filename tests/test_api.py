@@ -173,7 +173,11 @@ async def test_failover_routes_normal_then_interrupted(tmp_path, serve):
     [rs] = got["related-servers"]
     assert (rs["state"], rs["communication"]) == ("COMMUNICATIONS-INTERRUPTED", "INTERRUPTED")
     assert rs["comm-interrupted-since"] is not None
+    # CNR: never earlier than the start of COMMUNICATIONS-INTERRUPTED
     status, _, got = await api.call("POST", V1 + "/dhcp/partner-down", {"partner": "10.1.0.2", "time": "-1h"})
+    assert status == 409 and "earlier than" in got["error"]
+    status, _, got = await api.call("POST", V1 + "/dhcp/partner-down",
+                                    {"partner": "10.1.0.2", "time": rs["comm-interrupted-since"]})
     assert status == 200
     assert got["pair"] == "examplepair" and got["state"] == "PARTNER-DOWN"
     assert main.dhcp.sessions[0].state is S.PARTNER_DOWN
