@@ -102,7 +102,10 @@ def pick_address(
             continue
         if lease.state in (LeaseState.LEASED, LeaseState.OFFERED):
             return lease.address, scope
-        if lease.state in FREE_STATES and best is None:
+        if lease.state in FREE_STATES and best is None \
+                and table.is_available(lease.address, req.key, req.hw_key, owners.get(scope.name)):
+            # Under failover a free record may be the partner's to give
+            # (draft §5.4): the client's history does not make it ours.
             best = (lease.address, scope)
     if best is not None:
         return best

@@ -145,3 +145,20 @@ def test_bootp_client_keeps_its_address_whoever_owned_it():
     server = bootp_server(View(S.COMMUNICATIONS_INTERRUPTED, Role.BACKUP))
     first = bootp_clients(server, 1)[0]
     assert bootp_clients(server, 1)[0] == first
+
+
+def test_backup_does_not_reoffer_a_returning_clients_freed_address_that_is_the_mains():
+    # The client's old address went back to the main's free pool (AVAILABLE):
+    # a backup in COMMUNICATIONS-INTERRUPTED offers one of its own instead.
+    server = server_for(View(S.COMMUNICATIONS_INTERRUPTED, Role.BACKUP), DHCP_SCOPE, "lan")
+    old = min(MAIN_FREE)
+    server.table.update(old, durable=True, state=LeaseState.AVAILABLE, scope="lan", hw=b"\x01" + mac(7),
+                        client_id=None, expiration=0)
+    assert server.table.get(old).key is not None  # the record still names the client
+    offer = server.handle(request(M.DISCOVER, mac(7)), BCAST, NOW)
+    assert offer is not None and offer.packet.yiaddr in BACKUP_FREE
+    # The main (or a server in PARTNER-DOWN) may give it back to its client.
+    main = server_for(View(S.COMMUNICATIONS_INTERRUPTED, Role.MAIN), DHCP_SCOPE, "lan")
+    main.table.update(old, durable=True, state=LeaseState.AVAILABLE, scope="lan", hw=b"\x01" + mac(7),
+                      client_id=None, expiration=0)
+    assert main.handle(request(M.DISCOVER, mac(7)), BCAST, NOW).packet.yiaddr == old
