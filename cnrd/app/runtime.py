@@ -63,7 +63,7 @@ def response_buffers(server: ServerConfig, failover: bool) -> tuple[int, str | N
     Unset, it is max-dhcp-requests.  With failover on, CNR raises it to at
     least four times max-dhcp-requests, since the same buffers carry the
     failover work; a smaller configured value is raised, with a warning,
-    rather than refused, because the seed says the server adjusts it.
+    rather than refused, because CNR 7.2 says the server adjusts it.
     """
     configured = server.max_dhcp_responses
     value = configured if configured is not None else server.max_dhcp_requests
