@@ -70,14 +70,11 @@ def add_failover(top: service.MultiService, runtime: Runtime, config: Config, re
         stored_state = store.get_state(record.key(pair.name))
         if stored_state is None:
             # CNR 7.2: a pair renamed with this server's role unchanged keeps its state.
-            items = store.state_items("failover/")
-            records = {k[len("failover/"):-len("/state")]: v for k, v in items
-                       if k.endswith("/state")}
             old = record.renamed_from(pair.name, main=pair.main, backup=pair.backup, role=role,
-                                      configured=set(config.failover_pairs) | adopted, stored=items,
-                                      records=records)
+                                      configured=set(config.failover_pairs) | adopted,
+                                      stored=store.state_items("failover/"))
             if old is not None:
-                stored_name, stored_state = old, records[old]
+                stored_name, stored_state = old, store.get_state(record.key(old))
         prefix = f"failover/{stored_name}/q/"
         queue = [int(k[len(prefix):], 16) for k, _ in store.state_items(prefix)]
         old_keys: list[str] = []

@@ -79,14 +79,12 @@ def renamed_from(
     role: Role,
     configured: Collection[str],
     stored: Iterable[tuple[str, bytes]],
-    records: dict[str, bytes],
 ) -> str | None:
     """The old name of relationship ``name`` when it was renamed with its roles unchanged; else None.
 
     CNR 7.2 ("Changing Failover Pair Server Addresses") keeps a pair's
     failover state across a rename as long as this server's role is the
-    same.  ``stored`` is the store's ``failover/`` state items, ``records``
-    the state records by pair name.  An old name qualifies when it is no
+    same.  ``stored`` is the store's ``failover/`` state items.  An old name qualifies when it is no
     longer configured, has a record written in ``role`` and its stored
     addresses are ``main`` and ``backup``: exactly one must qualify (two
     pairs between the same servers cannot be told apart).  With a single
@@ -94,6 +92,9 @@ def renamed_from(
     change together), the one old relationship of the same role qualifies
     whatever its addresses.
     """
+    stored = list(stored)
+    records = {k[len("failover/"):-len("/state")]: v for k, v in stored
+               if k.startswith("failover/") and k.endswith("/state")}
     same_role: dict[str, tuple[int, int] | None] = {}
     for k, v in stored:
         if not (k.startswith("failover/") and k.endswith("/peers")):

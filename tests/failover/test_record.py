@@ -50,19 +50,18 @@ def _rec(role: Role) -> bytes:
     return record.pack(StateRecord(S.NORMAL, T0, S.NORMAL, T0, 60, S.NORMAL, True, record.role_code(role)))
 
 
-def _store(*pairs: tuple[str, int, int, Role]) -> tuple[list[tuple[str, bytes]], dict[str, bytes]]:
-    items, records = [], {}
+def _store(*pairs: tuple[str, int, int, Role]) -> list[tuple[str, bytes]]:
+    items: list[tuple[str, bytes]] = []
     for name, main, backup, role in pairs:
         items.append((record.peers_key(name), record.pack_peers(main, backup)))
         items.append((record.key(name), _rec(role)))
-        records[name] = _rec(role)
-    return sorted(items), records
+    return sorted(items)
 
 
-def _renamed(new: str, role: Role, configured: set[str], items, records, main: int = MAIN,
+def _renamed(new: str, role: Role, configured: set[str], items, main: int = MAIN,
              backup: int = BACKUP) -> str | None:
     return record.renamed_from(new, main=main, backup=backup, role=role, configured=configured,
-                               stored=items, records=records)
+                               stored=items)
 
 
 def test_peers_round_trip_and_junk() -> None:
@@ -74,38 +73,37 @@ def test_peers_round_trip_and_junk() -> None:
 
 
 def test_renamed_pair_found_by_its_addresses_and_role() -> None:
-    items, records = _store(("old", MAIN, BACKUP, Role.BACKUP), ("other", MAIN, 0x0A010003, Role.BACKUP))
-    assert _renamed("new", Role.BACKUP, {"new", "x"}, items, records) == "old"
+    items = _store(("old", MAIN, BACKUP, Role.BACKUP), ("other", MAIN, 0x0A010003, Role.BACKUP))
+    assert _renamed("new", Role.BACKUP, {"new", "x"}, items) == "old"
     # the role changed: the state is not the new pair's (CNR: discarded)
-    assert _renamed("new", Role.MAIN, {"new", "x"}, items, records) is None
+    assert _renamed("new", Role.MAIN, {"new", "x"}, items) is None
 
 
 def test_old_name_still_configured_or_own_name_is_not_adopted() -> None:
-    items, records = _store(("old", MAIN, BACKUP, Role.BACKUP))
-    assert _renamed("new", Role.BACKUP, {"new", "old"}, items, records) is None
-    assert _renamed("old", Role.BACKUP, {"old"}, items, records) is None
+    items = _store(("old", MAIN, BACKUP, Role.BACKUP))
+    assert _renamed("new", Role.BACKUP, {"new", "old"}, items) is None
+    assert _renamed("old", Role.BACKUP, {"old"}, items) is None
 
 
 def test_two_candidates_cannot_be_told_apart() -> None:
-    items, records = _store(("a", MAIN, BACKUP, Role.MAIN), ("b", MAIN, BACKUP, Role.MAIN))
-    assert _renamed("new", Role.MAIN, {"new", "x"}, items, records) is None
-    assert _renamed("new", Role.MAIN, {"new"}, items, records) is None
+    items = _store(("a", MAIN, BACKUP, Role.MAIN), ("b", MAIN, BACKUP, Role.MAIN))
+    assert _renamed("new", Role.MAIN, {"new", "x"}, items) is None
+    assert _renamed("new", Role.MAIN, {"new"}, items) is None
 
 
 def test_single_pair_may_change_name_and_addresses_together() -> None:
     # CNR 7.2: with one failover pair, rename and change addresses at once.
-    items, records = _store(("old", MAIN, BACKUP, Role.MAIN))
-    assert _renamed("new", Role.MAIN, {"new"}, items, records, backup=0x0A010009) == "old"
+    items = _store(("old", MAIN, BACKUP, Role.MAIN))
+    assert _renamed("new", Role.MAIN, {"new"}, items, backup=0x0A010009) == "old"
     # with several pairs configured, either the name or the addresses, not both
-    assert _renamed("new", Role.MAIN, {"new", "x"}, items, records, backup=0x0A010009) is None
+    assert _renamed("new", Role.MAIN, {"new", "x"}, items, backup=0x0A010009) is None
 
 
 def test_store_without_identity_keys_does_not_migrate() -> None:
-    records = {"old": _rec(Role.MAIN)}
-    assert _renamed("new", Role.MAIN, {"new"}, [(record.key("old"), records["old"])], records) is None
+    assert _renamed("new", Role.MAIN, {"new"}, [(record.key("old"), _rec(Role.MAIN))]) is None
 
 
 def test_identity_without_a_state_record_or_with_junk_is_skipped() -> None:
     items = [(record.peers_key("old"), record.pack_peers(MAIN, BACKUP))]
-    assert _renamed("new", Role.MAIN, {"new"}, items, {}) is None
-    assert _renamed("new", Role.MAIN, {"new"}, items, {"old": b"junk"}) is None
+    assert _renamed("new", Role.MAIN, {"new"}, items) is None
+    assert _renamed("new", Role.MAIN, {"new"}, items + [(record.key("old"), b"junk")]) is None

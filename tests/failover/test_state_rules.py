@@ -160,7 +160,7 @@ def test_renamed_pair_with_the_same_roles_keeps_its_normal_history():
     items = sorted(store.items())
     records = {"examplepair": store[record.key("examplepair")]}
     old = record.renamed_from("newname", main=pair.main, backup=pair.backup, role=Role.BACKUP,
-                              configured=set(config.failover_pairs), stored=items, records=records)
+                              configured=set(config.failover_pairs), stored=items)
     assert old == "examplepair"
     # The session built from the old name's record starts where the old one was.
     session = FailoverSession(pair, Role.BACKUP, LeaseTable(), ["lan"], now=link.now + 5,
@@ -190,5 +190,4 @@ def test_role_change_still_discards_the_state_and_the_queue():
     # and a renamed pair whose role changed does not adopt the old name's state
     items = sorted(store.items())
     assert record.renamed_from("newname", main=pair.main, backup=pair.backup, role=Role.MAIN,
-                               configured={"newname"}, stored=items,
-                               records={"examplepair": store[record.key("examplepair")]}) is None
+                               configured={"newname"}, stored=items) is None
