@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import enum
 import re
-import socket
 import struct
 from dataclasses import dataclass, field
 
