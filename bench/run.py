@@ -26,8 +26,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from bench import balanced, perf  # balanced registers cnrd-lb-pair and isc-lb-pair
 from bench import pairs as _pairs  # noqa: F401  (registers cnrd-pair and isc-pair)
-from bench import perf
 from bench.servers import (
     LINK_PREFIX,
     LOAD_IP,
@@ -39,7 +39,13 @@ from bench.servers import (
     Net,
     versions,
 )
-from tests.integration.lab import Lab, missing_requirements, random_mac_base, read_log, wait_for
+from tests.integration.lab import (
+    Lab,
+    missing_requirements,
+    random_mac_base,
+    read_log,
+    wait_for,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 MAX_POOL_SHARE = 0.8  # of the /16 pool: the most DISCOVERs one run may send
@@ -160,6 +166,17 @@ BASE_ROWS: list[tuple[str, str, str | None]] = [
 ]
 
 
+#: balanced pairs (bench/balanced.py): each server's own share, from the last saturation try
+BALANCED_ROWS: list[tuple[str, str, str | None]] = [
+    ("lb_main_grants", "balanced: ACKs sent by the main", None),
+    ("lb_backup_grants", "  ACKs sent by the backup", None),
+    ("lb_main_share_pct", "  main's share of the ACKs %", None),
+    ("lb_both_answered", "  both answered, each near half", None),
+    ("lb_main_cpu_s_per_1k", "  main CPU s per 1k of its leases", "low"),
+    ("lb_backup_cpu_s_per_1k", "  backup CPU s per 1k of its leases", "low"),
+]
+
+
 PAIR_ROWS: list[tuple[str, str, str | None]] = [
     ("recovery_leases", "pair: leases on the main at recovery", None),
     ("recovery_backup_leases", "  leases the backup holds at NORMAL", None),
@@ -180,7 +197,7 @@ def startup_rows(sizes: tuple[int, ...]) -> list[tuple[str, str, str | None]]:
 
 def metric_keys(sizes) -> list[str]:
     """Every key of a server's ``metrics`` in the JSON, for these start-up sizes."""
-    return [k for k, _, _ in BASE_ROWS + startup_rows(tuple(sizes)) + PAIR_ROWS]
+    return [k for k, _, _ in BASE_ROWS + startup_rows(tuple(sizes)) + PAIR_ROWS + BALANCED_ROWS]
 
 
 # ------------------------------------------------------------------------------
@@ -193,13 +210,19 @@ class Bench:
 
     NETS = (THROUGHPUT_NET, STARTUP_NET)
 
-    def __init__(self, lab: Lab, settings: Settings, log: Callable[[str], None]) -> None:
+    def __init__(self, lab: Lab, settings: Settings, log: Callable[[str], None], *, bridged: bool = False) -> None:
         self.lab = lab
         self.s = settings
         self.say = log
         self.current: BenchServer | None = None
         self.foreign: list[tuple[float, float]] = []  # (other processes' CPU s, wall s) per perfdhcp run
         self.waited_total = 0.0
+        # perfdhcp's -l and its server argument
+        self.perf_local, self.perf_target = THROUGHPUT_NET.giaddr, SERVER_IP
+        self.bridged = bridged
+        if bridged:
+            self._bridged_lab()
+            return
         self.srv = lab.netns("srv")
         self.load = lab.netns("load")
         self.srv_if, self.load_if = lab.link(
@@ -208,10 +231,29 @@ class Bench:
             self.load.run("ip", "addr", "add", f"{net.giaddr}/{net.network.prefixlen}", "dev", self.load_if)
             self.srv.run("ip", "route", "add", net.subnet, "via", LOAD_IP)
 
+    def _bridged_lab(self) -> None:
+        """Balanced pairs (bench/balanced.py): the main, the backup and the
+        load on one bridge; the load's only address is the relay address, and
+        perfdhcp broadcasts every relayed request to both servers."""
+        lab = self.lab
+        self.lan = lab.netns("lblan")
+        self.br = lab.bridge(self.lan, "br0")
+        self.srv = lab.netns("lbsrv")
+        self.load = lab.netns("lbload")
+        _, self.srv_if = lab.link(self.lan, self.srv, a_bridge=self.br, b_addr=f"{SERVER_IP}/{LINK_PREFIX}")
+        _, self.load_if = lab.link(self.lan, self.load, a_bridge=self.br,
+                                   b_addr=f"{THROUGHPUT_NET.giaddr}/{THROUGHPUT_NET.network.prefixlen}")
+        self.srv.run("ip", "route", "add", THROUGHPUT_NET.subnet, "dev", self.srv_if)
+        self.perf_local, self.perf_target = self.load_if, "all"
+
     @contextmanager
     def server(self, factory: Callable[..., BenchServer], net: Net = THROUGHPUT_NET,
                preload: int = 0) -> Iterator[BenchServer]:
         srv = factory(net, preload=preload)
+        if getattr(srv, "balanced", False):
+            if not self.bridged:
+                raise AssertionError(f"{srv.name} needs the bridged lab")
+            srv.bridge = (self.lan, self.br)
         self.current = srv
         try:
             srv.start(self.lab, self.srv, self.srv_if, timeout=self.s.start_timeout)
@@ -237,7 +279,7 @@ class Bench:
         waited, busy = self.wait_quiet()
         udp_srv, udp_load = perf.udp_counters(self.srv), perf.udp_counters(self.load)
         io0, cpu0, t0 = perf.written_by_pid(), perf.cpu_by_pid(), time.monotonic()
-        res = perf.run(self.load, THROUGHPUT_NET.giaddr, SERVER_IP, rate=rate, duration=self.s.duration,
+        res = perf.run(self.load, self.perf_local, self.perf_target, rate=rate, duration=self.s.duration,
                        clients=self.s.clients, mac_base=random_mac_base(),
                        extra=["-n", str(max_discovers), *extra])
         wall = time.monotonic() - t0
@@ -281,9 +323,11 @@ class Bench:
         for i in range(self.s.sat_tries):
             try:
                 with self.server(factory) as srv:
+                    split0 = srv.per_server() if getattr(srv, "balanced", False) else None
                     before = perf.proc_sample(srv.pids())
                     res, rec = self.perfdhcp(rate)
                     after = perf.proc_sample(srv.pids())
+                    split = balanced.per_server_delta(split0, srv.per_server()) if split0 is not None else None
                     leases = srv.lease_count()
             except Exception as e:
                 if not tries:
@@ -300,11 +344,17 @@ class Bench:
                 "pool_used_pct": 100.0 * leases / THROUGHPUT_NET.pool_size,
                 "perfdhcp": rec,
             }
+            if split is not None:
+                t["per_server"] = split
+                t["share"] = balanced.share_verdict(split)
             tries.append(t)
             self.say(f"    asked {rate}/s for {rec['seconds']:.1f} s: {res.rate or 0:.0f} DORA/s, drops "
                      f"DO {_f(res.do.drops_ratio)}% RA {_f(res.ra.drops_ratio)}%, {leases} leases, "
                      f"{t['cpu_s']:.1f} CPU s; UDP buffer drops server {_rcvbuf(rec, 'server')}, "
                      f"load {_rcvbuf(rec, 'load')}")
+            if split is not None:
+                self.say("      " + "; ".join(f"{role} {v['grants']} ACKs, {v['cpu_s']:.1f} CPU s" for role, v in
+                                              split.items()) + f" -> {t['share']['reason']}")
             if res.rate is not None and res.rate > 0.9 * rate and i + 1 < self.s.sat_tries:
                 rate *= 2
                 continue
@@ -471,9 +521,18 @@ class Bench:
             if r["leases"]:
                 m["cpu_s_per_1k"] = r["cpu_s"] / (r["leases"] / 1000)
                 m["rss_kb_per_1k"] = (r["vmhwm_kb"] - r["vmrss_before_kb"]) / (r["leases"] / 1000)
+            if "per_server" in r:
+                ps, share = r["per_server"], r["share"]
+                m.update(lb_main_grants=ps["main"]["grants"], lb_backup_grants=ps["backup"]["grants"],
+                         lb_main_share_pct=None if share["main_share"] is None else 100 * share["main_share"],
+                         lb_both_answered="yes" if share["ok"] else "NO",
+                         lb_main_cpu_s_per_1k=ps["main"]["cpu_s_per_1k"],
+                         lb_backup_cpu_s_per_1k=ps["backup"]["cpu_s_per_1k"])
         runs = self.foreign[first_run:]
         if runs:
             m["other_cpu_pct"] = 100 * sum(c for c, _ in runs) / max(1e-9, sum(w for _, w in runs))
+        if getattr(factory, "balanced", False):
+            return out  # the speed of the balanced pair; recovery is measured on the hot-standby pairs
         n = self.s.recovery_leases
 
         def recover() -> dict:
@@ -537,10 +596,14 @@ def table(result: dict) -> str:
     names = list(result["servers"])
     sizes = tuple(result["settings"]["startup_sizes"])
     rows = BASE_ROWS + startup_rows(sizes) + (PAIR_ROWS if any(n.endswith("-pair") for n in names) else [])
+    if any(getattr(SERVERS.get(n), "balanced", False) for n in names):
+        rows = rows + BALANCED_ROWS
     ratios = [("cnrd", o, f"cnrd/{o.upper() if o == 'isc' else o.capitalize()}") for o in ("isc", "kea")
               if "cnrd" in names and o in names]
     if "cnrd-pair" in names and "isc-pair" in names:
         ratios.append(("cnrd-pair", "isc-pair", "cnrd-pair/isc-pair"))
+    if "cnrd-lb-pair" in names and "isc-lb-pair" in names:
+        ratios.append(("cnrd-lb-pair", "isc-lb-pair", "cnrd-lb/isc-lb"))
     head = ["metric"] + names + [label for _, _, label in ratios] + ["better"]
     body = []
     latency_only = bool(result["settings"].get("latency_at"))
@@ -554,12 +617,17 @@ def table(result: dict) -> str:
         for ours, other, _ in ratios:
             a = result["servers"][ours]["metrics"].get(key)
             b = result["servers"][other]["metrics"].get(key)
+            unbalanced = [n for n in (ours, other) if result["servers"][n]["metrics"].get("lb_both_answered") == "NO"]
+            if unbalanced and better:
+                # one server answered (nearly) everything: not a balanced pair's figure
+                line.append(f"n/a: {'/'.join(unbalanced)} unbalanced")
+                continue
             line.append(f"{a / b:.2f}" if better and isinstance(a, (int, float)) and isinstance(b, (int, float)) and b
                         else "")
         line.append({"high": "higher", "low": "lower", None: ""}[better])
         body.append(line)
     widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
-    fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
     mach = result["machine"]
     v = mach["versions"]
     lines = [
@@ -626,7 +694,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.latency_at is not None:
         s = replace(s, latency_at=a.latency_at, startup_sizes=(), mode=f"{s.mode}, latency at {a.latency_at}/s only")
     s = replace(s, pin=not a.no_pin and pin_load())
-    need = {"isc": "dhcpd", "isc-pair": "dhcpd", "kea": "kea-dhcp4"}
+    need = {"isc": "dhcpd", "isc-pair": "dhcpd", "isc-lb-pair": "dhcpd", "cnrd-lb-pair": "curl", "kea": "kea-dhcp4"}
     binaries = ["ip", "perfdhcp"] + [need[n] for n in a.server_list if n in need]
     missing = missing_requirements(binaries)
     if missing:
@@ -658,7 +726,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with Lab() as lab:
             bench = Bench(lab, s, say)
+            bridged: Bench | None = None  # the balanced pairs' lab, made when first needed
             for name in a.server_list:
+                if getattr(SERVERS[name], "balanced", False):
+                    bridged = bridged or Bench(lab, s, say, bridged=True)
+                    bridged.measure(name, result["servers"].setdefault(name, {}))
+                    continue
                 bench.measure(name, result["servers"].setdefault(name, {}))
     except KeyboardInterrupt:
         say("interrupted: lab torn down; partial results follow")
