@@ -5,6 +5,11 @@ Usage::
 
     bench/chaos [--duration 300] [--seed 1] [--faults kill,partition,...]
                 [--hold 5,20] [--out results/chaos.json] [--keep DIR]
+                [--load-balancing] [--relationships 2]
+
+``--load-balancing`` balances the pair (RFC 3074, split 128); ``--relationships 2``
+runs two relationships between the two servers, each the main of one
+(bench/chaospairs.py); the auditor's rules hold per relationship.
 
 Needs root (network namespaces) and the packages scripts/setup installs.
 The lab, as in tests/integration/test_recovery_pair.py::
@@ -74,7 +79,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench import chaosload
+from bench import chaosload, chaospairs
 from cnrd.dhcp.packet import MalformedPacket, format_hw, int_to_ip, parse
 from cnrd.leases.model import Lease, LeaseState
 from tests.integration.cnrd_proc import CnrdProcess
@@ -122,21 +127,10 @@ max-dhcp-requests = {MAX_DHCP_REQUESTS}
 lease-time = {LEASE_TIME}
 option.routers = 10.98.0.1
 
-[scope lan]
-subnet = 10.98.0.0/16
-ranges = {POOL[0]}-{POOL[1]}
+{{pairs}}"""
+SUBNET = "10.98.0.0/16"
 
-[failover-pair {PAIR_NAME}]
-main = {IP["main"]}
-backup = {IP["backup"]}
-failover = true
-mclt = {MCLT}
-backup-pct = 10
-failover-poll-interval = 2
-failover-poll-timeout = {POLL_TIMEOUT}
-"""
-
-_STATE_RX = re.compile(rf"failover pair {PAIR_NAME}: state (\S+) -> (\S+) \((.*)\)")
+_STATE_RX = re.compile(r"failover pair (\S+): state (\S+) -> (\S+) \((.*)\)")
 _LOGTIME_RX = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4}) ")
 _ERROR_RX = re.compile(r"Traceback \(most recent call last\)|Unhandled [Ee]rror|#critical\]")
 
@@ -179,6 +173,8 @@ class Options:
     udhcpcs: int = 2
     max_client_cycles: int = 500
     log_settings: str | None = None  # [server] log-settings, e.g. failover-detail
+    load_balancing: bool = False  # the pair(s) balanced (RFC 3074 split 128)
+    relationships: int = 1  # 2: symmetrical, each server the main of one (bench/chaospairs.py)
     out: Path | None = None
     keep: Path | None = None
 
@@ -317,12 +313,17 @@ class StateWatcher:
     ``state[side]`` is the last failover state logged by the running process,
     ``STARTUP`` before its first state line, ``DOWN`` while it is not running.
     Every change is stamped when seen (polled every 0.1 s; the logs' own
-    timestamps have whole seconds only).
+    timestamps have whole seconds only).  With several relationships
+    (``pairs``), ``state[side]`` is their :func:`chaospairs.composite` and
+    ``pair_events`` has each relationship's own moves.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, pairs: tuple[str, ...] = (PAIR_NAME,)) -> None:
         self.lock = threading.Lock()
+        self.pairs = pairs
         self.state = {s: "DOWN" for s in SIDES}
+        self.pair_state = {s: {p: "DOWN" for p in pairs} for s in SIDES}
+        self.pair_events: list[dict] = []  # {t, side, pair, from, to, reason}
         self.events: list[dict] = []  # {t, side, from, to, reason}
         self.errors: list[dict] = []  # {t, side, line}
         self.logs: dict[str, list[Path]] = {s: [] for s in SIDES}
@@ -332,7 +333,13 @@ class StateWatcher:
         self._thread = threading.Thread(target=self._run, name="state-watcher", daemon=True)
         self._thread.start()
 
-    def _set(self, side: str, new: str, reason: str, t: float | None = None) -> None:
+    def _set(self, side: str, new: str, reason: str, t: float | None = None, pair: str | None = None) -> None:
+        for p in (self.pairs if pair is None else (pair,)):
+            if self.pair_state[side][p] != new:
+                self.pair_events.append({"t": t or _now(), "side": side, "pair": p,
+                                         "from": self.pair_state[side][p], "to": new, "reason": reason})
+                self.pair_state[side][p] = new
+        new = chaospairs.composite(self.pair_state[side].values())
         old = self.state[side]
         if old == new:
             return
@@ -374,8 +381,8 @@ class StateWatcher:
         self._partial[side] = lines.pop()
         t = _now()
         for line in lines:
-            if m := _STATE_RX.search(line):
-                self._set(side, m.group(2), m.group(3), t)
+            if (m := _STATE_RX.search(line)) and m.group(1) in self.pair_state[side]:
+                self._set(side, m.group(3), m.group(4), t, pair=m.group(1))
             elif _ERROR_RX.search(line):
                 self.errors.append({"t": t, "side": side, "line": line.strip()[:300]})
 
@@ -404,11 +411,17 @@ class StateWatcher:
         with self.lock:
             return all(self.state[s] == state for s in SIDES)
 
-    def timeline(self, t0: float, t1: float) -> dict[str, list[tuple[float, float, str]]]:
-        """Per side: (start, end, state) intervals clipped to [t0, t1]."""
+    def any_in(self, side: str, state: str) -> bool:
+        """Is one of the side's relationships in ``state``?"""
+        with self.lock:
+            return chaospairs.is_in(self.state[side], state)
+
+    def timeline(self, t0: float, t1: float, pair: str | None = None) -> dict[str, list[tuple[float, float, str]]]:
+        """Per side: (start, end, state) intervals clipped to [t0, t1], of
+        the composite state or of one relationship's."""
         out: dict[str, list[tuple[float, float, str]]] = {}
         with self.lock:
-            events = list(self.events)
+            events = list(self.events) if pair is None else [e for e in self.pair_events if e["pair"] == pair]
         for side in SIDES:
             ev = [e for e in events if e["side"] == side]
             spans = []
@@ -465,11 +478,15 @@ class ChaosLab:
             self._client("dhclient", f"dh{i + 1}")
         for i in range(opts.udhcpcs):
             self._client("udhcpc", f"ud{i + 1}")
+        self.rels = chaospairs.relationships(opts.relationships, PAIR_NAME, POOL)
+        self.pair_names = tuple(r.name for r in self.rels)
+        pairs = chaospairs.sections(self.rels, ips=IP, subnet=SUBNET, mclt=MCLT, poll_timeout=POLL_TIMEOUT,
+                                    load_balancing=opts.load_balancing)
         self.procs = {side: CnrdProcess(self.srv_ns[side], CONFIG.format(name=side, iface=self.srv_if[side],
                                                       extra=f"log-settings = {opts.log_settings}"
-                                                      if opts.log_settings else ""),
+                                                      if opts.log_settings else "", pairs=pairs),
                                         name=side) for side in SIDES}
-        self.watcher = StateWatcher()
+        self.watcher = StateWatcher(self.pair_names)
         self.partitioned = False
         self.isolated: set[str] = set()
         self.expected_exit: dict[str, bool] = {s: False for s in SIDES}
@@ -825,7 +842,7 @@ class Injector:
         """``cnrctl dhcp setPartnerDown`` on ``side``, only where the rules allow it."""
         cl, partner = self.cl, other(side)
         why = None
-        if cl.watcher.get(partner) == "PARTNER-DOWN":
+        if cl.watcher.any_in(partner, "PARTNER-DOWN"):
             why = "its partner is PARTNER-DOWN (never both)"
         elif cl.alive(partner) and partner not in cl.isolated and not deliberate:
             why = "its partner is running and reachable"
@@ -835,13 +852,15 @@ class Injector:
             f.notes.append(f"setPartnerDown on {side} not done: {why}")
             self.skipped.append(f"{f.kind}: setPartnerDown on {side}: {why}")
             return False
-        rc, body = cl.ctl(side, "dhcp", "setPartnerDown", PAIR_NAME)
-        f.act(f"cnrctl dhcp setPartnerDown {PAIR_NAME} on {side}: rc {rc} {body}")
-        self.pd_actions.append({"t": _now(), "side": side, "fault": f.kind, "rc": rc, "answer": body,
-                                "partner_alive": cl.alive(partner), "partitioned": cl.partitioned})
-        if rc != 0:
-            f.notes.append(f"setPartnerDown refused on {side}: {body}")
-            return False
+        for name in cl.pair_names:  # every relationship with that partner
+            rc, body = cl.ctl(side, "dhcp", "setPartnerDown", name)
+            f.act(f"cnrctl dhcp setPartnerDown {name} on {side}: rc {rc} {body}")
+            self.pd_actions.append({"t": _now(), "side": side, "pair": name, "fault": f.kind, "rc": rc,
+                                    "answer": body, "partner_alive": cl.alive(partner),
+                                    "partitioned": cl.partitioned})
+            if rc != 0:
+                f.notes.append(f"setPartnerDown {name} refused on {side}: {body}")
+                return False
         if not self.wait_state(side, "PARTNER-DOWN", 10):
             f.notes.append(f"{side} did not log PARTNER-DOWN within 10 s")
             return False
@@ -1373,15 +1392,21 @@ def _run(lab: Lab, opts: Options) -> dict:
             rc = cl.stop(side)
             report.setdefault("server_exit", {})[side] = rc
         cl.watcher.stop()
-        both_pd = _overlaps([(a_, b_) for a_, b_, s in tl["main"] if s == "PARTNER-DOWN"],
-                            [(a_, b_) for a_, b_, s in tl["backup"] if s == "PARTNER-DOWN"])
-        if both_pd:
-            violations.append({"type": "both-partner-down", "detail": [(_iso(x), _iso(y)) for x, y in both_pd]})
+        for name in cl.pair_names:  # never both partners PARTNER-DOWN, in any relationship
+            ptl = cl.watcher.timeline(t0, t_end, pair=name)
+            both_pd = _overlaps([(a_, b_) for a_, b_, s in ptl["main"] if s == "PARTNER-DOWN"],
+                                [(a_, b_) for a_, b_, s in ptl["backup"] if s == "PARTNER-DOWN"])
+            if both_pd:
+                violations.append({"type": "both-partner-down", "pair": name,
+                                   "detail": [(_iso(x), _iso(y)) for x, y in both_pd]})
         for e in cl.watcher.errors:
             violations.append({"type": "log-error", "side": e["side"], "t": _iso(e["t"]), "line": e["line"]})
         # the load itself: a run whose generators failed or idled audited nothing
         fault_spans = [(f.start, f.normal or f.heal or t_load_stop) for f in injector.faults]
-        acks_by_ns = Counter(p.ns for p in packets if p.op == 2 and p.mtype == 5 and p.yiaddr != "0.0.0.0")
+        acks = [p for p in packets if p.op == 2 and p.mtype == 5 and p.yiaddr != "0.0.0.0"]
+        acks_by_ns = Counter(p.ns for p in acks)
+        # who answers while nothing is broken: the main alone (hot standby), both (balanced, symmetrical)
+        calm = Counter(p.server_id or "?" for p in acks if not any(x <= p.t <= y for x, y in fault_spans))
         verdict = chaosload.judge(
             chaosload.Plan(opts.perf_rate, t_load_stop - t0, chaosload.fault_free_seconds(t0, t_load_stop, fault_spans)),
             chaosload.generators([(c.ns.role, c.kind) for c in cl.clients], load.perf_runs, load.client_runs,
@@ -1401,7 +1426,12 @@ def _run(lab: Lab, opts: Options) -> dict:
             "faults_per_kind": dict(Counter(f.kind for f in injector.faults)),
             "operator_partner_down": [{**x, "t": _iso(x["t"])} for x in injector.pd_actions],
             "skipped_actions": injector.skipped,
-            "leases": {"acks": a.acks, "acks_by_server": a.acks_by_server, "client_address_pairs": a.leases,
+            "leases": {"acks": a.acks, "acks_by_server": a.acks_by_server,
+                       "acks_by_relationship": dict(Counter(
+                           chaospairs.relationship_of(cl.rels, p.yiaddr) or "?" for p in packets
+                           if p.op == 2 and p.mtype == 5 and p.yiaddr != "0.0.0.0")),
+                       "acks_by_server_outside_faults": dict(calm),
+                       "client_address_pairs": a.leases,
                        "clients": a.clients, "addresses": a.addresses, "naks": a.naks, "releases": a.releases,
                        "near_misses_within_tolerance": a.near_misses},
             "stores": store_counts,
@@ -1515,7 +1545,8 @@ def text_report(r: dict) -> str:
     L = []
     s = r["settings"]
     L.append(f"cnrd chaos run: seed {s['seed']}, {s['duration']:.0f} s of faults "
-             f"({', '.join(s['faults'])}), lab {r['lab']}, {r.get('duration_s', 0):.0f} s in all")
+             f"({', '.join(s['faults'])}), lab {r['lab']}, {r.get('duration_s', 0):.0f} s in all; "
+             f"{s.get('relationships', 1)} relationship(s), load balancing {'on' if s.get('load_balancing') else 'off'}")
     L.append(f"pair NORMAL {r.get('pair_normal_s')} s after start")
     L.append("")
     L.append("faults:")
@@ -1534,7 +1565,9 @@ def text_report(r: dict) -> str:
              f"at the end: {r.get('final_normal')}")
     le = r.get("leases", {})
     L.append("")
-    L.append(f"leases: {le.get('acks')} ACKs ({le.get('acks_by_server')}), {le.get('client_address_pairs')} "
+    L.append(f"leases: {le.get('acks')} ACKs ({le.get('acks_by_server')}; by relationship "
+             f"{le.get('acks_by_relationship')}; outside faults {le.get('acks_by_server_outside_faults')}), "
+             f"{le.get('client_address_pairs')} "
              f"client/address pairs, {le.get('clients')} clients, {le.get('addresses')} addresses; "
              f"{le.get('naks')} NAKs, {le.get('releases')} releases")
     L.append(f"stores at the audit: {r.get('stores')}")
@@ -1608,6 +1641,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--perf-rate", type=int, default=30)
     ap.add_argument("--dhclients", type=int, default=2)
     ap.add_argument("--udhcpcs", type=int, default=2)
+    ap.add_argument("--load-balancing", action="store_true", help="balance the pair(s): RFC 3074, split 128")
+    ap.add_argument("--relationships", type=int, choices=(1, 2), default=1,
+                    help="2: two relationships, each server the main of one (default 1)")
     ap.add_argument("--log-settings", help="the servers' [server] log-settings, e.g. failover-detail (every BNDUPD)")
     ap.add_argument("--out", type=Path, help="write the JSON report here (e.g. results/chaos.json)")
     ap.add_argument("--keep", type=Path, help="copy logs and captures here (done anyway on violations)")
@@ -1618,7 +1654,8 @@ def main(argv: list[str] | None = None) -> int:
                    gap=args.gap, warmup=args.warmup,
                    perf_clients=args.perf_clients, perf_rate=args.perf_rate, dhclients=args.dhclients,
                    udhcpcs=args.udhcpcs, out=args.out, keep=args.keep,
-                   log_settings=args.log_settings)
+                   log_settings=args.log_settings, load_balancing=args.load_balancing,
+                   relationships=args.relationships)
 
     def on_signal(signum, frame):
         raise KeyboardInterrupt(f"signal {signum}")

@@ -35,11 +35,13 @@ def _tcpdump() -> None:
         pytest.skip("bench.chaos needs tcpdump (scripts/setup installs it)")
 
 
-def test_chaos_minute_with_a_fixed_seed_has_no_violations(lab, tmp_path):
+def _minute(lab, tmp_path, **mode) -> dict:
+    """One minute of the CI schedule in the given mode, with every check that
+    holds whatever the mode; returns the report for the mode's own checks."""
     opts = chaos.Options(
         duration=60, seed=6, faults=SCHEDULE, hold=(3.0, 5.0), settle=3.0, gap=(1.0, 2.0), warmup=5.0,
         perf_clients=1000, perf_rate=30, dhclients=1, udhcpcs=1,
-        out=tmp_path / "chaos.json", keep=tmp_path / "artifacts",
+        out=tmp_path / "chaos.json", keep=tmp_path / "artifacts", **mode,
     )
     report = chaos.run(opts, lab=lab)
     text = chaos.text_report(report)
@@ -78,3 +80,40 @@ def test_chaos_minute_with_a_fixed_seed_has_no_violations(lab, tmp_path):
     assert all(s["dropped_by_kernel"] == 0 for s in report["captures"]["stats"].values()), report["captures"]
     req = report["requests"]
     assert req["dhclient"]["answered"] > 0 and req["udhcpc"]["answered"] > 0, req
+    return report
+
+
+def test_chaos_minute_with_a_fixed_seed_has_no_violations(lab, tmp_path):
+    report = _minute(lab, tmp_path)
+    # hot standby: outside faults the main serves
+    calm = report["leases"]["acks_by_server_outside_faults"]
+    assert calm.get("10.98.0.1", 0) > 0, calm
+
+
+def _share(acks: dict[str, int], server: str) -> float:
+    total = sum(acks.values())
+    assert total > 0, acks
+    return acks.get(server, 0) / total
+
+
+def test_chaos_minute_load_balanced(lab, tmp_path):
+    """A balanced pair (RFC 3074, split 128) under the same faults: the same
+    audit, and outside faults each server answers about half the clients."""
+    report = _minute(lab, tmp_path, load_balancing=True)
+    calm = report["leases"]["acks_by_server_outside_faults"]
+    for server in ("10.98.0.1", "10.98.0.2"):
+        assert _share(calm, server) >= 0.3, (server, calm)
+
+
+def test_chaos_minute_two_relationships(lab, tmp_path):
+    """Two relationships between the two servers, each the main of one
+    scope: the same audit per relationship, and both relationships serve."""
+    report = _minute(lab, tmp_path, relationships=2)
+    by_rel = report["leases"]["acks_by_relationship"]
+    assert by_rel.get("examplepair", 0) > 0 and by_rel.get("examplepair2", 0) > 0, by_rel
+    assert "?" not in by_rel, by_rel
+    calm = report["leases"]["acks_by_server_outside_faults"]
+    for server in ("10.98.0.1", "10.98.0.2"):
+        assert _share(calm, server) >= 0.1, (server, calm)
+    # setPartnerDown went to every relationship
+    assert {x["pair"] for x in report["operator_partner_down"]} == {"examplepair", "examplepair2"}
