@@ -595,7 +595,8 @@ def machine() -> dict[str, Any]:
 def table(result: dict) -> str:
     names = list(result["servers"])
     sizes = tuple(result["settings"]["startup_sizes"])
-    rows = BASE_ROWS + startup_rows(sizes) + (PAIR_ROWS if any(n.endswith("-pair") for n in names) else [])
+    hot_standby = any(n.endswith("-pair") and not getattr(SERVERS.get(n), "balanced", False) for n in names)
+    rows = BASE_ROWS + startup_rows(sizes) + (PAIR_ROWS if hot_standby else [])
     if any(getattr(SERVERS.get(n), "balanced", False) for n in names):
         rows = rows + BALANCED_ROWS
     ratios = [("cnrd", o, f"cnrd/{o.upper() if o == 'isc' else o.capitalize()}") for o in ("isc", "kea")
