@@ -271,6 +271,7 @@ def test_pair_object(tmp_path):
     p = admin.pair("examplepair")
     assert p == {"name": "examplepair", "main": "10.1.0.1", "backup": "10.1.0.2", "failover": True, "mclt": 60,
                  "backup-pct": 10.0, "dynamic-bootp-backup-pct": None, "load-balancing": False,
+                 "split": 128, "hba": None, "load-balance-max-seconds": 3,
                  "failover-poll-interval": 2, "failover-poll-timeout": 6, "use-safe-period": False,
                  "safe-period": 86400, "scopes": ["lan"], "max-unacked-updates": 100, "pending": {}}
     assert admin.pairs() == {"failover-pairs": [p]}

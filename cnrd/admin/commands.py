@@ -283,6 +283,9 @@ class Admin:
             "backup-pct": pair.backup_pct,
             "dynamic-bootp-backup-pct": pair.dynamic_bootp_backup_pct,
             "load-balancing": pair.load_balancing,
+            "split": pair.split,
+            "hba": pair.hba.hex() if pair.hba is not None else None,
+            "load-balance-max-seconds": pair.load_balance_max_seconds,
             "failover-poll-interval": pair.failover_poll_interval,
             "failover-poll-timeout": pair.failover_poll_timeout,
             "use-safe-period": pair.use_safe_period,
@@ -315,6 +318,8 @@ class Admin:
             else:
                 values[key] = PAIR_ATTRS[key][1](value)
         live = {PAIR_ATTRS[k][0]: v for k, v in values.items() if k not in PAIR_PENDING}
+        if "split" in values and old.hba is not None:
+            live["hba"] = None  # a split set here replaces the file's explicit map
         new = replace(old, **live)
         if new.failover_poll_timeout <= new.failover_poll_interval:
             raise AdminError(400, f"failover-poll-timeout ({new.failover_poll_timeout} s) must be longer than "
@@ -342,6 +347,8 @@ class Admin:
         header = f"failover-pair {name}"
         for key, value in values.items():
             self.unsaved[(header, key)] = None if body[key] is None else PAIR_ATTRS[key][2](value)
+        if "hba" in live:
+            self.unsaved[(header, "hba")] = None
         out = self._pair_json(new)
         out["restart-required"] = [k for k in PAIR_PENDING if k in body and k in pending]
         return out

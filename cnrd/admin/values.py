@@ -187,6 +187,8 @@ PAIR_ATTRS: dict[str, tuple[str, Callable[[Any], Any], Callable[[Any], str | Non
     "backup-pct": ("backup_pct", as_percent, ini_pct),
     "dynamic-bootp-backup-pct": ("dynamic_bootp_backup_pct", as_percent, ini_pct),
     "load-balancing": ("load_balancing", as_bool, ini_bool),
+    "split": ("split", as_int(0, 256), str),
+    "load-balance-max-seconds": ("load_balance_max_seconds", as_duration(0), str),
     "failover-poll-interval": ("failover_poll_interval", as_duration(1), str),
     "failover-poll-timeout": ("failover_poll_timeout", as_duration(1), str),
     "use-safe-period": ("use_safe_period", as_bool, ini_bool),

@@ -507,6 +507,13 @@ class _Builder:
         if poll_timeout <= poll_interval:
             raise s.error("failover-poll-timeout", f"{poll_timeout} s must be longer than "
                                                    f"failover-poll-interval ({poll_interval} s)")
+        split = s.get("split", parse_int, 0, 256, default=field_default(d, "split"))
+        hba = s.get("hba", parse_hex)
+        if hba is not None:
+            if "split" in s.values:
+                raise s.error("hba", "set split or hba, not both")
+            if len(hba) != 32:
+                raise s.error("hba", f"{len(hba)} bytes; a hash bucket map is 32 bytes (64 hex digits)")
         scopes = s.get("scopes", parse_list, default=())
         for i, name in enumerate(scopes):
             if name not in self.scopes:
@@ -530,6 +537,10 @@ class _Builder:
             backup_pct=s.get("backup-pct", parse_percent, default=field_default(d, "backup_pct")),
             dynamic_bootp_backup_pct=s.get("dynamic-bootp-backup-pct", parse_percent),
             load_balancing=s.get("load-balancing", parse_bool, default=field_default(d, "load_balancing")),
+            split=split,
+            hba=hba,
+            load_balance_max_seconds=s.get("load-balance-max-seconds", parse_duration, 0, 65535,
+                                           default=field_default(d, "load_balance_max_seconds")),
             failover_poll_interval=poll_interval,
             failover_poll_timeout=poll_timeout,
             # The pair's own value wins; without one, [server]'s (CNR 7.2 sets

@@ -146,6 +146,13 @@ class FailoverPairConfig:
     backup_pct: float = 10.0
     dynamic_bootp_backup_pct: float | None = None  # dynamic-BOOTP scopes' share; None: backup-pct
     load_balancing: bool = False
+    # The main's share of the RFC 3074 hash buckets while balancing: buckets
+    # 0..split-1, or the explicit map ``hba`` (32 bytes, ISC's bit order).
+    split: int = 128
+    hba: bytes | None = None
+    # A client whose secs field is above this is answered by either server
+    # while balancing (ISC's "load balance max seconds"); 0 turns it off.
+    load_balance_max_seconds: int = 3
     failover_poll_interval: int = 10
     failover_poll_timeout: int = 60
     # When the pair's section does not set them, the loader gives it the

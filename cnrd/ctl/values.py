@@ -46,6 +46,8 @@ PAIR_ATTRIBUTES: dict[str, str] = {
     "backup-pct": "percent",
     "dynamic-bootp-backup-pct": "optional-percent",
     "load-balancing": "bool",
+    "split": "int",
+    "load-balance-max-seconds": "duration",
     "failover-poll-interval": "duration",
     "failover-poll-timeout": "duration",
     "use-safe-period": "bool",

@@ -14,6 +14,7 @@ from cnrd.dhcp.packet import MessageType
 from cnrd.dhcp.replies import build_reply, nak
 from cnrd.dhcp.selection import (
     admit,
+    broadcast,
     desired_time,
     granted_time,
     link_address,
@@ -61,6 +62,9 @@ def discover(state: ServerState, req: Request) -> Reply | None:
     hold = min(policy_for(state, req, scope).offer_timeout, max(lease_time, 1))
     new_state = LeaseState.OFFERED
     expiration = req.now + hold
+    flags = lease.flags & ~LeaseFlag.OFFERED_FROM_BACKUP if lease is not None else LeaseFlag.NONE
+    if lease is not None and lease.state is LeaseState.BACKUP:
+        flags |= LeaseFlag.OFFERED_FROM_BACKUP
     if lease is not None and lease.state is LeaseState.LEASED and lease.key == req.key:
         # A bound client re-discovering keeps its binding; only the reply is an offer.
         new_state = LeaseState.LEASED
@@ -73,6 +77,7 @@ def discover(state: ServerState, req: Request) -> Reply | None:
         hw=req.hw,
         client_id=req.cid,
         expiration=expiration,
+        flags=flags,
         host_name=req.host_name or (lease.host_name if lease else ""),
     )
     state.counters.sent["OFFER"] += 1
@@ -147,7 +152,7 @@ def _request_selecting(state: ServerState, req: Request, sid: int, want: int | N
         # The client chose another server: our offer is free again (RFC 2131 §4.3.2).
         for offered in table.of_client(req.key):
             if offered.state is LeaseState.OFFERED:
-                table.update(offered.address, durable=False, state=LeaseState.AVAILABLE, expiration=0)
+                table.withdraw_offer(offered.address)
         state.drop("request-for-other-server")
         return None
     address = want or req.p.ciaddr
@@ -158,10 +163,16 @@ def _request_selecting(state: ServerState, req: Request, sid: int, want: int | N
     if lease is None or lease.key != req.key or lease.state not in (LeaseState.OFFERED, LeaseState.LEASED, *FREE_STATES):
         return nak(state, req, "address not offered to this client")
     scope = state.scopes.get(lease.scope)
-    if scope is None or not table.is_available(address, req.key, req.hw_key):
+    if scope is None:
         return nak(state, req, "address no longer available")
-    if not admit(state, req, scope, "renew" if lease.state is LeaseState.LEASED else "new")[0]:
+    # The client chose us: answered whatever its hash (load balancing).
+    ok, owner = admit(state, req, scope, "renew")
+    if not ok:
         return None
+    # Under failover only a free address of our own may be bound: an
+    # offer that ran out may have left the client's name on the partner's.
+    if not table.is_available(address, req.key, req.hw_key, owner):
+        return nak(state, req, "address no longer available")
     return _ack(state, req, scope, address, "ack")
 
 
@@ -189,7 +200,7 @@ def _request_init_reboot(state: ServerState, req: Request, want: int) -> Reply |
         return nak(state, req, "address belongs to another client")
     if not table.is_available(want, req.key, req.hw_key) or lease.address not in scope.pool and want not in table.reserved:
         return nak(state, req, "address no longer available")
-    if not admit(state, req, scope, "renew")[0]:
+    if not admit(state, req, scope, "rebind")[0]:
         return None
     return _ack(state, req, scope, want, "ack")
 
@@ -208,7 +219,9 @@ def _request_renew(state: ServerState, req: Request) -> Reply | None:
         return nak(state, req, "address belongs to another client")
     if not state.table.is_available(address, req.key, req.hw_key):
         return nak(state, req, "address no longer available")
-    if not admit(state, req, scope, "renew")[0]:
+    # RENEWING is unicast to the server that holds the lease; REBINDING is
+    # broadcast (or relayed), and load balancing answers it by hash.
+    if not admit(state, req, scope, "rebind" if broadcast(req) else "renew")[0]:
         return None
     return _ack(state, req, scope, address, "renew" if lease.state is LeaseState.LEASED else "ack")
 

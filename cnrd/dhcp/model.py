@@ -77,11 +77,15 @@ class Gate(Protocol):
     ``admit`` answers for a request: may we answer it, and from whose free
     addresses (``"main"``, ``"backup"``, ``"any"``); ``kind`` is ``"new"``
     for a client looking for an address, ``"dynamic-bootp"`` for one looking
-    in a dynamic-BOOTP scope (never "any") and ``"renew"`` for one extending
-    its binding.  The lease-time methods apply the MCLT rules.
+    in a dynamic-BOOTP scope (never "any"), ``"rebind"`` for a broadcast
+    REQUEST of a client holding an address (INIT-REBOOT, REBINDING) and
+    ``"renew"`` for one addressing this server (SELECTING us, unicast
+    RENEWING); ``secs`` is the request's secs field (load balancing answers
+    a client that has waited long enough whatever its hash).  The lease-time
+    methods apply the MCLT rules.
     """
 
-    def admit(self, kind: str, lb_key: bytes, now: int) -> tuple[bool, str | None, str]: ...
+    def admit(self, kind: str, lb_key: bytes, secs: int, now: int) -> tuple[bool, str | None, str]: ...
 
     def lease_time(self, lease: Lease | None, desired: int, now: int) -> int: ...
 

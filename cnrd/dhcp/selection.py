@@ -27,6 +27,7 @@ __all__ = [
     "desired_time",
     "granted_time",
     "admit",
+    "broadcast",
     "server_id",
 ]
 
@@ -138,7 +139,7 @@ def granted_time(state: ServerState, req: Request, scope: ScopeRuntime, lease: L
 def admit(state: ServerState, req: Request, scope: ScopeRuntime, kind: str) -> tuple[bool, str | None]:
     """Failover's word on answering this client from ``scope``, and whose free addresses to use; drops are counted.
 
-    ``kind`` is "new" or "renew"; a new client of a dynamic-BOOTP scope is
+    ``kind`` is "new", "rebind" or "renew" (see :class:`~cnrd.dhcp.model.Gate`); a new client of a dynamic-BOOTP scope is
     asked about as "dynamic-bootp", so it only ever gets this server's own
     free addresses (CNR 7.2, "Dynamic BOOTP").
     """
@@ -147,10 +148,15 @@ def admit(state: ServerState, req: Request, scope: ScopeRuntime, kind: str) -> t
         return True, None
     if kind == "new" and scope.config.dynamic_bootp:
         kind = "dynamic-bootp"
-    ok, owner, reason = gate.admit(kind, req.lb_key, req.now)
+    ok, owner, reason = gate.admit(kind, req.lb_key, req.p.secs, req.now)
     if not ok:
         state.drop(reason)
     return ok, owner
+
+
+def broadcast(req: Request) -> bool:
+    """True for a request the client broadcast: relayed (giaddr set), or sent to 255.255.255.255."""
+    return bool(req.p.giaddr) or req.rx.dst_ip == BROADCAST
 
 
 def server_id(state: ServerState, req: Request) -> int:

@@ -44,16 +44,36 @@ class Exchange:
         self._send = send
         self._next_xid = next_xid
         self._log = log
+        # Main only: BACKUP addresses being taken back.  They stay BACKUP
+        # here until the backup acknowledges the FREE update, so neither
+        # server can hand one out while the other still may.
+        self.reclaiming: set[int] = set()
 
     def lease_changed(self, lease: Lease, what: str) -> None:
         """A durable lease change: queue its update (offers are not bindings)."""
         if lease.scope in self.scopes and lease.state is not LeaseState.OFFERED:
             self._updates.queue(lease.address)
 
+    def reclaim(self, addresses: list[int]) -> None:
+        """Main: ask the backup to give these BACKUP addresses back (BNDUPD FREE, draft §5.4)."""
+        for address in addresses:
+            self.reclaiming.add(address)
+            self._updates.queue(address, durable=False)
+
+    def link_lost(self) -> None:
+        """Reclaims not acknowledged are dropped: the addresses stay the backup's."""
+        self.reclaiming.clear()
+
     def pump(self, window: int, now: int) -> None:
         """Send queued updates while fewer than ``window`` are unacknowledged."""
         while (address := self._updates.next_due(window)) is not None:
-            msg, status, pet = bindings.bndupd(address, self.table.get(address), self._next_xid(), now)
+            lease = self.table.get(address)
+            if address in self.reclaiming:
+                if lease is not None and lease.state is LeaseState.BACKUP:
+                    lease = Lease(address, LeaseState.AVAILABLE, scope=lease.scope, start=now)
+                else:
+                    self.reclaiming.discard(address)
+            msg, status, pet = bindings.bndupd(address, lease, self._next_xid(), now)
             self._updates.sent_update(msg.xid, InFlight(address, status, pet))
             self._send(msg, now)
 
@@ -63,6 +83,14 @@ class Exchange:
         if update is None:
             return
         address = update.address
+        if address in self.reclaiming:
+            self.reclaiming.discard(address)
+            lease = self.table.get(address)
+            if msg.reject_reason is None and update.status == BindingStatus.FREE \
+                    and lease is not None and lease.state is LeaseState.BACKUP:
+                # The backup gave it back: it is the main's to allocate now.
+                self.table.update(address, durable=True, from_partner=True, event="reclaimed", now=now,
+                                  state=LeaseState.AVAILABLE, start=now)
         if msg.reject_reason is not None:
             self._log("failover-bndack-reject", {"pair": self.name, "address": address,
                                                  "reason": int(msg.reject_reason), "message": msg.message_text})
@@ -95,6 +123,7 @@ class Exchange:
                 # Theirs wins: ours is withdrawn, and for an update request in
                 # progress the partner now knows this binding (it sent it).
                 self._updates.withdraw(address)
+                self.reclaiming.discard(address)
                 self._settled(address, now)
             if decision.reject is not None:
                 reason, text = decision.reject

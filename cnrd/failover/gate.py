@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from cnrd.config import FailoverPairConfig
 from cnrd.failover import wire
 from cnrd.failover.leasetime import lease_time, potential_expiration
 from cnrd.failover.states import LABELS, S, Role, Service, service
@@ -23,9 +24,16 @@ ALL_MAIN = wire.hba_from_split(256)
 SPLIT_EVEN = wire.hba_from_split(128)
 
 
-def main_hba(load_balancing: bool) -> bytes:
-    """The bucket map a main sends in its CONNECT."""
-    return SPLIT_EVEN if load_balancing else ALL_MAIN
+#: Kinds of request the gate tells apart (see :meth:`Gate.admit`).
+HASHED = frozenset({"new", "rebind", "dynamic-bootp"})
+
+
+def main_hba(pair: FailoverPairConfig) -> bytes:
+    """The bucket map a main sends in its CONNECT: every bucket without load
+    balancing; with it, ``hba`` when set, else buckets 0..split-1 (ISC's meaning)."""
+    if not pair.load_balancing:
+        return ALL_MAIN
+    return pair.hba if pair.hba is not None else wire.hba_from_split(pair.split)
 
 
 class GateView(Protocol):
@@ -46,6 +54,9 @@ class GateView(Protocol):
     @property
     def hba(self) -> bytes: ...
 
+    @property
+    def max_secs(self) -> int: ...
+
 
 class Gate:
     """The DHCP server's gate for the scopes of one failover relationship."""
@@ -53,15 +64,20 @@ class Gate:
     def __init__(self, view: GateView) -> None:
         self._view = view
 
-    def admit(self, kind: str, lb_key: bytes, now: int) -> tuple[bool, str | None, str]:
+    def admit(self, kind: str, lb_key: bytes, secs: int, now: int) -> tuple[bool, str | None, str]:
         """May a request be answered, and from whose free addresses ("main", "backup", "any").
 
-        ``kind`` is "new" for a client looking for an address, "renew" for
-        one extending its binding, "dynamic-bootp" for a client looking for
-        an address in a scope with dynamic BOOTP; the third value is the
-        drop reason.  A dynamic-BOOTP scope never gets "any": the partner
-        may have given its free addresses to BOOTP clients for ever, so
-        even PARTNER-DOWN leaves them alone (CNR 7.2, "BOOTP Backup
+        ``kind``: "new" for a client looking for an address (DISCOVER,
+        INFORM), "dynamic-bootp" for one looking in a dynamic-BOOTP scope,
+        "rebind" for a broadcast REQUEST of a client that holds an address
+        (INIT-REBOOT, REBINDING), "renew" for one talking to this server by
+        name (SELECTING with our server-id, unicast RENEWING).  While load
+        balancing, the first three are answered only for our hash buckets
+        (RFC 3074) unless the client's ``secs`` is above the pair's
+        load-balance-max-seconds; "renew" always is.  The third value is
+        the drop reason.  A dynamic-BOOTP scope never gets "any": the
+        partner may have given its free addresses to BOOTP clients for
+        ever, so even PARTNER-DOWN leaves them alone (CNR 7.2, "BOOTP Backup
         Percentage" and "Dynamic BOOTP").
         """
         view = self._view
@@ -77,7 +93,7 @@ class Gate:
                     # CNR, "Confirming Failover" step 6: the backup drops requests in NORMAL.
                     return False, None, "failover-normal-backup"
                 return True, own, ""
-            if kind != "renew":
+            if kind in HASHED and not (view.max_secs and secs > view.max_secs):
                 main_serves = wire.hba_has_bucket(hba, wire.load_balance_hash(lb_key))
                 if main_serves != (role is Role.MAIN):
                     return False, None, "failover-load-balanced-to-partner"

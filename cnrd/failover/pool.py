@@ -4,7 +4,10 @@ The main hands the backup its share (backup-pct, dynamic-bootp-backup-pct
 for a dynamic-BOOTP scope, or half with load balancing) of each scope's
 free addresses on reaching NORMAL, on POOLREQ and hourly
 (:func:`rebalance`), from the scope's backup allocation boundary downward
-when it allocates first-available.  In PARTNER-DOWN, :class:`Reclaim` frees
+when it allocates first-available.  With load balancing the shares are
+checked every minute and kept near half in both directions: addresses the
+backup holds beyond its share and a slack are taken back (:func:`excess`;
+CNR 7.2, "Setting Load Balancing").  In PARTNER-DOWN, :class:`Reclaim` frees
 expired and released leases once the partner can no longer hold them.
 
 Pure module.
@@ -20,6 +23,12 @@ from cnrd.leases.model import Lease, LeaseState
 from cnrd.leases.table import LeaseTable
 
 REBALANCE_INTERVAL = 3600  # the main tops the backup's share up hourly (CNR)
+# While balancing both servers allocate all the time, so the shares drift
+# within minutes; the main checks them every minute (ISC's min-balance).
+BALANCED_REBALANCE_INTERVAL = 60
+# How far above its share (in % of the scope's available addresses) the
+# backup's part may grow before the main takes addresses back.
+RECLAIM_SLACK_PCT = 10.0
 RECLAIM_BATCH = 20000  # leases examined per tick by the PARTNER-DOWN reclaim sweep
 RECLAIM_PASS_INTERVAL = 60  # seconds between the starts of two sweeps
 
@@ -69,6 +78,34 @@ def rebalance(table: LeaseTable, share: Mapping[str, float], now: int) -> int:
                          scope=name, hw=b"", client_id=None, expiration=0, start=now)
             moved += 1
     return moved
+
+
+def rebalance_interval(load_balancing: bool) -> int:
+    """Seconds between two checks of the shares by the main."""
+    return BALANCED_REBALANCE_INTERVAL if load_balancing else REBALANCE_INTERVAL
+
+
+def excess(table: LeaseTable, share: Mapping[str, float]) -> list[int]:
+    """BACKUP addresses the main should take back: each scope's backup part
+    down to its share, once it exceeds the share by more than RECLAIM_SLACK_PCT.
+
+    The most recently given come first back (the backup allocates its
+    longest-free addresses first, so these are the last it would use).
+    """
+    out: list[int] = []
+    for name, pct in share.items():
+        pool = table.pools.get(name)
+        if pool is None:
+            continue
+        held = pool.backup_count()
+        available = pool.free_count() + held
+        over = held - int(available * pct / 100)
+        if over <= max(1, int(available * RECLAIM_SLACK_PCT / 100)):
+            continue
+        newest = list(pool.backup_candidates())[-over:]
+        out.extend(a for a in reversed(newest) if (lease := table.get(a)) is not None
+                   and lease.state is LeaseState.BACKUP)
+    return out
 
 
 def holds_leases(table: LeaseTable, scopes: Collection[str]) -> bool:

@@ -46,7 +46,7 @@ from cnrd.leases.table import LeaseTable
 VENDOR = "cnrd"
 RECOVER_WARN_INTERVAL = 3600  # seconds between "unset failover-recover" warnings
 #: Pair settings the two servers agree on in the handshake.
-NEGOTIATED = ("mclt", "load_balancing", "max_unacked_updates", "failover_poll_timeout")
+NEGOTIATED = ("mclt", "load_balancing", "split", "hba", "max_unacked_updates", "failover_poll_timeout")
 
 
 @dataclass
@@ -117,8 +117,12 @@ class _GateView:
     def hba(self) -> bytes:
         """The main's map as this side knows it: ours as main, the one in the main's CONNECT as backup."""
         if self._session.role is Role.MAIN:
-            return main_hba(self._session.pair.load_balancing)
+            return main_hba(self._session.pair)
         return self._session.link.partner_hba or ALL_MAIN
+
+    @property
+    def max_secs(self) -> int:
+        return self._session.pair.load_balance_max_seconds
 
 
 class FailoverSession:
@@ -348,12 +352,13 @@ class FailoverSession:
             self._send(wire.connect(
                 0, now, relationship_name=self.name, max_unacked=pair.max_unacked_updates,
                 receive_timer=pair.failover_poll_timeout, vendor_class=VENDOR, mclt=self.mclt,
-                hba=main_hba(pair.load_balancing)), now)
+                hba=main_hba(pair)), now)
 
     def connection_lost(self, now: int) -> None:
         """The link went down (closed, reset or timed out)."""
         was = self.link.down()
         self.updates.requeue()
+        self.exchange.link_lost()
         self.recovery.link_lost()
         if was:
             self._log("failover-comm-lost", {"pair": self.name})
@@ -433,6 +438,11 @@ class FailoverSession:
                 self._out.close = True
                 return
             self.mclt = msg.mclt or self.mclt
+            if msg.hba is not None and msg.hba != main_hba(pair):
+                # The main's map rules (ISC: split and hba belong on the
+                # primary); a different one here is a configuration mismatch.
+                self._log("failover-hba-mismatch", {"pair": self.name, "main": msg.hba.hex(),
+                                                    "ours": main_hba(pair).hex()})
             self._send(wire.connectack(msg.xid, now, relationship_name=self.name, vendor_class=VENDOR,
                                        max_unacked=pair.max_unacked_updates,
                                        receive_timer=pair.failover_poll_timeout,
@@ -511,6 +521,11 @@ class FailoverSession:
         moved = pool.rebalance(self._table, share, now)
         if moved:
             self._log("failover-pool-split", {"pair": self.name, "moved": moved})
+        if pair.load_balancing:
+            back = pool.excess(self._table, share)
+            if back:
+                self.exchange.reclaim(back)
+                self._log("failover-pool-reclaim", {"pair": self.name, "addresses": len(back)})
         return moved
 
     # -- time ------------------------------------------------------------------
@@ -557,7 +572,8 @@ class FailoverSession:
             # next restart throws away what this server learnt since.
             self._recover_warned = now
             self._log("failover-recover-still-set", {"pair": self.name, "since": self.failover_recover})
-        if self._role is Role.MAIN and self._state is S.NORMAL and now - self.last_rebalance >= pool.REBALANCE_INTERVAL:
+        if self._role is Role.MAIN and self._state is S.NORMAL \
+                and now - self.last_rebalance >= pool.rebalance_interval(pair.load_balancing):
             self.rebalance(now)
         self.pump(now)
 

@@ -53,6 +53,9 @@ class LeaseFlag(enum.IntFlag):
     BOOTP = 1  # granted to a BOOTP client (no expiry)
     RESERVED = 2  # the address belongs to a reservation
     DYNAMIC_BOOTP = 4
+    # An outstanding offer of an address from the failover backup's share:
+    # withdrawn, the address goes back to that share (LeaseTable.withdraw_offer).
+    OFFERED_FROM_BACKUP = 8
 
 
 def client_key(client_id: bytes | None, hw: bytes) -> bytes:

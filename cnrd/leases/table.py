@@ -21,7 +21,7 @@ import heapq
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Generator, Iterable, Iterator
 
-from cnrd.leases.model import FREE_STATES, Lease, LeaseEvent, LeaseState, Range
+from cnrd.leases.model import FREE_STATES, Lease, LeaseEvent, LeaseFlag, LeaseState, Range
 
 
 # States whose expiration moves the lease on by itself (see LeaseTable.expire).
@@ -299,7 +299,7 @@ class LeaseTable:
                 n += 1
                 if lease.state is LeaseState.OFFERED:
                     # Offers are not durable promises: after a restart the address is free again.
-                    lease.state = LeaseState.AVAILABLE
+                    lease.state, lease.flags = _withdrawn(lease)
                 self._insert(lease)
         finally:
             self._bulk = False
@@ -537,6 +537,15 @@ class LeaseTable:
             )
         return lease
 
+    def withdraw_offer(self, address: int) -> None:
+        """An OFFERED address the client did not take is free again, in the
+        failover backup's share when it came from there (not persisted)."""
+        lease = self.leases.get(address)
+        if lease is None or lease.state is not LeaseState.OFFERED:
+            return
+        state, flags = _withdrawn(lease)
+        self.update(address, durable=False, state=state, flags=flags, expiration=0)
+
     def expire(self, now: int) -> list[Lease]:
         """Move every lease, offer and unavailable hold that ran out by ``now`` on; returns them."""
         changed: list[Lease] = []
@@ -552,7 +561,7 @@ class LeaseTable:
                 self.update(address, durable=True, event="expire", now=now, state=LeaseState.EXPIRED)
             elif lease.state is LeaseState.OFFERED:
                 # The client never asked for it: free again, nothing to persist.
-                self.update(address, durable=False, state=LeaseState.AVAILABLE, expiration=0)
+                self.withdraw_offer(address)
             elif lease.state is LeaseState.UNAVAILABLE:
                 self.update(
                     address, durable=True, event="available", now=now,
@@ -575,3 +584,10 @@ class LeaseTable:
         self._dirty = {}
         self._events = []
         return leases, events
+
+
+def _withdrawn(lease: Lease) -> tuple[LeaseState, LeaseFlag]:
+    """The state and flags of an offered address once its offer is withdrawn."""
+    if lease.flags & LeaseFlag.OFFERED_FROM_BACKUP:
+        return LeaseState.BACKUP, lease.flags & ~LeaseFlag.OFFERED_FROM_BACKUP
+    return LeaseState.AVAILABLE, lease.flags

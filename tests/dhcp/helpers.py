@@ -46,6 +46,7 @@ def request(
     giaddr: int = 0,
     flags: int = 0,
     xid: int = 0x1234,
+    secs: int = 0,
     **options: bytes,
 ) -> DhcpPacket:
     """A BOOTREQUEST; ``options`` are raw values keyed ``o50=...``."""
@@ -55,7 +56,7 @@ def request(
     for k, v in options.items():
         opts[int(k[1:])] = v
     return DhcpPacket(
-        op=BOOTREQUEST, htype=1, hlen=len(hw), hops=0, xid=xid, secs=0, flags=flags,
+        op=BOOTREQUEST, htype=1, hlen=len(hw), hops=0, xid=xid, secs=secs, flags=flags,
         ciaddr=ciaddr, yiaddr=0, siaddr=0, giaddr=giaddr, chaddr=hw, sname=b"", file=b"",
         options=opts, has_cookie=mtype is not None,
     )

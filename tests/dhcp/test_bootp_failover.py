@@ -51,6 +51,7 @@ class View:
     stos: int = NOW - 10 * MCLT
     mclt: int = MCLT
     hba: bytes = ALL_MAIN
+    max_secs: int = 3
 
 
 def server_for(view: View, scope_text: str, scope: str):

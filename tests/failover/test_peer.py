@@ -46,8 +46,8 @@ T0 = 1_800_000_000
 
 
 class Side:
-    def __init__(self, role: Role, now: int, stored=None, queue=(), table=None):
-        self.config = loads(CONFIG.format(name=role.value))
+    def __init__(self, role: Role, now: int, stored=None, queue=(), table=None, text=CONFIG):
+        self.config = loads(text.format(name=role.value))
         self.table = LeaseTable() if table is None else table
         self.server = DhcpServer(self.config, self.table)
         self.server.set_interfaces([IFACE])

@@ -245,9 +245,10 @@ def test_gate_never_answers_any_for_a_dynamic_bootp_scope():
         stos: int = NOW - 100
         mclt: int = 60
         hba: bytes = b""
+        max_secs: int = 3
 
     gate = Gate(View())
-    assert gate.admit("new", b"k", NOW) == (True, "any", "")
-    assert gate.admit("dynamic-bootp", b"k", NOW) == (True, "backup", "")
+    assert gate.admit("new", b"k", 0, NOW) == (True, "any", "")
+    assert gate.admit("dynamic-bootp", b"k", 0, NOW) == (True, "backup", "")
     main = Gate(View(role=Role.MAIN))
-    assert main.admit("dynamic-bootp", b"k", NOW) == (True, "main", "")
+    assert main.admit("dynamic-bootp", b"k", 0, NOW) == (True, "main", "")
