@@ -37,6 +37,7 @@ ADAPTERS = (
     "cnrd.dhcp.net",  # the UDP/AF_PACKET socket adapter
     "cnrd.dhcp.protocol",  # the request path on the reactor
     "cnrd.failover.protocol",  # the TCP link
+    "cnrd.failover.listen",  # the TCP listener shared by relationships
     "cnrd.leases.committer",  # group commits run by an injected runner, Deferred results
     "cnrd.leases.journal",  # the write-ahead journal: files, fsync, the applier process
     "cnrd.leases.applier",  # the applier process itself

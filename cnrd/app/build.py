@@ -22,6 +22,7 @@ from cnrd.admin.metrics import registry_for
 from cnrd.config import Config, ConfigError, FailoverPairConfig
 from cnrd.dhcp import net
 from cnrd.failover import record
+from cnrd.failover.listen import FailoverListener
 from cnrd.failover.protocol import FailoverService
 from cnrd.failover.session import FailoverSession
 from cnrd.failover.states import Role
@@ -61,6 +62,7 @@ def add_failover(top: service.MultiService, runtime: Runtime, config: Config, re
     now = int(reactor.seconds())
     store = runtime.store
     adopted: set[str] = set()  # old names whose state a renamed pair took over
+    listeners: dict[tuple[str, int], FailoverListener] = {}  # one per local address and port
     for pair in config.failover_pairs.values():
         if not pair.failover:
             continue
@@ -95,6 +97,11 @@ def add_failover(top: service.MultiService, runtime: Runtime, config: Config, re
                                commit=runtime.commit, log_settings=lambda: runtime.config.server.log_settings)
         runtime.add_pair(session, link)
         link.setServiceParent(top)
+        listener = listeners.get((local, pair.port))
+        if listener is None:
+            listener = listeners[(local, pair.port)] = FailoverListener(reactor, local, pair.port)
+            listener.setServiceParent(top)
+        listener.add(link)
         out.append(link)
         _log_pair(config, pair, role, local, partner, scopes)
     # The one path a configuration takes into the running pieces: gates,

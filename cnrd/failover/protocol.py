@@ -8,12 +8,14 @@ injected reactor), a one-second tick, and the rule that binding
 acknowledgements leave only after the lease store has committed what they
 acknowledge.
 
-Connection direction, as ISC dhcpd does it in practice: both servers listen;
-the main dials the backup and sends CONNECT on whatever link comes up first
-(an accepted one included).  The backup does not dial: a main that lost the
-link redials every few seconds, and one link per relationship avoids the
-race of two simultaneous dials.  Only the configured partner address may
-connect; anything else is closed at once and logged.
+Connection direction, as ISC dhcpd does it in practice: both servers listen
+(:class:`~cnrd.failover.listen.FailoverListener`, one per address and
+port, hands accepted connections over); the main dials the backup and
+sends CONNECT on whatever link comes up first (an accepted one included).
+The backup does not dial: a main that lost the link redials every few
+seconds, and one link per relationship avoids the race of two
+simultaneous dials.  Only the configured partner address may connect;
+anything else is closed at once and logged.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any, cast
 from twisted.application import service
 from twisted.application.internet import ClientService
 from twisted.internet import endpoints
-from twisted.internet.interfaces import IAddress, IListeningPort, IReactorTCP, IReactorTime, ITCPTransport, ITransport
+from twisted.internet.interfaces import IAddress, IReactorTCP, IReactorTime, ITCPTransport, ITransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -152,7 +154,6 @@ class FailoverService(service.MultiService):
         self.link: FailoverProtocol | None = None
         self._tick = LoopingCall(self._on_tick)
         self._tick.clock = self.clock
-        self._listening: IListeningPort | None = None
         self._client: ClientService | None = None
         self.setName(f"failover-{session.name}")  # type: ignore[no-untyped-call]
 
@@ -179,10 +180,6 @@ class FailoverService(service.MultiService):
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
-        factory = _Factory(self)
-        listen = endpoints.TCP4ServerEndpoint(self.reactor, self.port, interface=self.local_ip)
-        d = listen.listen(factory)
-        d.addCallbacks(self._listening_on, self._listen_failed)
         if self.session.role is Role.MAIN:
             dial = endpoints.TCP4ClientEndpoint(self.reactor, self.partner_ip, self.port, timeout=5,
                                                 bindAddress=(self.local_ip, 0))
@@ -191,15 +188,6 @@ class FailoverService(service.MultiService):
                                          clock=self.clock)
             self._client.startService()
         self._tick.start(1, now=False)
-
-    def _listening_on(self, port: IListeningPort) -> None:
-        self._listening = port
-        if self.activity():
-            log.info("failover {pair}: listening on {ip}:{port}", pair=self.session.name, ip=self.local_ip, port=self.port)
-
-    def _listen_failed(self, failure: Failure) -> None:
-        log.error("failover {pair}: cannot listen on {ip}:{port}: {error}", pair=self.session.name,
-                  ip=self.local_ip, port=self.port, error=failure.getErrorMessage())
 
     def stopService(self) -> Any:
         if self._tick.running:
@@ -212,8 +200,6 @@ class FailoverService(service.MultiService):
             # Record the lost link now: the transport reports it only on a
             # later reactor turn, after the DHCP service has closed the store.
             self.link_down(link)
-        if self._listening is not None:
-            self._listening.stopListening()
         return super().stopService()  # type: ignore[no-untyped-call]
 
     # -- link events -----------------------------------------------------
