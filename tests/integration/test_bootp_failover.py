@@ -1,4 +1,5 @@
-"""Dynamic BOOTP with a real cnrd pair: the backup alone hands out only its own addresses.
+"""Dynamic BOOTP with a real cnrd pair: the backup alone hands out only its own addresses,
+in COMMUNICATIONS-INTERRUPTED and in PARTNER-DOWN.
 
     lan (bridge) ── main 10.97.0.1   (killed once the pair is in NORMAL)
                  ── backup 10.97.0.2
@@ -12,10 +13,12 @@ dynamic-BOOTP scope each partner only ever allocates its own addresses.
 from __future__ import annotations
 
 import sys
+import time
 
 from cnrd.text import ip_to_int
 from tests.integration.cnrd_proc import CnrdProcess
 from tests.integration.lab import wait_for
+from tests.integration.test_cnrctl_pair import cnrctl
 from tests.integration.test_failover_pair import reached, state_lines
 
 PAIR = """
@@ -103,3 +106,13 @@ def test_backup_alone_gives_bootp_clients_only_its_share(lab):
     assert {ip_to_int(a) for a in got[:5]} == share
     # Its share used up, the backup gives nothing from the main's addresses.
     assert got[5] is None
+    # Nor in PARTNER-DOWN, even once the MCLT has passed (CNR 7.2, "Dynamic
+    # BOOTP": the main may have given its addresses to BOOTP clients for ever).
+    seen = len(state_lines(backup))
+    cnrctl(backup, "dhcp", "setPartnerDown", "examplepair")
+    wait_for(lambda: reached(backup, "PARTNER-DOWN", seen), 15, what="the backup in PARTNER-DOWN")
+    time.sleep(32)  # MCLT (30 s) after the partner-down time: the main's free addresses would be fair game
+    later = [bootp(c, cif, n) for n in range(7, 10)]
+    assert later == [None, None, None], later
+    leased = {ip_to_int(a) for a in backup.leased()}
+    assert leased == share, "the backup leased an address outside its share"
