@@ -10,6 +10,7 @@ Pure module.
 
 from __future__ import annotations
 
+import functools
 from typing import Protocol
 
 from cnrd.config import FailoverPairConfig
@@ -28,6 +29,7 @@ SPLIT_EVEN = wire.hba_from_split(128)
 HASHED = frozenset({"new", "rebind", "dynamic-bootp"})
 
 
+@functools.lru_cache(maxsize=32)  # asked for on every request: build each map once
 def main_hba(pair: FailoverPairConfig) -> bytes:
     """The bucket map a main sends in its CONNECT: every bucket without load
     balancing; with it, ``hba`` when set, else buckets 0..split-1 (ISC's meaning)."""
