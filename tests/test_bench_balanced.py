@@ -91,3 +91,13 @@ def test_table_quotes_the_ratio_only_when_both_pairs_balanced():
     row = _row(bad, "DORA/s at saturation")
     assert "9.00" not in row and "n/a: cnrd-lb-pair unbalanced" in row
     assert "NO" in _row(bad, "  both answered, each near half")
+
+
+def test_a_balanced_pair_is_quoted_by_its_fastest_balanced_try():
+    ok, bad = {"ok": True}, {"ok": False}
+    tries = [{"achieved": 490, "share": ok}, {"achieved": 980, "share": ok},
+             {"achieved": 1850, "share": bad}]
+    t, balanced_ = balanced.pick_try(tries)
+    assert balanced_ and t["achieved"] == 980
+    t, balanced_ = balanced.pick_try([{"achieved": 700, "share": bad}, {"achieved": 650, "share": bad}])
+    assert not balanced_ and t["achieved"] == 650
