@@ -273,7 +273,8 @@ def test_pair_object(tmp_path):
                  "backup-pct": 10.0, "dynamic-bootp-backup-pct": None, "load-balancing": False,
                  "split": 128, "hba": None, "load-balance-max-seconds": 3,
                  "failover-poll-interval": 2, "failover-poll-timeout": 6, "use-safe-period": False,
-                 "safe-period": 86400, "scopes": ["lan"], "max-unacked-updates": 100, "pending": {}}
+                 "safe-period": 86400, "scopes": ["lan"], "max-unacked-updates": 100, "pending": {},
+                 "state": "NORMAL"}
     assert admin.pairs() == {"failover-pairs": [p]}
     refused(404, admin.pair, "nosuch")
 

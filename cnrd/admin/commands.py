@@ -294,7 +294,13 @@ class Admin:
             "scopes": list(pair.scopes) or list(self.config.scopes),
             "max-unacked-updates": pair.max_unacked_updates,
             "pending": dict(self.pending.get(pair.name, {})),
+            "state": self._pair_state(pair.name),
         }
+
+    def _pair_state(self, name: str) -> str | None:
+        """The relationship's failover state here, None when it is not running."""
+        session = next((s for s in self.runtime.sessions if s.name == name), None)
+        return session.status().label if session is not None else None
 
     def pairs(self) -> dict[str, Any]:
         """Every configured failover pair (running values, and role changes pending a restart)."""

@@ -7,10 +7,12 @@ other) put several relationships on one address and TCP port.  A
 connection to its relationship:
 
 * by the partner's address, when only one relationship on this listener
-  has that partner (the common case, and the only one ISC dhcpd knows);
+  has that partner and it has no link yet (the common case, and the only
+  one ISC dhcpd knows);
 * otherwise by the relationship-name of the first message, which must be
   the partner main's CONNECT (draft §8.2); a name none of them carries is
-  answered with CONNECTACK reject 8, as a single relationship answers it.
+  answered with CONNECTACK reject 8 before any duplicate-connection check,
+  as ISC orders its checks.
 
 A connection from an address that is no relationship's partner is closed
 at once.  A connection that leaves the choice open (for instance one the
@@ -108,7 +110,7 @@ class _Router(Protocol):
             log.warn("failover {pairs}: connection from {host} refused: not a partner", pairs=self.listener.names(),
                      host=host)
             self.tcp.abortConnection()
-        elif len(self._candidates) == 1:
+        elif len(self._candidates) == 1 and self._candidates[0].link is None:
             self._attach(self._candidates[0])
         else:
             self._timeout = self.listener.clock.callLater(CHOOSE_TIMEOUT, self._give_up)

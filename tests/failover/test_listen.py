@@ -146,3 +146,23 @@ def test_closing_a_routed_connection_brings_its_link_down():
     assert links["pair-b"].session.status().connected
     proto.connectionLost(None)
     assert links["pair-b"].link is None and not links["pair-b"].session.status().connected
+
+
+def test_an_unknown_name_is_refused_with_8_even_while_the_partners_only_relationship_is_up():
+    reactor, lst, links = listener()
+    first, _ = accept(lst, "10.0.0.3")
+    assert links["pair-c"].link is first.inner
+    proto, transport = accept(lst, "10.0.0.3")
+    assert proto.inner is None  # not closed as a duplicate before its CONNECT is read
+    proto.dataReceived(connect_msg("nosuchpair"))
+    out = wire.Framer().feed(transport.value())
+    assert out[0].reject_reason == wire.RejectReason.INVALID_PARTNER and transport.disconnecting
+    assert links["pair-c"].link is first.inner
+
+
+def test_a_second_connection_naming_the_relationship_is_closed_as_a_duplicate():
+    reactor, lst, links = listener()
+    first, _ = accept(lst, "10.0.0.3")
+    proto, transport = accept(lst, "10.0.0.3")
+    proto.dataReceived(connect_msg("pair-c"))
+    assert transport.disconnecting and links["pair-c"].link is first.inner
