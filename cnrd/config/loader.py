@@ -11,6 +11,7 @@ Pure module: no reactor, no sockets.
 from __future__ import annotations
 
 import configparser
+import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import fields
 from typing import Any
@@ -178,6 +179,18 @@ class _Section:
 def _parse_boundary(text: str) -> int:
     """failover-backup-allocation-boundary: an IPv4 address, or 0 for unset."""
     return 0 if text.strip() == "0" else parse_ipv4(text)
+
+
+def _parse_api_base(text: str) -> str:
+    """An admin API base URL: ``http(s)://host:port``, nothing after the port but an optional '/'."""
+    url = parse_http_url(text)
+    parts = urllib.parse.urlsplit(url)
+    if parts.port is None:
+        raise InvalidValue(f"bad URL {url!r}: give the API's port (http://host:8067)")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc:
+        raise InvalidValue(f"bad URL {url!r}: only scheme, host and port (the API's base, "
+                           "without /api/v1)")
+    return url.rstrip("/")
 
 
 def _field_keys(cls: type, *, skip: Iterable[str] = ()) -> tuple[str, ...]:
@@ -527,6 +540,7 @@ class _Builder:
             both = sorted(covered & other_covered)
             if both:
                 raise s.error("scopes", f"scope {both[0]} is already in failover-pair {other.name}")
+        main_api, backup_api, api_token_file = self._pair_apis(s)
         self.failover_pairs[s.name] = FailoverPairConfig(
             name=s.name,
             main=main,
@@ -553,4 +567,24 @@ class _Builder:
             max_unacked_updates=s.get("max-unacked-updates", parse_int, 1, 1000,
                                       default=field_default(d, "max_unacked_updates")),
             port=s.get("port", parse_int, 1, 65535, default=field_default(d, "port")),
+            main_api=main_api,
+            backup_api=backup_api,
+            api_token_file=api_token_file,
         )
+
+    def _pair_apis(self, s: _Section) -> tuple[str | None, str | None, str | None]:
+        """main-api, backup-api and api-token-file: all three or none (sync and the comparison).
+
+        The token file is read when the server starts (the admin API's
+        start), not here: loading stays free of other files.
+        """
+        main_api = s.get("main-api", _parse_api_base)
+        backup_api = s.get("backup-api", _parse_api_base)
+        token_file = s.get("api-token-file", parse_name)
+        given = [key for key in ("main-api", "backup-api", "api-token-file") if key in s.values]
+        if given and len(given) < 3:
+            missing = next(key for key in ("main-api", "backup-api", "api-token-file") if key not in given)
+            raise s.error(missing, f"required with {given[0]} (sync needs both APIs and the token file)")
+        if main_api is not None and main_api == backup_api:
+            raise s.error("backup-api", f"{backup_api} is also main-api")
+        return main_api, backup_api, token_file

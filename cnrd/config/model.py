@@ -164,6 +164,12 @@ class FailoverPairConfig:
     failover_backup_server: int | None = None
     max_unacked_updates: int = 100  # ISC's default (max-unacked-updates)
     port: int = 647
+    # The two servers' admin API base URLs and the file holding the token
+    # both accept, for sync and the configuration comparison; unset: off.
+    # Identical on both servers, so the section itself can be synchronized.
+    main_api: str | None = None
+    backup_api: str | None = None
+    api_token_file: str | None = None
 
 
 @dataclass(frozen=True)
