@@ -32,6 +32,7 @@ from twisted.web.server import Site
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from cnrd.admin.commands import Admin, AdminError
+from cnrd.admin.partner import read_token
 from cnrd.admin.values import body_object
 from cnrd.config import Config, ConfigError
 
@@ -341,9 +342,15 @@ class ApiService(service.Service):
         self._listening: list[defer.Deferred[Any]] = []
 
     def prepare(self) -> None:
-        """Read (or make) the token now, so a problem stops the start with one line."""
+        """Read (or make) the token now, so a problem stops the start with one line.
+
+        The failover pairs' ``api-token-file`` (the partner API's token) is
+        read now too, for the same reason; sync reads it again at each use.
+        """
         if self.token is None:
             self.token = load_token(self.config)
+        for pair in self.config.failover_pairs.values():
+            read_token(self.config, pair)
 
     def listening(self) -> defer.Deferred[Any]:
         """Fires with the listening port (``.getHost().port``) once the API accepts connections."""
