@@ -29,7 +29,11 @@ from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
 
 from cnrd.config import Config, ConfigError, FailoverPairConfig
 
-__all__ = ["PartnerApi", "PartnerError", "MAX_ANSWER", "pair_api_urls", "read_token"]
+__all__ = ["PartnerApi", "PartnerError", "MAX_ANSWER", "Values", "pair_api_urls", "read_token",
+           "values_json", "view_values"]
+
+#: A configuration as :func:`cnrd.config.inifile.read_values` gives it: section id -> key -> value text.
+Values = dict[tuple[str, str | None], dict[str, str]]
 
 PREFIX = "/api/v1"
 # A sync-view is the whole shareable configuration; a few MiB holds
@@ -74,6 +78,28 @@ def read_token(config: Config, pair: FailoverPairConfig) -> str | None:
     if not token:
         raise ConfigError(config.path, section, key, f"{path} is empty")
     return token
+
+
+def values_json(values: Values) -> list[dict[str, Any]]:
+    """``values`` as a sync-view carries them: ``[{"type", "name", "keys"}]`` in section order."""
+    return [{"type": t, "name": n, "keys": dict(keys)} for (t, n), keys in values.items()]
+
+
+def view_values(view: dict[str, Any], where: str = "partner") -> Values:
+    """The values of a sync-view answer; PartnerError 502 when it is not one."""
+    items = view.get("values")
+    if not isinstance(items, list):
+        raise PartnerError(502, f"{where}: sync-view without a values list")
+    out: Values = {}
+    for item in items:
+        t = item.get("type") if isinstance(item, dict) else None
+        n = item.get("name") if isinstance(item, dict) else None
+        keys = item.get("keys") if isinstance(item, dict) else None
+        if (not isinstance(t, str) or not (n is None or isinstance(n, str)) or not isinstance(keys, dict)
+                or not all(isinstance(k, str) and isinstance(v, str) for k, v in keys.items())):
+            raise PartnerError(502, f"{where}: sync-view has a malformed section {str(item)[:80]}")
+        out[(t, n)] = keys
+    return out
 
 
 class PartnerApi:
