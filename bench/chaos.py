@@ -1438,6 +1438,7 @@ def _run(lab: Lab, opts: Options) -> dict:
             "store_checks_after_faults": injector.store_checks,
             "states": _state_times(tl),
             "transitions": [{**e, "t": _iso(e["t"])} for e in cl.watcher.events],
+            "relationship_transitions": [{**e, "t": _iso(e["t"])} for e in cl.watcher.pair_events],
             "unanswered": {k: {**v, "from": _iso(v["from"]), "to": _iso(v["to"]),
                                "during": _during(injector.faults, v["from"], v["to"])}
                            for k, v in unanswered(txns).items()},

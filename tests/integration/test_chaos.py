@@ -71,7 +71,9 @@ def _minute(lab, tmp_path, **mode) -> dict:
     pd = report["operator_partner_down"]
     assert pd and all(x["rc"] == 0 for x in pd), pd
     assert not report["skipped_actions"], report["skipped_actions"]
-    moves = {(t["side"], t["to"]) for t in report["transitions"]}
+    # each relationship's own moves: a server's composite state is only
+    # POTENTIAL-CONFLICT while all its relationships are
+    moves = {(t["pair"], t["to"]) for t in report["relationship_transitions"]}
     assert any(to == "POTENTIAL-CONFLICT" for _, to in moves), "partition + partner-down never conflicted"
     # the clients were there and the auditor saw them
     le = report["leases"]
@@ -117,3 +119,5 @@ def test_chaos_minute_two_relationships(lab, tmp_path):
         assert _share(calm, server) >= 0.1, (server, calm)
     # setPartnerDown went to every relationship
     assert {x["pair"] for x in report["operator_partner_down"]} == {"examplepair", "examplepair2"}
+    conflicted = {t["pair"] for t in report["relationship_transitions"] if t["to"] == "POTENTIAL-CONFLICT"}
+    assert conflicted == {"examplepair", "examplepair2"}, conflicted
