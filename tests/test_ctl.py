@@ -598,3 +598,104 @@ def test_e2e_failover_pair_show_set_and_partner_down(pair_server) -> None:
     assert "mclt = 120\n" in saved and "backup = 127.0.0.3\n" in saved and "load-balancing = true\n" in saved
     assert "failover = false\n" in saved
     assert "# a main whose backup never comes" in saved
+
+
+# -- failover-pair NAME sync ------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv, operation, direction, run", [
+    (["failover-pair", "p", "sync", "update"], "update", None, False),
+    (["failover-pair", "p", "sync", "Complete", "--report"], "complete", None, False),
+    (["failover-pair", "p", "sync", "exact", "--run"], "exact", None, True),
+    (["failover-pair", "p", "sync", "exact", "--direction", "backup-to-main", "--run", "--json"],
+     "exact", "backup-to-main", True),
+])
+def test_sync_arguments(argv, operation, direction, run) -> None:
+    args = parse_args(argv)
+    assert (args.verb, args.args, args.direction, args.run) == ("sync", [operation], direction, run)
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["failover-pair", "p", "sync"], "update|complete|exact"),
+    (["failover-pair", "p", "sync", "mirror"], "update|complete|exact"),
+    (["failover-pair", "p", "sync", "exact", "update"], "update|complete|exact"),
+    (["failover-pair", "p", "sync", "exact", "--report", "--run"], "not allowed with"),
+    (["failover-pair", "p", "sync", "exact", "--direction", "sideways"], "invalid choice"),
+    (["failover-pair", "p", "show", "--run"], "go with failover-pair NAME sync"),
+    (["failover-pair", "p", "set", "mclt=1h", "--direction", "backup-to-main"], "go with failover-pair NAME sync"),
+])
+def test_sync_usage_mistakes_exit_2(argv, fragment) -> None:
+    code, out, err = run_main(*argv)
+    assert code == 2 and out == ""
+    assert err.startswith("cnrctl: ") and fragment in err
+
+
+class _Recorder:
+    """A Client stand-in: records the one call and answers with ``answer``."""
+
+    def __init__(self, answer: dict) -> None:
+        self.answer = answer
+        self.calls: list[tuple] = []
+
+    def call(self, method, path, body=None, **kw):
+        self.calls.append((method, path, body))
+        return 200, json.dumps(self.answer).encode(), self.answer
+
+
+REPORT = {
+    "pair": "examplepair", "operation": "exact", "direction": "main-to-backup", "source": "srv-a",
+    "target": "srv-b", "run": False, "applied": [], "restart-required": [], "warnings": [],
+    "changes": [
+        {"class": "policy", "name": "default", "property": "lease-time", "function": "exact",
+         "old": "3600", "new": "7200"},
+        {"class": "client", "name": "02:00:00:00:00:09", "property": None, "function": "exact",
+         "old": "policy = gold\nhost-name = x", "new": None},
+        {"class": "policy", "name": "gold", "property": "option.domain-name", "function": "exact",
+         "old": "", "new": "example.com"},
+    ],
+}
+
+
+def test_sync_sends_the_apis_body_and_prints_the_changes_as_a_table() -> None:
+    client, out = _Recorder(REPORT), io.StringIO()
+    args = parse_args(["failover-pair", "examplepair", "sync", "exact"])
+    assert ctl.Runner(client, False, out).run(args) == 0
+    assert client.calls == [("POST", "/failover-pairs/examplepair/sync",
+                             {"operation": "exact", "direction": "main-to-backup", "run": False})]
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "failover-pair examplepair: exact main-to-backup (report), source srv-a, target srv-b"
+    assert lines[1].split() == ["CLASS", "NAME", "PROPERTY", "FUNCTION", "OLD", "NEW"]
+    # Columns line up: every row's NEW starts where the heading's does.
+    at = lines[1].index("NEW")
+    assert [line[at:] for line in lines[2:5]] == ["7200", "-", "example.com"]
+    assert lines[2].split() == ["policy", "default", "lease-time", "exact", "3600", "7200"]
+    # A whole object's keys on one line; a removed one's NEW is '-', an empty value '""'.
+    assert lines[3].split()[:4] == ["client", "02:00:00:00:00:09", "-", "exact"]
+    assert "policy = gold host-name = x" in lines[3]
+    assert lines[4].split()[4:] == ['""', "example.com"]
+    assert lines[5] == "3 changes (report only: --run makes them)"
+    assert len(lines) == 6
+
+
+def test_sync_run_prints_what_the_target_applied_and_json_is_the_answer() -> None:
+    answer = {**REPORT, "run": True, "changes": REPORT["changes"][:1],
+              "applied": ["[policy default] lease-time"], "restart-required": ["[failover-pair examplepair] port"],
+              "warnings": ["w"]}
+    client, out = _Recorder(answer), io.StringIO()
+    args = parse_args(["failover-pair", "examplepair", "sync", "exact", "--run", "--direction", "backup-to-main"])
+    ctl.Runner(client, False, out).run(args)
+    assert client.calls[0][2] == {"operation": "exact", "direction": "backup-to-main", "run": True}
+    text = out.getvalue()
+    assert "1 change made\n" in text
+    assert text.endswith("applied by the target's reload:\n  [policy default] lease-time\n"
+                         "needs a restart of the target (running value kept):\n"
+                         "  [failover-pair examplepair] port\nwarning:\n  w\n")
+    out = io.StringIO()
+    ctl.Runner(_Recorder(answer), True, out).run(args)
+    assert json.loads(out.getvalue()) == answer
+
+
+def test_sync_without_changes_says_so() -> None:
+    text = ctl.format_sync({**REPORT, "changes": []})
+    assert text.splitlines()[1] == "no changes: the target already has what the source has"
+    assert "CLASS" not in text

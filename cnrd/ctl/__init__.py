@@ -6,6 +6,7 @@ One invocation is one nrcmd line::
     cnrctl dhcp setPartnerDown examplepair -3d
     cnrctl dhcp set failover-recover=0
     cnrctl failover-pair examplepair set backup-pct=20
+    cnrctl failover-pair examplepair sync exact --run
     cnrctl save
 
 It finds the server from the server's own INI file (``--config``, default
@@ -31,9 +32,16 @@ from __future__ import annotations
 from cnrd.ctl.cli import Runner, build_parser, main, parse_args
 from cnrd.ctl.client import Client, Target, find_target
 from cnrd.ctl.errors import ApiError, UsageError
-from cnrd.ctl.formatting import format_fields, format_related_servers, format_reload, format_status, format_table
+from cnrd.ctl.formatting import (
+    format_fields,
+    format_related_servers,
+    format_reload,
+    format_status,
+    format_sync,
+    format_table,
+)
 from cnrd.ctl.values import convert_value, parse_assignment, partner_down_time
 
 __all__ = ["main", "UsageError", "ApiError", "Target", "Client", "Runner", "find_target", "build_parser",
            "parse_args", "parse_assignment", "convert_value", "partner_down_time", "format_table",
-           "format_fields", "format_related_servers", "format_status", "format_reload"]
+           "format_fields", "format_related_servers", "format_status", "format_reload", "format_sync"]

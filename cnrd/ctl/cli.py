@@ -23,10 +23,11 @@ from cnrd.ctl.formatting import (
     format_related_servers,
     format_reload,
     format_status,
+    format_sync,
     format_table,
     value_text,
 )
-from cnrd.ctl.values import PAIR_ATTRIBUTES, SERVER_ATTRIBUTES, assignments, bool_attribute, partner_down_time
+from cnrd.ctl.values import SYNC_DIRECTIONS, SYNC_OPERATIONS, PAIR_ATTRIBUTES, SERVER_ATTRIBUTES, assignments, bool_attribute, partner_down_time
 
 __all__ = ["build_parser", "parse_args", "Runner", "main"]
 
@@ -97,11 +98,17 @@ def build_parser() -> argparse.ArgumentParser:
     verbs.add_parser("start", help="answer clients again", parents=[common])
     verbs.add_parser("show", help="status: version, uptime, leases, counters", parents=[common])
 
-    pair = objects.add_parser("failover-pair", help="failover pairs: list, NAME show|get|set|enable|disable",
+    pair = objects.add_parser("failover-pair", help="failover pairs: list, NAME show|get|set|enable|disable|sync",
                               parents=[common])
     pair.add_argument("name", help="the pair's name, or 'list'")
-    pair.add_argument("verb", nargs="?", choices=("show", "get", "set", "enable", "disable", "list"))
-    pair.add_argument("args", nargs="*", metavar="key=value")
+    pair.add_argument("verb", nargs="?", choices=("show", "get", "set", "enable", "disable", "sync", "list"))
+    pair.add_argument("args", nargs="*", metavar="key=value",
+                      help="set: key=value ...; sync: update, complete or exact")
+    pair.add_argument("--direction", choices=SYNC_DIRECTIONS,
+                      help="sync: which server's configuration is copied (default main-to-backup)")
+    mode = pair.add_mutually_exclusive_group()
+    mode.add_argument("--report", action="store_true", help="sync: list the changes only (the default)")
+    mode.add_argument("--run", action="store_true", help="sync: make the changes on the target and reload it")
 
     lease = objects.add_parser("lease", help="leases: ADDRESS show, or list [filters]", parents=[common])
     lease.add_argument("address", help="an IPv4 address, or 'list'")
@@ -167,6 +174,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
             raise UsageError(f"failover-pair NAME {args.verb} takes one attribute (e.g. load-balancing)")
         elif args.verb == "set" and not args.args:
             raise UsageError("failover-pair NAME set: give key=value ...")
+        elif args.verb == "sync":
+            if len(args.args) != 1 or args.args[0].lower() not in SYNC_OPERATIONS:
+                raise UsageError(f"use: cnrctl failover-pair {args.name} sync update|complete|exact "
+                                 "[--direction main-to-backup|backup-to-main] [--report|--run]")
+            args.args = [args.args[0].lower()]
+        if args.verb != "sync" and (args.direction is not None or args.run or args.report):
+            raise UsageError("--direction, --report and --run go with failover-pair NAME sync")
     if args.object == "lease":
         filters = any(getattr(args, k) is not None for k in ("hardware_address", "state", "scope", "limit", "after"))
         if args.address == "list":
@@ -292,7 +306,11 @@ class Runner:
             self.emit(raw, lambda: format_table(pairs, PAIR_COLUMNS) if pairs else "no failover pairs\n")
             return EXIT_OK
         path = f"/failover-pairs/{_quote(args.name)}"
-        if args.verb == "show":
+        if args.verb == "sync":
+            body = {"operation": args.args[0], "direction": args.direction or "main-to-backup", "run": args.run}
+            _, raw, r = c.call("POST", path + "/sync", body)
+            self.emit(raw, lambda: format_sync(r))
+        elif args.verb == "show":
             _, raw, r = c.call("GET", path)
             self.emit(raw, lambda: format_pair(r))
         elif args.verb == "get":

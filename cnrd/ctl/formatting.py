@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 __all__ = ["value_text", "format_table", "format_fields", "format_related_servers", "format_status",
-           "format_reload", "format_pair", "RELATED_FIELDS", "PAIR_COLUMNS", "LEASE_COLUMNS", "SCOPE_COLUMNS"]
+           "format_reload", "format_pair", "format_sync", "RELATED_FIELDS", "SYNC_COLUMNS", "PAIR_COLUMNS", "LEASE_COLUMNS", "SCOPE_COLUMNS"]
 
 
 def value_text(value: Any) -> str:
@@ -134,4 +134,39 @@ def format_pair(p: dict[str, Any]) -> str:
         out += "pending (at the next start):\n" + format_fields(pending, indent="  ")
     if restart:
         out += f"restart required for: {', '.join(restart)}\n"
+    return out
+
+
+SYNC_COLUMNS = (("CLASS", "class"), ("NAME", "name"), ("PROPERTY", "property"), ("FUNCTION", "function"),
+                ("OLD", "old"), ("NEW", "new"))
+
+
+def _sync_cell(value: Any) -> Any:
+    """A change's value as one table cell: a whole object's keys on one line, an empty value visible."""
+    if isinstance(value, str):
+        return " ".join(value.split("\n")) if value else '""'
+    return value
+
+
+def format_sync(r: dict[str, Any]) -> str:
+    """``failover-pair NAME sync``: the changes as a table, then what a Run applied."""
+    changes = r.get("changes") or []
+    mode = "run" if r.get("run") else "report"
+    out = (f"failover-pair {r.get('pair')}: {r.get('operation')} {r.get('direction')} ({mode}), "
+           f"source {r.get('source')}, target {r.get('target')}\n")
+    if not changes:
+        out += "no changes: the target already has what the source has\n"
+    else:
+        rows = [{**c, "name": c.get("name") or "-", "old": _sync_cell(c.get("old")), "new": _sync_cell(c.get("new"))}
+                for c in changes]
+        out += format_table(rows, SYNC_COLUMNS)
+        out += f"{len(changes)} change{'s' if len(changes) != 1 else ''}"
+        out += " made\n" if r.get("run") else " (report only: --run makes them)\n"
+    if r.get("run"):
+        for key, title in (("applied", "applied by the target's reload"),
+                           ("restart-required", "needs a restart of the target (running value kept)"),
+                           ("warnings", "warning")):
+            items = r.get(key) or []
+            if items:
+                out += f"{title}:\n" + "".join(f"  {item}\n" for item in items)
     return out

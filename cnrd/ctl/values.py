@@ -23,8 +23,12 @@ from cnrd.config import (
 from cnrd.config.timespec import TimeSpecError, format_iso, parse_when
 from cnrd.ctl.errors import UsageError
 
-__all__ = ["SERVER_ATTRIBUTES", "PAIR_ATTRIBUTES", "parse_assignment", "convert_value", "assignments",
-           "bool_attribute", "partner_down_time"]
+__all__ = ["SERVER_ATTRIBUTES", "PAIR_ATTRIBUTES", "SYNC_OPERATIONS", "SYNC_DIRECTIONS", "parse_assignment",
+           "convert_value", "assignments", "bool_attribute", "partner_down_time"]
+
+#: ``failover-pair NAME sync`` operations and directions (the API's words; CNR 7.2's Update, Complete, Exact).
+SYNC_OPERATIONS = ("update", "complete", "exact")
+SYNC_DIRECTIONS = ("main-to-backup", "backup-to-main")
 
 _UNSET_WORDS = frozenset({"", "0", "none", "null", "unset"})
 
