@@ -61,6 +61,7 @@ LAYERS = {
     "dhcp": ("cnrd.dhcp",),
     "failover": ("cnrd.failover",),
     "ops": ("cnrd.ops",),
+    "sync": ("cnrd.sync",),
     "admin": ("cnrd.admin",),
     "ctl": ("cnrd.ctl",),
     "app": ("cnrd.app",),
@@ -75,7 +76,10 @@ MAY_IMPORT = {
     "dhcp": _BELOW_CORE | {"dhcp"},
     "failover": _BELOW_CORE | {"failover"},
     "ops": {"base", "codec", "ops"},
-    "admin": _BELOW_CORE | {"dhcp", "failover", "admin"},
+    # Synchronization plans from configuration values; the API and the
+    # runtime use it.
+    "sync": {"base", "codec", "config", "sync"},
+    "admin": _BELOW_CORE | {"dhcp", "failover", "sync", "admin"},
     "ctl": {"base", "config", "ctl"},
     "app": set(LAYERS),
 }

@@ -36,6 +36,10 @@ Where things go:
   round the delimiter of the key before it);
 * a section the file lacks is appended at the end, after a blank line.
 
+:func:`remove_sections` and :func:`add_sections` take whole sections out
+and put new ones in (failover pair synchronization adds and removes
+objects); see their docstrings for which comments go with a section.
+
 Pure module: text in, text out.
 """
 
@@ -44,7 +48,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["set_values", "read_values", "section_id"]
+__all__ = ["add_sections", "read_values", "remove_sections", "section_id", "set_values"]
 
 # The regular expressions configparser uses (RawConfigParser.SECTCRE and
 # OPTCRE with the default delimiters '=' and ':').
@@ -335,4 +339,81 @@ def set_values(text: str, changes: dict[tuple[str, str], str | None]) -> str:
             first = False
             out.append(f"[{header}]{eol}")
             out.extend(f"{key}{sep}{value}".rstrip() + eol for key, value in entries)
+    return "".join(out)
+
+
+def remove_sections(text: str, headers: list[str]) -> str:
+    """``text`` without the sections named by ``headers`` (matched like :func:`set_values`).
+
+    A section goes with its keys and the comments between them, with the
+    comment lines right above its header (they describe it) and with the
+    blank lines that separated it from the next section.  Comment lines
+    right above the next header stay: they describe that section.  Every
+    other line stays byte for byte; a header the file lacks changes nothing.
+    """
+    gone = {section_id(h) for h in headers}
+    lines, section_headers = _classify(_split_lines(text))
+    ids = [section_id(h) for h in section_headers]
+    starts = [i for i, line in enumerate(lines) if line.kind == "header"]
+    drop = [False] * len(lines)
+    for n, start in enumerate(starts):
+        if ids[n] not in gone:
+            continue
+        end = starts[n + 1] if n + 1 < len(starts) else len(lines)
+        a = start
+        while a > 0 and lines[a - 1].kind == "comment" and not drop[a - 1]:
+            a -= 1
+        k = end
+        while k - 1 > start and lines[k - 1].kind == "comment":
+            k -= 1
+        if k == len(lines):
+            # The last section: the blank lines before it separated it from
+            # the one above, which now ends the file.
+            while a > 0 and lines[a - 1].kind == "blank" and not drop[a - 1]:
+                a -= 1
+        elif a == 0:
+            # The first lines of the file: no blank line should lead it now.
+            while k < end and lines[k].kind == "blank":
+                k += 1
+        for i in range(a, k):
+            drop[i] = True
+    if not any(drop):
+        return text
+    return "".join(line.text for line, d in zip(lines, drop) if not d)
+
+
+def add_sections(text: str, sections: list[tuple[str, list[tuple[str, str]]]]) -> str:
+    """``text`` with the new ``sections`` ([header, [(key, value), ...]]) appended, in order.
+
+    Each is written after a blank line, keys in the order given, in the
+    file's style of separator; a section may have no keys.  Everything
+    already there stays byte for byte.  Raises ValueError for a section the
+    file already has, or a header, key or value that would not read back.
+    """
+    if not sections:
+        return text
+    lines, headers = _classify(_split_lines(text))
+    have = {section_id(h) for h in headers}
+    any_sep = None
+    for line in lines:
+        if line.kind == "option":
+            any_sep = _style(_option_parts(line.text)[2])
+            break
+    sep = any_sep or _DEFAULT_SEP
+    eol = _ending(lines[0].text) if lines else "\n"
+    out = [line.text for line in lines]
+    for header, entries in sections:
+        sid = section_id(header)
+        if sid in have:
+            raise ValueError(f"[{header}] is already in the file")
+        have.add(sid)
+        checked = [(key, _check(header, key, value)) for key, value in entries]
+        if not checked:
+            _check(header, "x", None)  # the header alone must be valid too
+        if out and not out[-1].endswith("\n"):
+            out[-1] += eol
+        if out and out[-1].strip():
+            out.append(eol)
+        out.append(f"[{header.strip()}]{eol}")
+        out.extend(f"{key}{sep}{value}".rstrip() + eol for key, value in checked)
     return "".join(out)
