@@ -8,8 +8,9 @@ described in docs/api.md and docs/openapi.yaml.
 Every answer is JSON, errors included (``{"error": "<one line>"}``): 400
 for bad input, 401 without a bearer token, 403 with a wrong one, 404 for an
 unknown route, pair or lease, 405 for a wrong method, 409 for a command the
-server's state refuses, 503 from ``/ready`` only.  A 500 means a bug in
-cnrd, never bad input; it is logged with its traceback.
+server's state refuses, 422 for a sync whose result would not load, 502
+when a failover partner's API cannot be reached, 503 from ``/ready`` only.
+A 500 means a bug in cnrd, never bad input; it is logged with its traceback.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from twisted.web.server import Site
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from cnrd.admin.commands import Admin, AdminError
-from cnrd.admin.partner import read_token
+from cnrd.admin.partner import MAX_ANSWER, read_token
+from cnrd.admin.sync import PairSync
 from cnrd.admin.values import body_object
 from cnrd.config import Config, ConfigError
 
@@ -42,6 +44,7 @@ T = TypeVar("T")
 
 PREFIX = "/api/v1"
 MAX_BODY = 64 * 1024  # no command needs more; a bigger body is refused unread
+MAX_SYNC_BODY = MAX_ANSWER  # a sync-apply carries up to a whole sync-view's worth of changes
 
 
 def _json_bytes(obj: Any) -> bytes:
@@ -55,12 +58,12 @@ def _reject_constant(name: str) -> Any:
 _ABSENT = object()  # no request body at all (as opposed to a JSON null)
 
 
-def _read_json(request: Any) -> Any:
+def _read_json(request: Any, limit: int = MAX_BODY) -> Any:
     """The request body as JSON, _ABSENT when empty; AdminError 400 for anything else."""
     content = request.content
-    raw = content.read(MAX_BODY + 1) if content is not None else b""
-    if len(raw) > MAX_BODY:
-        raise AdminError(400, f"request body larger than {MAX_BODY} bytes")
+    raw = content.read(limit + 1) if content is not None else b""
+    if len(raw) > limit:
+        raise AdminError(400, f"request body larger than {limit} bytes")
     if not raw:
         return _ABSENT  # (only whitespace is malformed JSON, like any other text)
     ctype = request.getHeader("content-type")
@@ -86,8 +89,11 @@ class ApiApp:
 
     app = Klein()
 
-    def __init__(self, admin: Admin, token: str, metrics: Callable[[], IResource] | None = None) -> None:
+    def __init__(self, admin: Admin, token: str, metrics: Callable[[], IResource] | None = None,
+                 sync: PairSync | None = None) -> None:
         self.admin = admin
+        # The failover pairs' sync routes; without it they are 404.
+        self._sync = sync
         self._token = token.encode()
         # Builds the /metrics resource on first use; without one /metrics is 404.
         self._metrics_factory = metrics
@@ -122,9 +128,9 @@ class ApiApp:
             return result.addCallback(send)
         return send(result)
 
-    def _body(self, request: Any, *, required: bool = False) -> dict[str, Any] | None:
+    def _body(self, request: Any, *, required: bool = False, limit: int = MAX_BODY) -> dict[str, Any] | None:
         """The JSON object in the body; None when there is none and none is required."""
-        value = _read_json(request)
+        value = _read_json(request, limit)
         if value is _ABSENT:
             if required:
                 raise AdminError(400, "a JSON object body is required")
@@ -226,6 +232,25 @@ class ApiApp:
     def patch_pair(self, request: Any, name: str) -> Any:
         return self._call(request, lambda: self.admin.patch_pair(name, self._body(request, required=True)))
 
+    def _pair_sync(self) -> PairSync:
+        if self._sync is None:
+            raise AdminError(404, "failover pair sync is not served by this API")
+        return self._sync
+
+    @app.route(PREFIX + "/failover-pairs/<name>/sync-view", methods=["GET"])
+    def sync_view(self, request: Any, name: str) -> Any:
+        return self._call(request, lambda: self._pair_sync().view(name))
+
+    @app.route(PREFIX + "/failover-pairs/<name>/sync", methods=["POST"])
+    def sync(self, request: Any, name: str) -> Any:
+        return self._call(request, lambda: self._pair_sync().sync(name, self._body(request)))
+
+    @app.route(PREFIX + "/failover-pairs/<name>/sync-apply", methods=["POST"])
+    def sync_apply(self, request: Any, name: str) -> Any:
+        # A whole configuration's changes can exceed the commands' 64 KiB.
+        return self._call(request, lambda: self._pair_sync().apply(
+            name, self._body(request, required=True, limit=MAX_SYNC_BODY)))
+
     @app.route(PREFIX + "/leases", methods=["GET"])
     def leases(self, request: Any) -> Any:
         return self._call(request, lambda: self.admin.leases(_query(request)))
@@ -273,9 +298,10 @@ class _Root(Resource):
         return self._klein.render(request)
 
 
-def make_site(admin: Admin, token: str, metrics: Callable[[], IResource] | None = None) -> Site:
+def make_site(admin: Admin, token: str, metrics: Callable[[], IResource] | None = None,
+              sync: PairSync | None = None) -> Site:
     """The twisted.web Site serving the admin API."""
-    api = ApiApp(admin, token, metrics)
+    api = ApiApp(admin, token, metrics, sync)
     site = Site(_Root(api.app.resource()))
     site.noisy = False
     site.displayTracebacks = False
@@ -337,6 +363,7 @@ class ApiService(service.Service):
         self.reactor = reactor
         self.admin = admin
         self.metrics = metrics
+        self.sync = PairSync(admin, reactor)
         self.token: str | None = None
         self.port: Any = None  # the listening port, once listening
         self._listening: list[defer.Deferred[Any]] = []
@@ -365,7 +392,7 @@ class ApiService(service.Service):
         self.prepare()
         assert self.token is not None
         api = self.config.api
-        site = make_site(self.admin, self.token, self.metrics)
+        site = make_site(self.admin, self.token, self.metrics, self.sync)
         if ":" in api.listen_host:
             endpoint: Any = endpoints.TCP6ServerEndpoint(self.reactor, api.listen_port, interface=api.listen_host)
         else:
