@@ -374,6 +374,17 @@ async def test_sync_apply_refuses_the_source_and_malformed_changes(pair) -> None
     status, r = await pair.backup_api.call("POST", "/failover-pairs/examplepair/sync-apply",
                                            {**body, "changes": "all"})
     assert status == 400
+    # The server's identity is never changed through a sync, whoever asks.
+    backup_bytes = pair.backup.path.read_bytes()
+    for change, where in (
+            ({"class": "server", "name": "", "property": "name", "old": "backup", "new": "main"}, "[server] name"),
+            ({"class": "server", "name": "", "property": "data-dir", "old": None, "new": "/x"}, "[server] data-dir"),
+            ({"class": "server", "name": "", "property": "Server-Port", "old": None, "new": "6767"},
+             "[server] server-port")):
+        status, r = await pair.backup_api.call("POST", "/failover-pairs/examplepair/sync-apply",
+                                               {**body, "changes": [{**change, "function": "exact"}]})
+        assert (status, r["error"]) == (400, f"{where} belongs to this server alone; no sync changes it"), r
+    assert pair.backup.path.read_bytes() == backup_bytes
     assert pair.main.path.read_bytes() == main_bytes
 
 

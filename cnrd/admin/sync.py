@@ -159,6 +159,9 @@ class PairSync:
             raise AdminError(409, f"this server is the {role.value} of failover pair {name}, "
                                   f"the source of {direction}, not its target")
         changes = _changes(body.get("changes"))
+        node = _per_node(changes)
+        if node:
+            raise AdminError(400, f"{node} belongs to this server alone; no sync changes it")
         path = self.admin.config.path
         text = self._read_file()
         stale = _stale(read_values(text), changes)
@@ -166,7 +169,7 @@ class PairSync:
             raise AdminError(409, f"target changed since the report: {stale}")
         try:
             new_text = apply(text, changes)
-        except ValueError as e:
+        except (ValueError, TypeError) as e:
             raise AdminError(422, f"cannot apply the changes to {path}: {e}") from None
         try:
             loads(new_text, path)
@@ -224,6 +227,24 @@ def _changes(items: Any) -> list[Change]:
         except (KeyError, TypeError, ValueError) as e:
             raise AdminError(400, f"malformed change {item!r}: {e}") from None
     return out
+
+
+def _per_node(changes: Sequence[Change]) -> str | None:
+    """The first per-node section or key ``changes`` would touch (described), or None.
+
+    The planner never makes such a change; a sync-apply body is checked
+    anyway, so no caller can rewrite this server's identity through it.
+    """
+    for c in changes:
+        sid = section_id(c.header)
+        keys = [c.prop.lower()] if c.prop is not None else list(read_values(f"[x]\n{c.new or ''}").get(("x", None), {}))
+        kept = shareable({sid: {k: "x" for k in keys}})
+        if sid not in kept:
+            return f"[{c.header}]"
+        for k in keys:
+            if k not in kept[sid]:
+                return f"[{c.header}] {k}"
+    return None
 
 
 def _norm(value: str) -> str:
