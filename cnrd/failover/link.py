@@ -58,7 +58,17 @@ class Link:
         self.partner_receive_timer = receive_timer
         self.clock_skew = 0
         self.partner_hba = b""  # the main's bucket map, from its CONNECT
+        self._partner_vendor: str | None = None
         self._xid = 0
+
+    @property
+    def partner_vendor(self) -> str | None:
+        """The vendor-class-identifier of the partner's last accepted CONNECT/CONNECTACK.
+
+        ``""`` when that message carried none, None before any handshake
+        (tells a cnrd partner from ISC dhcpd, whose configuration cannot be compared).
+        """
+        return self._partner_vendor
 
     @property
     def in_touch(self) -> bool:
@@ -108,6 +118,7 @@ class Link:
         self.partner_receive_timer = msg.receive_timer or receive_timer
         if msg.type == MessageType.CONNECT:
             self.partner_hba = msg.hba or b""
+        self._partner_vendor = msg.vendor_class or ""
         self.handshaken = True
         return None
 

@@ -11,12 +11,16 @@ Handling Failures") names two SNMP traps for failover:
     the partners' configurations disagree: a CONNECT refused (by either side)
     for the relationship name or roles, the MCLT, the hash bucket map, the
     protocol version, TLS or digests; or binding updates refused because the
-    address is not in the receiver's relationship (mismatched scopes).
+    address is not in the receiver's relationship (mismatched scopes); or a
+    comparison of the two servers' configurations (the partner's admin API
+    sync view against ours, :mod:`cnrd.admin.mismatch`) found objects that differ.
 
 :class:`TrapDetector` decides, in plain code, which core events are traps:
 each fires once per episode, not once per packet or reconnection attempt.  An
 episode ends when the partner is heard again (a completed handshake and
-STATE: the peer's ``failover-comm-ok`` event).  Pure module: the adapter
+STATE: the peer's ``failover-comm-ok`` event); an episode of differing
+configurations (:meth:`TrapDetector.compared`) ends at the first comparison
+that finds none, whatever the link does.  Pure module: the adapter
 that sends a trap out (a warning line in the log and, when ``[server]
 trap-webhook`` is set, a JSON POST) is :mod:`cnrd.ops.webhook`.
 """
@@ -25,7 +29,7 @@ from __future__ import annotations
 
 import datetime
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -47,6 +51,8 @@ MISMATCH_REASONS = frozenset({
 })
 #: Binding update reject reasons that mean mismatched scopes.
 SCOPE_MISMATCH_REASONS = frozenset({RejectReason.ILLEGAL_IP_ADDRESS})
+#: Differing objects a comparison's trap (and its log line) names; the rest are counted.
+MAX_NAMED_OBJECTS = 10
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,15 @@ def _reject_fields(fields: Mapping[str, Any], by: str) -> dict[str, Any]:
     if isinstance(fields.get("address"), int):
         out["address"] = int_to_ip(fields["address"])
     return out
+
+
+def differing_reason(objects: Sequence[str]) -> str:
+    """The trap's reason for a comparison that found ``objects`` differing: the first few and a count."""
+    named = ", ".join(objects[:MAX_NAMED_OBJECTS])
+    more = len(objects) - MAX_NAMED_OBJECTS
+    tail = f" and {more} more" if more > 0 else ""
+    word = "object" if len(objects) == 1 else "objects"
+    return f"the partners' configurations differ in {len(objects)} {word}: {named}{tail}"
 
 
 def classify(event: str, fields: Mapping[str, Any]) -> Trap | None:
@@ -112,6 +127,9 @@ class TrapDetector:
         self._silent: set[str] = set()  # pairs in a not-responding episode
         #: pair -> the trap that started its current configuration-mismatch episode.
         self.mismatch: dict[str, Trap] = {}
+        #: pair -> the trap that started its current episode of differing
+        #: configurations (found by comparing them, not by a refusal).
+        self.differing: dict[str, Trap] = {}
 
     def observe(self, event: str, fields: Mapping[str, Any]) -> Trap | None:
         """The trap to raise for this event, or None (not a trap, or its episode already raised one)."""
@@ -136,9 +154,37 @@ class TrapDetector:
         self.counts[(trap.name, trap.pair)] += 1
         return trap
 
+    def compared(self, pair: str, objects: Sequence[str]) -> Trap | None:
+        """The trap for a comparison of the partners' configurations that found ``objects`` differing.
+
+        None when nothing differs (which ends the episode) or when this
+        episode already raised its trap.  Separate from the refusals'
+        episodes: a refused handshake says nothing about policies or
+        clients, and hearing the partner again does not make them equal.
+        """
+        if not objects:
+            self.differing.pop(pair, None)
+            return None
+        if pair in self.differing:
+            return None
+        trap = Trap(CONFIG_MISMATCH, pair, {
+            "reason": differing_reason(objects), "detected_by": "comparison",
+            "objects": list(objects[:MAX_NAMED_OBJECTS]), "object_count": len(objects)})
+        self.differing[pair] = trap
+        self.counts[(trap.name, pair)] += 1
+        return trap
+
+    def not_compared(self, pair: str) -> None:
+        """The pair's configurations are no longer compared (an ISC partner, comparison turned off): no episode."""
+        self.differing.pop(pair, None)
+
     def config_mismatch(self, pair: str) -> bool:
-        """True from a configuration-mismatch trap until the partner is next heard."""
-        return pair in self.mismatch
+        """True from a configuration-mismatch trap until it is over.
+
+        A refusal's episode lasts until the partner is next heard; a
+        comparison's until a comparison finds the configurations equal.
+        """
+        return pair in self.mismatch or pair in self.differing
 
 
 def iso_utc(t: float) -> str:
