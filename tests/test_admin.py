@@ -91,6 +91,10 @@ def test_ready_follows_failover_state(tmp_path, state, ready):
 
 # -- related servers and partner-down ------------------------------------------------
 
+# A pair without main-api/backup-api: its configuration is not compared with the partner's.
+NOT_CONFIGURED = {"status": "not-configured", "objects": [], "checked": None, "failed-since": None,
+                  "reason": "main-api and backup-api are not set"}
+
 def test_related_servers_normal_then_interrupted(tmp_path):
     main, backup, wire = pair(tmp_path)
     rs = Admin(main.dhcp).related_servers()["related-servers"]
@@ -98,7 +102,7 @@ def test_related_servers_normal_then_interrupted(tmp_path):
         "pair": "examplepair", "role": "main", "our-address": "10.1.0.1", "partner-address": "10.1.0.2",
         "state": "NORMAL", "partner-state": "NORMAL", "communication": "OK", "comm-interrupted-since": None,
         "last-contact": format_iso(T0), "state-since": format_iso(T0), "mclt": 60, "unacked-updates": 0,
-        "clock-skew-seconds": 0,
+        "clock-skew-seconds": 0, "config": NOT_CONFIGURED,
     }]
     wire.advance(5)
     wire.close()
@@ -274,7 +278,7 @@ def test_pair_object(tmp_path):
                  "split": 128, "hba": None, "load-balance-max-seconds": 3,
                  "failover-poll-interval": 2, "failover-poll-timeout": 6, "use-safe-period": False,
                  "safe-period": 86400, "scopes": ["lan"], "max-unacked-updates": 100, "pending": {},
-                 "state": "NORMAL"}
+                 "state": "NORMAL", "config": NOT_CONFIGURED}
     assert admin.pairs() == {"failover-pairs": [p]}
     refused(404, admin.pair, "nosuch")
 

@@ -23,7 +23,7 @@ import heapq
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -31,6 +31,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from cnrd import __version__
+from cnrd.admin.mismatch import unchecked_status
 from cnrd.admin.reload import plan_reload
 from cnrd.admin.values import (
     DEFAULT_PAGE,
@@ -76,8 +77,14 @@ __all__ = ["AdminError", "Admin", "NOT_READY_STATES", "lease_json", "parse_time_
 class Admin:
     """The operations of the admin API over one running server (and its failover sessions)."""
 
-    def __init__(self, runtime: RunningServer, *, local_tz: datetime.tzinfo | None = None) -> None:
+    def __init__(self, runtime: RunningServer, *, local_tz: datetime.tzinfo | None = None,
+                 config_check: Callable[[FailoverPairConfig], dict[str, Any]] = unchecked_status) -> None:
         self.runtime = runtime
+        # A pair's ``config`` field: how its configuration compares with the
+        # partner's (the running cnrd.admin.mismatch poller's status).
+        self.config_check = config_check
+        # Asks for the pair's next comparison at once (a sync Run changed the partner's file).
+        self.config_recheck: Callable[[str], None] = lambda pair: None
         # Dates in words are read in this zone (None: the process's local zone, as nrcmd does).
         self.local_tz = local_tz
         # (INI section header, key) -> value text (None deletes): what the API
@@ -174,6 +181,7 @@ class Admin:
                 "mclt": st.mclt,
                 "unacked-updates": st.queued,
                 "clock-skew-seconds": st.clock_skew,
+                "config": self.config_check(self.config.failover_pairs.get(st.name, session.pair)),
             })
         return {"related-servers": out}
 
@@ -295,6 +303,7 @@ class Admin:
             "max-unacked-updates": pair.max_unacked_updates,
             "pending": dict(self.pending.get(pair.name, {})),
             "state": self._pair_state(pair.name),
+            "config": self.config_check(pair),
         }
 
     def _pair_state(self, name: str) -> str | None:

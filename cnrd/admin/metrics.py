@@ -257,8 +257,9 @@ class CnrdCollector(Collector):
         skew = f.gauge("cnrd_failover_clock_skew_seconds",
                        "The partner's clock minus ours, measured at the last handshake", ["pair"])
         mismatch = f.gauge("cnrd_failover_config_mismatch",
-                           "1 from a failover-configuration-mismatch trap until the partner is next heard",
-                           ["pair"])
+                           "1 while a failover-configuration-mismatch episode lasts: from a refused handshake or "
+                           "update until the partner is next heard, or from a comparison of the partners' "
+                           "configurations that found differences until one finds none", ["pair"])
         if not samples:
             return
         dhcp = self.dhcp

@@ -19,6 +19,7 @@ from twisted.web.resource import IResource
 from cnrd.admin.api import ApiService
 from cnrd.admin.commands import Admin
 from cnrd.admin.metrics import registry_for
+from cnrd.admin.mismatch import MismatchPoller
 from cnrd.config import Config, ConfigError, FailoverPairConfig
 from cnrd.dhcp import net
 from cnrd.failover import record
@@ -29,7 +30,7 @@ from cnrd.failover.states import Role
 from cnrd.text import int_to_ip
 from cnrd.app.runtime import Reactor, Runtime
 
-__all__ = ["build", "add_failover", "pair_role", "metrics_resource"]
+__all__ = ["build", "add_failover", "pair_role", "partner_vendor", "metrics_resource"]
 
 log = Logger(namespace="cnrd")
 
@@ -126,6 +127,12 @@ def _log_pair(config: Config, pair: FailoverPairConfig, role: Role, local: str, 
     )
 
 
+def partner_vendor(runtime: Runtime, name: str) -> str | None:
+    """The failover vendor class the partner in pair ``name`` last announced (None: not yet, or not running)."""
+    session = next((s for s in runtime.sessions if s.name == name), None)
+    return session.link.partner_vendor if session is not None else None
+
+
 def metrics_resource(runtime: Runtime) -> Callable[[], IResource]:
     """Builds the ``/metrics`` resource for ``runtime`` when the API first serves it."""
     def make() -> IResource:
@@ -145,9 +152,15 @@ def build(
     top = service.MultiService()
     runtime = Runtime(config, reactor, **kw)
     runtime.setServiceParent(top)
+    admin = Admin(runtime)
     if any(p.failover for p in config.failover_pairs.values()):
         add_failover(top, runtime, config, reactor, host_addresses())
+        # Compares each pair's configuration with the partner's, all the time.
+        poller = MismatchPoller(reactor, runtime, runtime.traps, notify=runtime.notifier.notify,
+                                partner_vendor=lambda name: partner_vendor(runtime, name))
+        poller.setServiceParent(top)
+        admin.config_check, admin.config_recheck = poller.status, poller.recheck
     if config.api.enabled:
         # Last, so it starts after (and stops before) what it reports on.
-        ApiService(runtime.config, reactor, Admin(runtime), metrics=metrics_resource(runtime)).setServiceParent(top)
+        ApiService(runtime.config, reactor, admin, metrics=metrics_resource(runtime)).setServiceParent(top)
     return top
