@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import pytest_twisted
 from twisted.internet import defer
 
 from cnrd.admin.commands import Admin
@@ -352,3 +353,45 @@ def test_recheck_compares_at_the_next_tick(tmp_path):
     wire.advance(1)
     assert len(views.calls) == calls + 1
     poller.stopService()
+
+
+# -- through the partner's real admin API -----------------------------------------------------
+@pytest_twisted.ensureDeferred
+async def test_both_servers_compare_through_the_partners_real_api(tmp_path):
+    from twisted.internet import reactor
+
+    from tests.test_sync_api import Pair
+
+    p = Pair(tmp_path)  # the main's and the backup's files differ (tests/test_sync_api.py)
+    try:
+        found = {}
+        for server, role in ((p.main, Role.MAIN), (p.backup, Role.BACKUP)):
+            rt = server.dhcp
+            poller = MismatchPoller(reactor, rt, rt.traps, notify=rt.notifier.notify,
+                                    partner_vendor=lambda name: partner_vendor(rt, name))
+            pair = rt.config.failover_pairs[PAIR]
+            with captured() as events:
+                await poller.check(pair, role)
+            st = poller.status(pair)
+            assert st["status"] == "mismatch", st
+            assert [t["server"] for t in trap_lines(events)] == [role.value]
+            found[role] = st["objects"]
+        assert found[Role.MAIN] == found[Role.BACKUP]
+        assert {"policy default", "policy gold", "client-class vip", "client 02:00:00:00:00:01",
+                "client 02:00:00:00:00:02"} <= set(found[Role.MAIN])
+
+        # The partner refuses a wrong token: unknown, with the partner's reason; no new trap.
+        wrong = tmp_path / "wrong-token"
+        wrong.write_text("not-the-token\n")
+        p.set_apis(p.main, wrong)
+        rt = p.main.dhcp
+        poller = MismatchPoller(reactor, rt, rt.traps, notify=rt.notifier.notify,
+                                partner_vendor=lambda name: VENDOR)
+        pair = rt.config.failover_pairs[PAIR]
+        with captured() as events:
+            await poller.check(pair, Role.MAIN)
+        st = poller.status(pair)
+        assert st["status"] == "unknown" and "refused" in st["reason"], st
+        assert trap_lines(events) == []
+    finally:
+        await p.stop()

@@ -213,6 +213,7 @@ class MismatchPoller(service.Service):
         self._normal: dict[str, bool] = {}  # pair -> in NORMAL at the last tick
         self._in_flight: dict[str, defer.Deferred[None]] = {}
         self._again: set[str] = set()  # pairs due again as soon as their fetch ends
+        self._stopping = False
 
     def status(self, pair: FailoverPairConfig) -> dict[str, Any]:
         """The ``config`` field for ``pair``."""
@@ -227,6 +228,7 @@ class MismatchPoller(service.Service):
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
+        self._stopping = False
         self._config = self.runtime.config
         start = self.reactor.seconds()
         for name in self.runtime.config.failover_pairs:
@@ -235,6 +237,7 @@ class MismatchPoller(service.Service):
 
     def stopService(self) -> defer.Deferred[None] | None:
         super().stopService()  # type: ignore[no-untyped-call]
+        self._stopping = True
         if self._loop.running:
             self._loop.stop()
         for d in list(self._in_flight.values()):
@@ -297,7 +300,7 @@ class MismatchPoller(service.Service):
             self._compared(name, role, own, partner)
 
         def failed(f: Failure) -> None:
-            if self.running:  # a fetch cancelled by stopService is no failure of the partner
+            if not self._stopping:  # a fetch cancelled by stopService is no failure of the partner
                 self._failed(name, _reason(f.value or Exception("fetch failed")))
 
         def done(_: object) -> None:
