@@ -18,7 +18,7 @@ import pytest_twisted
 from twisted.internet import defer
 
 from cnrd.admin.commands import Admin
-from cnrd.admin.mismatch import CHECK_INTERVAL, ConfigChecks, MismatchPoller
+from cnrd.admin.mismatch import CHECK_INTERVAL, RETRY_INTERVAL, ConfigChecks, MismatchPoller
 from cnrd.admin.partner import PartnerError, values_json
 from cnrd.app.build import partner_vendor
 from cnrd.config.inifile import read_values
@@ -266,13 +266,19 @@ def test_poller_compares_at_normal_and_every_minute_and_shows_it_everywhere(tmp_
         assert config["status"] == "unknown" and config["objects"] == ["policy office"]
         assert config["failed-since"] is not None and "cannot reach" in config["reason"]
         assert len(trap_lines(events)) == 1
+        # A failed fetch is tried again sooner than a minute; the failure's start stays.
+        wire.advance(int(RETRY_INTERVAL) - 1)
+        assert len(views.calls) == 4
+        wire.advance(1)
+        assert len(views.calls) == 5
+        assert admin.related_servers()["related-servers"][0]["config"]["failed-since"] == config["failed-since"]
 
         views.fail = None
         backup.write(backup.text().replace("option.routers = 10.1.0.254", "option.routers = 10.1.0.1"))
-        wire.advance(int(CHECK_INTERVAL))
+        wire.advance(int(RETRY_INTERVAL))
         assert admin.related_servers()["related-servers"][0]["config"]["status"] == "match"
         assert value(scrape(main.dhcp), "cnrd_failover_config_mismatch", pair=PAIR) == 0
-    assert len(views.calls) == 5 and len(trap_lines(events)) == 1
+    assert len(views.calls) == 6 and len(trap_lines(events)) == 1
     poller.stopService()
 
 

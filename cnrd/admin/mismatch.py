@@ -69,6 +69,9 @@ STATUSES = ("match", "mismatch", "not-comparable", "not-configured", "unknown")
 CHECK_INTERVAL = 60.0  # seconds between two comparisons of a pair
 TICK = 1.0  # seconds between two looks at the links and the configuration (cheap: no I/O)
 FETCH_TIMEOUT = 30.0  # seconds a fetch may take at most, whatever the HTTP client's own timeout
+# Seconds to the next try after a failed fetch: a partner whose API was not
+# up yet (both servers starting) is compared soon, not a minute later.
+RETRY_INTERVAL = 15.0
 
 
 def configured(pair: FailoverPairConfig) -> bool:
@@ -186,9 +189,10 @@ class MismatchPoller(service.Service):
     """Runs the comparisons of every configured pair on ``reactor`` and raises their traps.
 
     Looks at the pairs every :data:`TICK` seconds (no I/O) and compares a
-    pair when its :data:`CHECK_INTERVAL` is up, when its link has just
-    reached NORMAL, or when the running configuration was replaced (a
-    reload or a sync).  At most one fetch per pair is outstanding.
+    pair when its :data:`CHECK_INTERVAL` is up (:data:`RETRY_INTERVAL`
+    after a failed fetch), when its link has just reached NORMAL, or when
+    the running configuration was replaced (a reload or a sync).  At most
+    one fetch per pair is outstanding.
     ``partner_vendor(pair)`` is the vendor class of the partner's last
     handshake (None before any); ``fetch`` gets the partner's sync view;
     ``notify`` sends a trap out.
@@ -324,6 +328,8 @@ class MismatchPoller(service.Service):
             log.info("failover pair {pair}: the configuration matches the partner's again", pair=name)
 
     def _failed(self, name: str, reason: str) -> None:
+        retry = self.reactor.seconds() + min(self.interval, RETRY_INTERVAL)
+        self._next[name] = min(self._next.get(name, retry), retry)
         first = self.checks.checks.get(name, PairCheck()).failed_since is None
         self.checks.fetch_failed(name, reason, int(self.reactor.seconds()))
         if first:
