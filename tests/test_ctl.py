@@ -671,7 +671,7 @@ def test_sync_sends_the_apis_body_and_prints_the_changes_as_a_table() -> None:
     assert lines[2].split() == ["policy", "default", "lease-time", "exact", "3600", "7200"]
     # A whole object's keys on one line; a removed one's NEW is '-', an empty value '""'.
     assert lines[3].split()[:4] == ["client", "02:00:00:00:00:09", "-", "exact"]
-    assert "policy = gold host-name = x" in lines[3]
+    assert "policy = gold; host-name = x" in lines[3]
     assert lines[4].split()[4:] == ['""', "example.com"]
     assert lines[5] == "3 changes (report only: --run makes them)"
     assert len(lines) == 6

@@ -144,7 +144,7 @@ SYNC_COLUMNS = (("CLASS", "class"), ("NAME", "name"), ("PROPERTY", "property"), 
 def _sync_cell(value: Any) -> Any:
     """A change's value as one table cell: a whole object's keys on one line, an empty value visible."""
     if isinstance(value, str):
-        return " ".join(value.split("\n")) if value else '""'
+        return "; ".join(value.split("\n")) if value else '""'
     return value
 
 
