@@ -325,11 +325,21 @@ class _Planner:
         fn = self.fn("scopes")
         src_names, tgt_names = self.pair_scopes(self.src), self.pair_scopes(self.tgt)
         src_all, tgt_all = self.objects(self.src, "scope"), self.objects(self.tgt, "scope")
+        if ("failover-pair", self.pair) in self.tgt or self.fn("server-other") != "no change":
+            # The target's pair takes the source's scopes list, so the
+            # scopes of the target that list takes in are the pair's too.
+            listed = parse_list(self.src[("failover-pair", self.pair)].get("scopes", ""))
+            tgt_names |= set(listed) & set(tgt_all) if listed else set(tgt_all)
         self.named("scope", fn, {n: src_all[n] for n in src_names},
                    {n: tgt_all[n] for n in tgt_names | (src_names & set(tgt_all))})
-        nets = self.subnets(self.src, src_names) + self.subnets(self.tgt, tgt_names)
+        # A source reservation is the pair's when it is in one of the source's
+        # pair scopes; a target one also when in a scope the target's pair
+        # had (that scope goes, and its reservations with it).
+        src_nets = self.subnets(self.src, src_names)
+        tgt_nets = src_nets + self.subnets(self.tgt, tgt_names)
 
-        def in_pair(objects: dict[str, tuple[str, dict[str, str]]]) -> dict[str, tuple[str, dict[str, str]]]:
+        def in_pair(objects: dict[str, tuple[str, dict[str, str]]],
+                    nets: list[tuple[int, int]]) -> dict[str, tuple[str, dict[str, str]]]:
             out = {}
             for ident, item in objects.items():
                 try:
@@ -340,8 +350,8 @@ class _Planner:
                     out[ident] = item
             return out
 
-        self.named("reservation", fn, in_pair(self.objects(self.src, "reservation")),
-                   in_pair(self.objects(self.tgt, "reservation")))
+        self.named("reservation", fn, in_pair(self.objects(self.src, "reservation"), src_nets),
+                   in_pair(self.objects(self.tgt, "reservation"), tgt_nets))
 
     # -- the whole plan ----------------------------------------------------
 

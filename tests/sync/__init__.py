@@ -1,0 +1,1 @@
+"""Tests of cnrd.sync, the failover pair synchronization planner."""
