@@ -470,3 +470,16 @@ def test_an_unreadable_sync_token_file_stops_the_start(tmp_path) -> None:
     with pytest.raises(ConfigError) as e:
         api.prepare()
     assert str(e.value).endswith(f"api-token-file: {tmp_path}/missing is empty")
+
+
+@pytest.mark.parametrize("method, path, body", [
+    ("GET", "/failover-pairs/examplepair/sync-view", None),
+    ("POST", "/failover-pairs/examplepair/sync", {"operation": "exact", "run": True}),
+    ("POST", "/failover-pairs/examplepair/sync-apply", {"direction": "main-to-backup", "changes": []}),
+])
+@pytest_twisted.ensureDeferred
+async def test_the_sync_routes_need_the_apis_token(pair, method, path, body) -> None:
+    backup_bytes = pair.backup.path.read_bytes()
+    status, r = await pair.backup_api.call(method, path, body, token="wrong")
+    assert (status, r) == (403, {"error": "wrong API token"})
+    assert pair.backup.path.read_bytes() == backup_bytes
