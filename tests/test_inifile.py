@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from cnrd.config import loads
 from cnrd.config.loader import parse_ini
-from cnrd.config.inifile import read_values, section_id, set_values
+from cnrd.config.inifile import add_sections, read_values, remove_sections, section_id, set_values
 
 ETC = Path(__file__).resolve().parent.parent / "etc"
 
@@ -430,3 +430,85 @@ def test_read_values_skips_what_the_loader_would_refuse() -> None:
     text = "junk\n[server]\nname = a\nno delimiter\n  x = 1\n[api]\nlisten=1:2 # c\n[ api ]\nlisten=3\nname=b\n"
     # As configparser: the indented line after the bad one continues "name".
     assert read_values(text) == {("server", None): {"name": "a\nx = 1"}, ("api", None): {"listen": "1:2"}}
+
+
+# -- whole sections: remove_sections and add_sections -------------------------
+
+SECTIONS = """\
+# preamble of the file
+
+# the server
+[server]
+name = a
+
+# the first client
+[client 02:00:00:00:00:01]
+# why it is excluded
+action = exclude
+# action = none   (an old setting, kept in the comment)
+
+# the second client
+[client  02:00:00:00:00:02]
+host-name = b
+
+# footer
+"""
+
+
+def test_a_removed_section_takes_its_keys_its_comments_and_its_separating_blank_line() -> None:
+    new = remove_sections(SECTIONS, ["client 02:00:00:00:00:01"])
+    assert diff(SECTIONS, new) == [
+        "-# the first client",
+        "-[client 02:00:00:00:00:01]",
+        "-# why it is excluded",
+        "-action = exclude",
+        "-# action = none   (an old setting, kept in the comment)",
+        "-",
+    ]
+    assert ("client", "02:00:00:00:00:01") not in parsed(new)
+
+
+def test_a_section_is_found_however_its_header_is_spaced_and_the_last_one_leaves_no_blank_behind() -> None:
+    new = remove_sections(SECTIONS, ["client 02:00:00:00:00:02"])
+    assert new == SECTIONS.replace("\n# the second client\n[client  02:00:00:00:00:02]\nhost-name = b\n", "")
+    assert remove_sections("[a]\nk = 1\n\n[b]\nk = 2", ["b"]) == "[a]\nk = 1\n"
+    assert remove_sections("[a]\nk = 1\n\n# b\n[b]\nk = 2\n", ["a"]) == "# b\n[b]\nk = 2\n"
+
+
+def test_removing_what_is_not_there_is_the_same_text() -> None:
+    assert remove_sections(SECTIONS, ["client 02:00:00:00:00:09", "api"]) is SECTIONS
+    assert remove_sections(SECTIONS, []) is SECTIONS
+
+
+def test_new_sections_are_appended_in_the_files_style_and_may_have_no_keys() -> None:
+    text = "[server]\r\nname=a"
+    new = add_sections(text, [("client 02:00:00:00:00:03", []), ("policy p", [("lease-time", "1h"),
+                                                                             ("option.routers", "10.0.0.1")])])
+    assert new == ("[server]\r\nname=a\r\n\r\n[client 02:00:00:00:00:03]\r\n\r\n"
+                   "[policy p]\r\nlease-time=1h\r\noption.routers=10.0.0.1\r\n")
+    assert parsed(new)[("policy", "p")] == {"lease-time": "1h", "option.routers": "10.0.0.1"}
+    assert add_sections(text, []) is text
+
+
+@pytest.mark.parametrize("sections, fragment", [
+    ([("server", [])], "already"),
+    ([("policy p", [("lease-time", "a #b")])], "comment"),
+    ([("policy p", [("lease-time", "1h")]), ("policy  p", [])], "already"),
+    ([("scope [x]", [])], "bad section"),
+])
+def test_adding_what_would_not_read_back_is_refused(sections, fragment) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        add_sections("[server]\nname = a\n", sections)
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(["a", "b 1", "b 2", "c"]), unique=True, min_size=1, max_size=4),
+       st.data())
+def test_removing_any_sections_leaves_the_others_and_their_comments(names, data) -> None:
+    text = "".join(f"# about {n}\n[{n}]\n# inside {n}\nk = {n}\n\n" for n in names)
+    gone = data.draw(st.lists(st.sampled_from(names), unique=True))
+    new = remove_sections(text, gone)
+    assert parsed(new) == {section_id(n): {"k": n} for n in names if n not in gone}
+    for n in names:
+        assert (f"# about {n}\n[{n}]\n# inside {n}\n" in new) == (n not in gone)
+    assert "\n\n\n" not in new and not new.startswith("\n")
