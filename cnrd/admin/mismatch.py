@@ -263,7 +263,8 @@ class MismatchPoller(service.Service):
                 self.checks.not_configured(name)
                 continue
             if session is None:
-                continue  # failover = false: no partner to compare with
+                self.checks.checks[name] = PairCheck(reason="failover = false: no partner to compare with")
+                continue
             normal = session.state is S.NORMAL
             reached = normal and not self._normal.get(name, False)
             self._normal[name] = normal
