@@ -483,3 +483,21 @@ async def test_the_sync_routes_need_the_apis_token(pair, method, path, body) -> 
     status, r = await pair.backup_api.call(method, path, body, token="wrong")
     assert (status, r) == (403, {"error": "wrong API token"})
     assert pair.backup.path.read_bytes() == backup_bytes
+
+
+def test_a_partner_that_never_answers_is_502_after_the_timeout() -> None:
+    from twisted.internet.testing import MemoryReactorClock
+
+    from cnrd.admin.partner import PartnerApi, PartnerError
+
+    fake = MemoryReactorClock()  # connections are recorded, never made
+    d = PartnerApi(fake, "http://10.98.0.2:8067/", "t", timeout=10).sync_view("examplepair")
+    failures: list[Any] = []
+    d.addErrback(failures.append)
+    assert [c[1] for c in fake.tcpClients] == [8067]  # (its resolver answers 127.0.0.1 for every name)
+    fake.advance(9)
+    assert not failures and not d.called
+    fake.advance(1)
+    assert len(failures) == 1 and isinstance(failures[0].value, PartnerError)
+    assert (failures[0].value.status, failures[0].value.reason) == \
+        (502, "partner http://10.98.0.2:8067 did not answer within 10 s")

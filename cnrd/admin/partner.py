@@ -24,6 +24,7 @@ from urllib.parse import quote
 import treq
 from twisted.internet import defer
 from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
 from twisted.internet.error import ConnectError, DNSLookupError, TimeoutError
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseFailed
 
@@ -128,9 +129,25 @@ class PartnerApi:
     def _call(self, method: str, url: str, body: dict[str, Any] | None) -> defer.Deferred[dict[str, Any]]:
         d = defer.ensureDeferred(self._request(method, url, body))
         # Bounds the whole exchange, the body included (treq's own timeout
-        # stops at the headers); cancelling ends the connection.
-        d.addTimeout(self.timeout, self.reactor)
-        return d.addErrback(self._failed, url)
+        # stops at the headers); cancelling ends the connection.  Whatever
+        # error the cancelled step raises (ConnectingCancelledError while
+        # connecting), the reason is the timeout.
+        timed_out: list[bool] = []
+
+        def expire() -> None:
+            timed_out.append(True)
+            d.cancel()
+
+        timer = self.reactor.callLater(self.timeout, expire)
+
+        def done(result: Any) -> Any:
+            if timer.active():
+                timer.cancel()
+            if timed_out and isinstance(result, Failure) and not isinstance(result.value, PartnerError):
+                raise PartnerError(502, f"partner {self.base_url} did not answer within {self.timeout:g} s")
+            return result
+
+        return d.addBoth(done).addErrback(self._failed, url)
 
     async def _request(self, method: str, url: str, body: dict[str, Any] | None) -> dict[str, Any]:
         headers: dict[bytes | str, bytes | str] = {"Accept": "application/json"}
