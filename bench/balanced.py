@@ -44,6 +44,7 @@ __all__ = [
     "per_server_delta",
     "pick_try",
     "prom_value",
+    "refine_rate",
     "share_verdict",
 ]
 
@@ -142,6 +143,23 @@ def pick_try(tries: list[dict]) -> tuple[dict, bool]:
     if good:
         return max(good, key=lambda t: t.get("achieved") or 0), True
     return tries[-1], False
+
+
+def refine_rate(tries: list[dict]) -> int | None:
+    """The rate of one more saturation try, or None.
+
+    Doubling jumps from a rate the pair kept up with, balanced, to one where
+    it no longer balanced; the pair's balanced rate lies between, so one try
+    halfway tells it more closely (the rate grid alone would cap the figure
+    at the last rate asked)."""
+    if len(tries) < 2:
+        return None
+    prev, last = tries[-2], tries[-1]
+    kept_up = (prev.get("achieved") or 0) > 0.9 * prev["asked"]
+    if prev.get("share", {}).get("ok") and kept_up and not last.get("share", {}).get("ok"):
+        mid = (prev["asked"] + last["asked"]) // 2
+        return mid if prev["asked"] < mid < last["asked"] else None
+    return None
 
 
 class _BalancedMixin:

@@ -319,9 +319,12 @@ class Bench:
 
     # -- measurements -------------------------------------------------------------
     def saturation(self, factory) -> dict:
-        """Double the asked DORA rate while the server keeps up (>90 %)."""
+        """Double the asked DORA rate while the server keeps up (>90 %); a
+        balanced pair gets one more try between its last balanced rate and
+        the one where it stopped balancing (bench/balanced.py refine_rate)."""
         rate, tries = min(self.s.start_rate, getattr(factory, "start_rate", self.s.start_rate)), []
-        for i in range(self.s.sat_tries):
+        refined = False
+        for i in range(self.s.sat_tries + 1):
             try:
                 with self.server(factory) as srv:
                     split0 = srv.per_server() if getattr(srv, "balanced", False) else None
@@ -364,8 +367,12 @@ class Bench:
                          f"(pair idle {t['idle_wait_s']:.0f} s after NORMAL)")
                 if any(moves.values()):
                     self.say(f"      state moves during the run: {moves}")
-            if res.rate is not None and res.rate > 0.9 * rate and i + 1 < self.s.sat_tries:
+            if res.rate is not None and res.rate > 0.9 * rate and i + 1 < self.s.sat_tries and not refined:
                 rate *= 2
+                continue
+            mid = None if refined or split is None else balanced.refine_rate(tries)
+            if mid is not None:
+                refined, rate = True, mid
                 continue
             break
         last = tries[-1]

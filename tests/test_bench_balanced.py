@@ -101,3 +101,15 @@ def test_a_balanced_pair_is_quoted_by_its_fastest_balanced_try():
     assert balanced_ and t["achieved"] == 980
     t, balanced_ = balanced.pick_try([{"achieved": 700, "share": bad}, {"achieved": 650, "share": bad}])
     assert not balanced_ and t["achieved"] == 650
+
+
+def test_one_more_try_halfway_once_the_pair_stopped_balancing():
+    ok, bad = {"ok": True}, {"ok": False}
+    kept = {"asked": 2000, "achieved": 1966, "share": ok}
+    assert balanced.refine_rate([kept, {"asked": 4000, "achieved": 2508, "share": bad}]) == 3000
+    # still balanced when saturated: that is the pair's rate, nothing to refine
+    assert balanced.refine_rate([kept, {"asked": 4000, "achieved": 2500, "share": ok}]) is None
+    # the lower try did not keep up, or was not balanced either
+    assert balanced.refine_rate([{**kept, "achieved": 1500}, {"asked": 4000, "achieved": 2508, "share": bad}]) is None
+    assert balanced.refine_rate([{**kept, "share": bad}, {"asked": 4000, "achieved": 2508, "share": bad}]) is None
+    assert balanced.refine_rate([kept]) is None
