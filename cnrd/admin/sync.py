@@ -146,6 +146,10 @@ class PairSync:
             out[key] = list(value) if isinstance(value, list) else []
         log.info("failover pair {pair}: {op} {direction} run, {n} changes applied to {target}",
                  pair=name, op=operation, direction=direction, n=len(changes), target=out["target"])
+        if source_is_me:
+            # The partner compares again after its reload; this side would
+            # otherwise show the old mismatch until its next minute.
+            self.admin.config_recheck(name)
         return out
 
     def apply(self, name: str, body: Any) -> dict[str, Any]:
