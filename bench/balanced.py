@@ -149,14 +149,19 @@ def refine_rate(tries: list[dict]) -> int | None:
     """The rate of one more saturation try, or None.
 
     Doubling jumps from a rate the pair kept up with, balanced, to one where
-    it no longer balanced; the pair's balanced rate lies between, so one try
-    halfway tells it more closely (the rate grid alone would cap the figure
-    at the last rate asked)."""
+    it no longer balanced or no longer kept up; its balanced saturation lies
+    between, so one try halfway tells it more closely (the rate grid alone
+    caps one pair at the last rate it kept up with and measures the other
+    overloaded, where a pair may achieve less than it could)."""
     if len(tries) < 2:
         return None
     prev, last = tries[-2], tries[-1]
-    kept_up = (prev.get("achieved") or 0) > 0.9 * prev["asked"]
-    if prev.get("share", {}).get("ok") and kept_up and not last.get("share", {}).get("ok"):
+
+    def kept_up(t: dict) -> bool:
+        return (t.get("achieved") or 0) > 0.9 * t["asked"]
+
+    if prev.get("share", {}).get("ok") and kept_up(prev) and not (last.get("share", {}).get("ok")
+                                                                  and kept_up(last)):
         mid = (prev["asked"] + last["asked"]) // 2
         return mid if prev["asked"] < mid < last["asked"] else None
     return None

@@ -320,8 +320,8 @@ class Bench:
     # -- measurements -------------------------------------------------------------
     def saturation(self, factory) -> dict:
         """Double the asked DORA rate while the server keeps up (>90 %); a
-        balanced pair gets one more try between its last balanced rate and
-        the one where it stopped balancing (bench/balanced.py refine_rate)."""
+        balanced pair gets one more try between its last balanced rate it
+        kept up with and the next (bench/balanced.py refine_rate)."""
         rate, tries = min(self.s.start_rate, getattr(factory, "start_rate", self.s.start_rate)), []
         refined = False
         for i in range(self.s.sat_tries + 1):

@@ -107,8 +107,10 @@ def test_one_more_try_halfway_once_the_pair_stopped_balancing():
     ok, bad = {"ok": True}, {"ok": False}
     kept = {"asked": 2000, "achieved": 1966, "share": ok}
     assert balanced.refine_rate([kept, {"asked": 4000, "achieved": 2508, "share": bad}]) == 3000
-    # still balanced when saturated: that is the pair's rate, nothing to refine
-    assert balanced.refine_rate([kept, {"asked": 4000, "achieved": 2500, "share": ok}]) is None
+    # balanced but overloaded: its saturation lies between too
+    assert balanced.refine_rate([kept, {"asked": 4000, "achieved": 2500, "share": ok}]) == 3000
+    # kept up and balanced at the higher rate: doubling goes on, nothing to refine
+    assert balanced.refine_rate([kept, {"asked": 4000, "achieved": 3900, "share": ok}]) is None
     # the lower try did not keep up, or was not balanced either
     assert balanced.refine_rate([{**kept, "achieved": 1500}, {"asked": 4000, "achieved": 2508, "share": bad}]) is None
     assert balanced.refine_rate([{**kept, "share": bad}, {"asked": 4000, "achieved": 2508, "share": bad}]) is None
