@@ -111,8 +111,12 @@ class Pool:
         self._backup.pop(address, None)
 
     def backup_candidates(self) -> Iterator[int]:
-        """The backup server's free addresses, longest free first."""
-        yield from list(self._backup)
+        """The backup server's free addresses, longest free first.
+
+        A view, not a copy (a backup allocates from it on every DISCOVER):
+        the pool must not change while it is being read.
+        """
+        return iter(self._backup)
 
     def backup_count(self) -> int:
         """Addresses in state BACKUP."""
