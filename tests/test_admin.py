@@ -81,10 +81,10 @@ def test_stop_and_start_flip_answering_only(server, admin):
 def test_ready_follows_failover_state(tmp_path, state, ready):
     main, backup, wire = pair(tmp_path)
     admin = Admin(backup.dhcp)
-    assert admin.ready() == {"ready": True}  # a backup in NORMAL is ready
+    assert admin.ready() == {"ready": True, "pairs": {"examplepair": True}}  # a backup in NORMAL is ready
     backup.dhcp.sessions[0]._state = state  # forced: every state, however it is reached
     got = admin.ready()
-    assert got["ready"] is ready
+    assert got["ready"] is ready and got["pairs"] == {"examplepair": ready}
     if not ready:
         assert got["reason"] == f"failover pair examplepair is in {backup.dhcp.sessions[0].status().label}"
 

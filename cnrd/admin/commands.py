@@ -127,13 +127,23 @@ class Admin:
 
     def ready(self) -> dict[str, Any]:
         """{"ready": true} or {"ready": false, "reason": ...} (the API answers 503 for the latter)."""
-        if not self.runtime.server.enabled:
-            return {"ready": False, "reason": "DHCP is disabled (dhcp start enables it)"}
+        pairs = {}
+        reasons = []
         for session in self.runtime.sessions:
             st = session.status()
-            if st.state in NOT_READY_STATES:
-                return {"ready": False, "reason": f"failover pair {st.name} is in {st.label}"}
-        return {"ready": True}
+            pairs[st.name] = st.state not in NOT_READY_STATES
+            if not pairs[st.name]:
+                reasons.append(f"failover pair {st.name} is in {st.label}")
+        if not self.runtime.server.enabled:
+            reasons.insert(0, "DHCP is disabled (dhcp start enables it)")
+        out: dict[str, Any] = {"ready": not reasons}
+        if reasons:
+            out["reason"] = "; ".join(reasons)
+        if pairs:
+            # Each relationship's own readiness: a server with several pairs
+            # may serve the scopes of some while another still recovers.
+            out["pairs"] = pairs
+        return out
 
     def status(self) -> dict[str, Any]:
         """Version, uptime, whether DHCP answers, leased addresses and the packet counters."""
