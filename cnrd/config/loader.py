@@ -181,6 +181,14 @@ def _parse_boundary(text: str) -> int:
     return 0 if text.strip() == "0" else parse_ipv4(text)
 
 
+def _parse_leasequery_allow(text: str) -> tuple[tuple[int, int], ...]:
+    """leasequery-allow: addresses and ``address/prefix-length`` subnets, as (network, prefix length)."""
+    out = []
+    for item in parse_list(text):
+        out.append(parse_subnet(item) if "/" in item else (parse_ipv4(item), 32))
+    return tuple(out)
+
+
 def _parse_api_base(text: str) -> str:
     """An admin API base URL: ``http(s)://host:port``, nothing after the port but an optional '/'."""
     url = parse_http_url(text)
@@ -318,6 +326,7 @@ class _Builder:
             gc_full_interval=s.get("gc-full-interval", parse_duration, 0,
                                    default=field_default(d, "gc_full_interval")),
             trap_webhook=s.get("trap-webhook", parse_http_url),
+            leasequery_allow=s.get("leasequery-allow", _parse_leasequery_allow, default=()),
         )
 
     def _api(self) -> ApiConfig:

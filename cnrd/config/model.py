@@ -211,6 +211,9 @@ class ServerConfig:
     gc_freeze_interval: int = 10  # seconds between freezes of what survived young GC (0: CPython's own GC)
     gc_full_interval: int = 86400  # seconds between full garbage collections (0: never)
     trap_webhook: str | None = None  # http(s) URL that receives traps as JSON POSTs
+    # Relay agents whose DHCPLEASEQUERYs are answered, as (network, prefix
+    # length); empty: none (RFC 4388 §7: the answers say where clients are).
+    leasequery_allow: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True)
