@@ -98,9 +98,12 @@ class Counters:
 
     ``received`` counts requests by message type (``BOOTP`` for one without
     a type, ``OTHER`` for an unknown type), ``sent`` replies by type, and
-    ``drops`` requests left unanswered by reason.
+    ``drops`` requests left unanswered by reason, and ``leasequery``
+    the DHCPLEASEQUERYs answered by what they asked by (``ip``,
+    ``client-id``, ``mac``).
     """
 
     received: collections.Counter[str] = field(default_factory=collections.Counter)
     sent: collections.Counter[str] = field(default_factory=collections.Counter)
     drops: collections.Counter[str] = field(default_factory=collections.Counter)
+    leasequery: collections.Counter[str] = field(default_factory=collections.Counter)
