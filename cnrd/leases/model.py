@@ -88,6 +88,7 @@ class Lease:
     # Failover: the later of the PET the partner acknowledged and the PET it
     # sent us (ISC's "tsfp"); leases never run past it + MCLT.
     partner_time: int = 0
+    vendor_class: bytes = b""  # option 60 as the client sent it, for the failover partner
 
     INFINITE = 0xFFFFFFFF
 
@@ -106,8 +107,12 @@ class Lease:
     # A fixed header and length-prefixed variable fields; version byte first
     # so the layout can change without a migration of old stores.
     # ver, addr, state, flags, start, exp, cltt, pet, partner-time, scope-len, hw-len, cid-len (255 = None)
+    # Version 2 appends the vendor class (u16 length + bytes).  A lease
+    # without one is still written as version 1, so a store that never saw
+    # a vendor class stays readable by a server that knows only version 1.
     _HEAD = struct.Struct("!BIBIqqqqqIBB")
     _VERSION = 1
+    _VERSION_VENDOR = 2
 
     def pack(self) -> bytes:
         """Serialise for the lease store."""
@@ -116,7 +121,7 @@ class Lease:
         cid = self.client_id
         cid_len = 255 if cid is None else len(cid)
         head = self._HEAD.pack(
-            self._VERSION,
+            self._VERSION_VENDOR if self.vendor_class else self._VERSION,
             self.address,
             int(self.state),
             int(self.flags),
@@ -138,6 +143,7 @@ class Lease:
                 struct.pack("!HH", len(host), len(self.relay_info)),
                 host,
                 self.relay_info,
+                struct.pack("!H", len(self.vendor_class)) + self.vendor_class if self.vendor_class else b"",
             )
         )
 
@@ -157,7 +163,7 @@ class Lease:
     def unpack(cls, data: bytes | memoryview) -> "Lease":
         """Inverse of :meth:`pack`; ``data`` may be a buffer into the store (copied out)."""
         (ver, addr, state, flags, start, exp, cltt, pet, ptime, slen, hlen, clen) = cls._HEAD.unpack_from(data)
-        if ver != cls._VERSION:
+        if ver != cls._VERSION and ver != cls._VERSION_VENDOR:
             raise ValueError(f"unknown lease record version {ver}")
         off = cls._HEAD.size
         scope = _intern(str(data[off : off + slen], "utf-8"))
@@ -173,9 +179,15 @@ class Lease:
         host = str(data[off : off + host_len], "utf-8", "replace")
         off += host_len
         relay = bytes(data[off : off + relay_len])
+        vendor = b""
+        if ver == cls._VERSION_VENDOR:
+            off += relay_len
+            (vendor_len,) = struct.unpack_from("!H", data, off)
+            vendor = bytes(data[off + 2 : off + 2 + vendor_len])
         # Positional, with enum members from lookup tables: this runs once per
         # lease at start-up, a million times for a big server.
-        return cls(addr, _STATES[state], scope, hw, cid, start, exp, cltt, pet, host, _flag(flags), relay, ptime)
+        return cls(addr, _STATES[state], scope, hw, cid, start, exp, cltt, pet, host, _flag(flags), relay, ptime,
+                   vendor)
 
 
 _STATES = {s.value: s for s in LeaseState}
