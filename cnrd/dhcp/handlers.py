@@ -254,7 +254,13 @@ def _ack(state: ServerState, req: Request, scope: ScopeRuntime, address: int, wh
         cltt=req.now,
         host_name=req.host_name or (lease.host_name if lease else ""),
         flags=flags,
-        relay_info=req.p.options.get(82, b"") if req.p.giaddr else b"",
+        # A renewal comes straight from the client, past the relay (RFC 2131
+        # §4.4.5), so without option 82: the relay's last one stays the
+        # client's, for lease queries and the failover partner.
+        relay_info=req.p.options.get(82, b"") if req.p.giaddr
+        else (lease.relay_info if lease is not None and lease.key == req.key else b""),
+        vendor_class=req.p.vendor_class or (lease.vendor_class if lease is not None and lease.key == req.key
+                                            else b""),
     )
     state.counters.sent["ACK"] += 1
     return build_reply(state, req, MessageType.ACK, scope, address, lease_time, durable=True)

@@ -32,6 +32,16 @@ in ISC dhcpd's order):
    lease of ours that runs longer keeps its expiration and is sent back so
    the partner holds it too.
 
+The client's relay-agent-information (option 82), host name (12) and
+vendor class (60) travel in client-request-options ([D] §12.8, cookie +
+DHCP options) of ACTIVE and RELEASED updates, as [D] table 7.1-1 asks, so
+that the backup answers DHCPLEASEQUERY for the main's clients while the
+main is down (the seed's "DHCPLEASEQUERY and Failover").  A malformed
+value is refused (reject 254, unknown error: [D] has no closer code) and
+the binding is not taken.  An ACTIVE update without the option (ISC dhcpd
+never sends it) keeps what we hold for the same client and leaves a new
+client's empty.
+
 Pure module.
 """
 
@@ -41,7 +51,7 @@ from dataclasses import dataclass, field
 
 from cnrd.failover import wire
 from cnrd.failover.states import Role
-from cnrd.failover.wire import BindingStatus, Message, RejectReason
+from cnrd.failover.wire import BindingStatus, ClientOptionsError, Message, RejectReason
 from cnrd.leases.model import Lease, LeaseFlag, LeaseState, client_key
 
 _STATUS_OF = {
@@ -56,6 +66,11 @@ _STATUS_OF = {
 
 _WITH_CLIENT = (BindingStatus.ACTIVE, BindingStatus.EXPIRED, BindingStatus.RELEASED)
 _FREED = (BindingStatus.EXPIRED, BindingStatus.RELEASED, BindingStatus.RESET, BindingStatus.FREE)
+# [D] table 7.1-1: client-request-options SHOULD go with these, SHOULD NOT with the rest.
+_WITH_REQUEST_OPTIONS = (BindingStatus.ACTIVE, BindingStatus.RELEASED)
+
+# The DHCP options of the client's request that travel to the partner, and the lease field of each.
+RELAY_AGENT_INFO, HOST_NAME, VENDOR_CLASS = 82, 12, 60
 
 
 def status_of(lease: Lease | None) -> int:
@@ -83,8 +98,28 @@ def bndupd(address: int, lease: Lease | None, xid: int, now: int) -> tuple[Messa
         client_id=None if abandoned else lease.client_id,
         client_hw=None if abandoned or not lease.hw else lease.hw,
         lease_expiration=expiration, potential_expiration=pet,
-        start_time_of_state=lease.start, cltt=lease.cltt or None, ip_flags=flags or None)
+        start_time_of_state=lease.start, cltt=lease.cltt or None, ip_flags=flags or None,
+        request_options=request_options(lease) if status in _WITH_REQUEST_OPTIONS else None)
     return msg, status, pet
+
+
+def request_options(lease: Lease) -> bytes | None:
+    """The client-request-options value for ``lease``: its option 82, host name and
+    vendor class as DHCP options; None when it has none of them."""
+    host = lease.host_name.encode("utf-8", "surrogateescape")
+    if not (lease.relay_info or host or lease.vendor_class):
+        return None
+    return wire.encode_client_options(
+        ((HOST_NAME, host), (VENDOR_CLASS, lease.vendor_class), (RELAY_AGENT_INFO, lease.relay_info)))
+
+
+def _client_options(update: Message) -> dict[int, bytes] | None:
+    """The DHCP options in ``update``'s client-request-options, None when it has none.
+    Raises :class:`ClientOptionsError` for a malformed value."""
+    value = update.request_options
+    if value is None:
+        return None
+    return wire.decode_client_options(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,9 +170,42 @@ def decide(local: Lease | None, update: Message, ours_in_flight: int | None, rol
     status = update.binding_status
     if update.assigned_address is None or status is None:
         return Decision(reject=(RejectReason.MISSING_BINDING_INFO, "missing binding information"))
+    try:
+        options = _client_options(update)
+    except ClientOptionsError as error:
+        return Decision(reject=(RejectReason.UNKNOWN, f"malformed client-request-options: {error}"))
     theirs = _Update(status, update.client_hw, update.client_id, update.cltt or 0, update.lease_expiration or 0,
                      update.potential_expiration or 0, update.start_time_of_state)
-    return _decide(local, theirs, ours_in_flight, role, now)
+    decision = _decide(local, theirs, ours_in_flight, role, now)
+    if decision.reject is None and decision.fields:
+        decision.fields.update(_option_fields(local, theirs, options))
+    return decision
+
+
+def _text(value: bytes) -> str:
+    """A host name as the DHCP core reads one: UTF-8 when valid, else Latin-1."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
+
+
+def _option_fields(local: Lease | None, update: _Update, options: dict[int, bytes] | None) -> dict[str, object]:
+    """The lease fields the client's options set: relay_info, host_name, vendor_class."""
+    status = update.status
+    if status not in _WITH_CLIENT:
+        # No client holds the address any more: nothing of one to keep.
+        return {"relay_info": b"", "host_name": "", "vendor_class": b""}
+    if options is None:
+        same_client = local is not None and local.key is not None and local.key == update.key
+        if status != BindingStatus.ACTIVE or same_client:
+            return {}
+        return {"relay_info": b"", "host_name": "", "vendor_class": b""}
+    return {
+        "relay_info": options.get(RELAY_AGENT_INFO, b""),
+        "host_name": _text(options.get(HOST_NAME, b"")),
+        "vendor_class": options.get(VENDOR_CLASS, b""),
+    }
 
 
 def _decide(local: Lease | None, update: _Update, ours_in_flight: int | None, role: Role, now: int) -> Decision:

@@ -17,7 +17,9 @@ timers or failover states: the peer logic decides what to answer.
 * :mod:`~cnrd.failover.wire.codec` -- :func:`decode`, :func:`validate`, :func:`encode`;
 * :mod:`~cnrd.failover.wire.framer` -- :class:`Framer`, for a TCP byte stream;
 * :mod:`~cnrd.failover.wire.builders` -- one constructor per message type;
-* :mod:`~cnrd.failover.wire.hba` -- the RFC 3074 load-balancing hash and bucket maps.
+* :mod:`~cnrd.failover.wire.hba` -- the RFC 3074 load-balancing hash and bucket maps;
+* :mod:`~cnrd.failover.wire.clientopts` -- the cookie + DHCP options value of
+  client-request-options and client-reply-options.
 
 This module re-exports all of them.  Design, and where it follows ISC rather
 than the letter of [D] ("ISC" means ISC DHCP 4.4's ``server/failover.c`` and
@@ -62,6 +64,7 @@ from cnrd.failover.wire.builders import (
     updreq,
     updreqall,
 )
+from cnrd.failover.wire.clientopts import ClientOptionsError, decode_client_options, encode_client_options
 from cnrd.failover.wire.codec import decode, encode, validate
 from cnrd.failover.wire.codes import (
     ALLOWED,
@@ -133,4 +136,7 @@ __all__ = [
     "hba_buckets",
     "hba_has_bucket",
     "load_balance_hash",
+    "ClientOptionsError",
+    "decode_client_options",
+    "encode_client_options",
 ]
