@@ -13,7 +13,7 @@ The answer is one of (RFC 4388 §6.4, message types of §6.1):
   lease has left (51, with 58/59), how long ago the client last spoke (91),
   the client's other addresses (92, for a query by client), the option 82
   the relay inserted when the client was bound, the client's identifier
-  (61) and host name (12).
+  (61), host name (12) and vendor class (60).
 * DHCPLEASEUNASSIGNED (11): the address is one of ours (in a scope's
   ranges, or reserved) and no client holds it.
 * DHCPLEASEUNKNOWN (12): the address is not ours, or the client holds
@@ -178,6 +178,8 @@ def lease_options(lease: Lease, now: int, associated: Iterable[int] = ()) -> dic
         opts[61] = lease.client_id
     if lease.host_name:
         opts[12] = lease.host_name.encode()
+    if lease.vendor_class:
+        opts[60] = lease.vendor_class
     if lease.relay_info:
         opts[82] = lease.relay_info
     return opts

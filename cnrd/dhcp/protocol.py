@@ -11,10 +11,10 @@ core (:class:`cnrd.dhcp.server.DhcpServer`).  Read top to bottom:
    and only then send the ACKs.
 
 Requests that complete an exchange (REQUEST, and DECLINE, RELEASE, BOOTP,
-which change leases) are handled and committed before the batch's DISCOVERs
-and INFORMs are worked on: a burst of new clients does not hold up the ones
-about to be bound, and an ACK waits for its commit, not for the rest of the
-batch.  ``max-dhcp-responses`` bounds the replies waiting for the disk; past
+which change leases) are handled and committed before the batch's DISCOVERs,
+INFORMs and DHCPLEASEQUERYs are worked on: a burst of new clients (or of
+queries) does not hold up the ones about to be bound, and an ACK waits for
+its commit, not for the rest of the batch.  ``max-dhcp-responses`` bounds the replies waiting for the disk; past
 it whole batches are dropped as overload (clients retry).
 """
 
@@ -38,7 +38,7 @@ log = Logger(namespace="cnrd")
 #: nothing, so their changes ride with the next batch's commit.
 LAZY_COMMIT = 1.0
 # Handled after the exchange-completing requests of a batch.
-_NOT_FIRST = frozenset({MessageType.DISCOVER, MessageType.INFORM})
+_NOT_FIRST = frozenset({MessageType.DISCOVER, MessageType.INFORM, MessageType.LEASEQUERY})
 
 #: Make the lease changes durable, then call the callback with success.
 Commit = Callable[[Callable[[bool], None]], None]

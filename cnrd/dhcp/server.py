@@ -21,6 +21,7 @@ from collections.abc import Iterable
 
 from cnrd.config import Config
 from cnrd.dhcp.handlers import bootp, decline, discover, inform, release, request
+from cnrd.dhcp.leasequery import handle_leasequery
 from cnrd.dhcp.model import BROADCAST, Counters, Gate, Interface, Reply, RxInfo, ScopeRuntime
 from cnrd.dhcp.packet import BOOTREQUEST, DhcpPacket, MalformedPacket, MessageType
 from cnrd.dhcp.state import LogEvent, Request, ServerState
@@ -102,14 +103,17 @@ class DhcpServer(ServerState):
         if p.op != BOOTREQUEST:
             self.drop("not-a-request")
             return None
-        if p.hlen == 0 or p.hlen > 16:
+        mtype = p.message_type
+        # A leasequery by IP address or client-id may leave chaddr empty (RFC 4388 §6.1).
+        if p.hlen > 16 or p.hlen == 0 and mtype != MessageType.LEASEQUERY:
             self.drop("bad-hlen")
             return None
-        mtype = p.message_type
         self.counters.received[_RECEIVED_NAMES.get(mtype, "OTHER") if mtype is not None else "BOOTP"] += 1
         if not self.enabled:
             self.drop("dhcp-disabled")
             return None
+        if mtype == MessageType.LEASEQUERY:
+            return handle_leasequery(self, p, rx, now)
         if p.giaddr == 0 and rx.ifindex not in self.interfaces and self.interfaces:
             self.drop("interface-not-served")
             return None
