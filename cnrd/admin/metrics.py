@@ -46,6 +46,10 @@ SNAPSHOT_TIMEOUT = 10.0  # seconds a scrape waits for the reactor thread
 #: Message types always exported (at 0 until seen), so the series exist from the start.
 RECEIVED_TYPES = ("DISCOVER", "REQUEST", "DECLINE", "RELEASE", "INFORM", "BOOTP")
 SENT_TYPES = ("OFFER", "ACK", "NAK", "BOOTREPLY")
+#: DHCPLEASEQUERY (RFC 4388): the keys a query asks by, its answers, and why one is dropped.
+LEASEQUERY_KEYS = ("ip", "client-id", "mac")
+LEASEQUERY_ANSWERS = ("LEASEACTIVE", "LEASEUNASSIGNED", "LEASEUNKNOWN")
+LEASEQUERY_DROPS = ("leasequery-not-allowed", "leasequery-without-giaddr", "leasequery-without-key")
 #: Every address state a scope reports, with its owner label (see _owner).
 SCOPE_STATES = tuple(LeaseState)
 #: Failover states exported per side; the partner side also has "unknown" (never heard).
@@ -148,6 +152,7 @@ class CnrdCollector(Collector):
     def _families(self, with_samples: bool = True) -> list[Metric]:
         fams = _Families()
         self._dhcp(fams, with_samples)
+        self._leasequery(fams, with_samples)
         self._scopes(fams, with_samples)
         self._failover(fams, with_samples)
         self._traps(fams, with_samples)
@@ -213,6 +218,24 @@ class CnrdCollector(Collector):
         unapplied.add_metric([], getattr(store, "unapplied", 0))
         direct.add_metric([], getattr(store, "direct_writes", 0))
         restarts.add_metric([], getattr(store, "applier_restarts", 0))
+
+    def _leasequery(self, f: _Families, samples: bool) -> None:
+        queries = f.counter("cnrd_leasequery_queries_total",
+                            "DHCPLEASEQUERYs answered, by what they asked by (ip, client-id, mac)", ["by"])
+        answers = f.counter("cnrd_leasequery_answers_total", "DHCPLEASEQUERY answers sent, by message type",
+                            ["type"])
+        drops = f.counter("cnrd_leasequery_drops_total",
+                          "DHCPLEASEQUERYs not answered, by reason (a relay not in leasequery-allow, ...)",
+                          ["reason"])
+        if not samples:
+            return
+        c = self.dhcp.server.counters
+        for by in LEASEQUERY_KEYS:
+            queries.add_metric([by], c.leasequery[by])
+        for kind in LEASEQUERY_ANSWERS:
+            answers.add_metric([kind], c.sent[kind])
+        for reason in LEASEQUERY_DROPS:
+            drops.add_metric([reason], c.drops[reason])
 
     def _scopes(self, f: _Families, samples: bool) -> None:
         addresses = f.gauge(
