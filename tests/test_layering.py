@@ -36,6 +36,7 @@ ADAPTERS = (
     "cnrd.ctl.",  # cnrctl: an HTTP client program
     "cnrd.dhcp.net",  # the UDP/AF_PACKET socket adapter
     "cnrd.dhcp.protocol",  # the request path on the reactor
+    "cnrd.dhcp.bulk",  # bulk leasequery (RFC 6926): its TCP listener and connections
     "cnrd.failover.protocol",  # the TCP link
     "cnrd.failover.listen",  # the TCP listener shared by relationships
     "cnrd.leases.committer",  # group commits run by an injected runner, Deferred results
