@@ -353,3 +353,23 @@ def test_the_request_path_answers_at_once_and_metrics_count_queries_answers_and_
         assert value(m, "cnrd_leasequery_drops_total", reason="leasequery-not-allowed") == 1
     finally:
         svc.stopService()
+
+
+def test_raw_bytes_of_a_query_and_its_answer():
+    # RFC 2131 Figure 1 offsets: op 0, xid 4, ciaddr 12, giaddr 24, chaddr 28, cookie 236, options 240.
+    query = bytearray(240)
+    query[0], query[1], query[2] = 1, 1, 0  # BOOTREQUEST, Ethernet, hlen 0: a query by IP
+    query[4:8] = b"\xde\xad\xbe\xef"
+    server = make()
+    address = bind(server, mac(1))
+    query[12:16] = u32(address)
+    query[24:28] = u32(RELAY)
+    query[236:240] = b"\x63\x82\x53\x63"
+    query += bytes([53, 1, 10, 255])
+    reply = server.handle(parse(bytes(query)), FROM_RELAY, NOW + 1)
+    assert reply is not None
+    out = reply.packet.serialize()
+    assert out[0] == 2 and out[4:8] == b"\xde\xad\xbe\xef"
+    assert out[12:16] == u32(address) and out[24:28] == u32(RELAY)
+    assert out[28:34] == mac(1) and out[2] == 6
+    assert out[240:243] == bytes([53, 1, 13])  # DHCPLEASEACTIVE first
