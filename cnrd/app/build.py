@@ -1,7 +1,8 @@
 """The composition root: the whole cnrd service tree for one configuration.
 
 :func:`build` makes the :class:`~cnrd.app.runtime.Runtime`, a failover
-session and link for every enabled ``[failover-pair]`` (:func:`add_failover`)
+session and link for every enabled ``[failover-pair]`` (:func:`add_failover`),
+the bulk leasequery listener when ``leasequery-allow`` names requestors,
 and the admin API with its metrics; nothing else in cnrd creates these
 pieces or knows how they are joined.
 """
@@ -22,6 +23,7 @@ from cnrd.admin.metrics import registry_for
 from cnrd.admin.mismatch import MismatchPoller
 from cnrd.config import Config, ConfigError, FailoverPairConfig
 from cnrd.dhcp import net
+from cnrd.dhcp.bulk import BulkLeasequeryService
 from cnrd.failover import record
 from cnrd.failover.listen import FailoverListener
 from cnrd.failover.protocol import FailoverService
@@ -160,6 +162,10 @@ def build(
                                 partner_vendor=lambda name: partner_vendor(runtime, name))
         poller.setServiceParent(top)
         admin.config_check, admin.config_recheck = poller.status, poller.recheck
+    if config.server.leasequery_allow:
+        # Bulk leasequery (RFC 6926) on TCP server-port, for the requestors leasequery-allow names.
+        BulkLeasequeryService(reactor, runtime.server, lambda: runtime.config,
+                              port=config.server.server_port).setServiceParent(top)
     if config.api.enabled:
         # Last, so it starts after (and stops before) what it reports on.
         ApiService(runtime.config, reactor, admin, metrics=metrics_resource(runtime)).setServiceParent(top)

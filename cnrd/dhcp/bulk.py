@@ -284,6 +284,8 @@ class BulkProtocol(Protocol):
 
 
 class _Factory(Factory):
+    noisy = False  # the service logs its own listening line
+
     def __init__(self, service: BulkLeasequeryService) -> None:
         self.service = service
 
