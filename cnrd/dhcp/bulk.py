@@ -14,7 +14,9 @@ for it:
   counted as ``bulk-leasequery-busy``);
 * at most :data:`MAX_QUEUED` queries waiting behind the one being answered
   (a requestor that pipelines more is disconnected);
-* answers are written :data:`BATCH` messages per reactor turn, and only
+* answers are written :data:`BATCH` messages (or steps of
+  :data:`cnrd.dhcp.bulklq.TICK` addresses that matched nothing) per
+  reactor turn, and only
   while the connection's send buffer is not full: the connection is the
   transport's streaming producer, paused when the buffer fills and resumed
   when it drains, so the server queues at most one buffer's worth for a
@@ -57,6 +59,8 @@ MAX_QUEUED = 16
 BATCH = 64
 #: Seconds without progress after which a connection is closed.
 IDLE_TIMEOUT = 120.0
+
+_END = object()  # the answers' iterator is exhausted
 
 _SENT_NAMES = {
     13: "LEASEACTIVE",
@@ -121,7 +125,7 @@ class BulkProtocol(Protocol):
         self.local = 0
         self._deframer = bulklq.Deframer()
         self._queue: deque[bulklq.BulkQuery | bulklq.Refusal] = deque()
-        self._current: Iterator[DhcpPacket] | None = None
+        self._current: Iterator[DhcpPacket | None] | None = None
         self._paused = False
         self._scheduled: IDelayedCall | None = None
         self._idle: IDelayedCall | None = None
@@ -248,10 +252,12 @@ class BulkProtocol(Protocol):
             return
         assert self._current is not None
         for _ in range(BATCH):
-            message = next(self._current, None)
-            if message is None:
+            message = next(self._current, _END)
+            if message is _END:
                 self._current = None
                 break
+            if not isinstance(message, DhcpPacket):
+                continue  # addresses visited without an answer: work done all the same
             self._write(message)
             if self._halted():
                 break

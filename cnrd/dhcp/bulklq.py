@@ -30,7 +30,8 @@ message type) ends with DHCPLEASEQUERYSTATUS (17, RFC 7724) carrying a
 status-code option (151) instead of DHCPLEASEQUERYDONE.
 
 :func:`answers` yields the messages lazily, so an adapter can send a query
-for a million addresses at the pace the connection drains.
+for a million addresses at the pace the connection drains, doing a bounded
+amount of work per step.
 
 Pure module: time is the ``now`` argument.
 """
@@ -48,7 +49,7 @@ from cnrd.leases.model import Lease, LeaseState, client_key
 from cnrd.leases.table import LeaseTable
 
 __all__ = [
-    "BULKLEASEQUERY", "LEASEQUERYDONE", "LEASEQUERYSTATUS", "MAX_MESSAGE",
+    "BULKLEASEQUERY", "LEASEQUERYDONE", "LEASEQUERYSTATUS", "MAX_MESSAGE", "TICK",
     "BulkQuery", "Deframer", "DhcpState", "FramingError", "Refusal", "Status",
     "answers", "done", "frame", "query_of", "refusal_message",
 ]
@@ -73,6 +74,8 @@ SUB_RELAY_ID = 12  # RFC 6925
 
 #: The largest message a two-octet length can frame.
 MAX_MESSAGE = 0xFFFF
+#: Addresses :func:`answers` visits without a message before it yields None.
+TICK = 256
 
 _U16 = struct.Struct("!H")
 _U32 = struct.Struct("!I")
@@ -304,36 +307,54 @@ def unassigned_message(address: int, lease: Lease | None, xid: int, now: int, se
 
 
 def _all_addresses(table: LeaseTable) -> Iterator[int]:
-    """Every address of every scope's ranges, then the other addresses with a record, each once, in order."""
+    """Every address of every scope's ranges in order, then the other addresses with a record or a
+    reservation, each once."""
     ranges = sorted((r.first, r.last) for pool in table.pools.values() for r in pool.ranges)
     last = -1
     for first, end in ranges:
         for address in range(max(first, last + 1), end + 1):
             yield address
         last = max(last, end)
-    inside = [pool for pool in table.pools.values()]
-    outside = sorted(a for a in set(table.leases) | set(table.reserved)
-                     if not any(a in pool for pool in inside))
-    yield from outside
+    pools = list(table.pools.values())
+    leases = table.leases
+    for address in list(leases) + [a for a in table.reserved if a not in leases]:
+        lease = leases.get(address)
+        own = table.pools.get(lease.scope) if lease is not None else None
+        if own is not None and address in own:
+            continue
+        if not any(address in pool for pool in pools):
+            yield address
 
 
-def answers(table: LeaseTable, query: BulkQuery, now: int, server_id: int = 0) -> Iterator[DhcpPacket]:
+def answers(table: LeaseTable, query: BulkQuery, now: int, server_id: int = 0) -> Iterator[DhcpPacket | None]:
     """The messages that answer ``query`` at ``now``, ending with DHCPLEASEQUERYDONE.
 
     Lazy: each binding is read from ``table`` when its message is made, so
     a consumer that pauses between messages sends the binding as it is
     then.  The addresses to visit are fixed when the first message is
-    asked for (bindings made later are not sent).
+    asked for (bindings made later are not sent).  ``None`` comes after
+    every :data:`TICK` addresses visited without a message, so a consumer
+    that takes a bounded number of items per turn does bounded work even
+    when few of a million leases match.
     """
     xid = query.xid
+    idle = 0
     if query.by == "all":
         for address in _all_addresses(table):
             lease = table.leases.get(address)
             if lease is not None and _active(lease, now):
                 if _in_window(lease, query):
+                    idle = 0
                     yield active_message(lease, xid, now, server_id)
+                    continue
             elif not query.start and not query.end:
+                idle = 0
                 yield unassigned_message(address, lease, xid, now, server_id)
+                continue
+            idle += 1
+            if idle >= TICK:
+                idle = 0
+                yield None
         yield done(xid, server_id)
         return
     if query.by == "client-id":
@@ -344,15 +365,18 @@ def answers(table: LeaseTable, query: BulkQuery, now: int, server_id: int = 0) -
         addresses = sorted(set(table.addresses_of(client_key(None, query.key)))
                            | set(table.addresses_of(client_key(query.key, b""))))
     else:
-        addresses = sorted(table.leases)
+        addresses = list(table.leases)
     sub = SUB_RELAY_ID if query.by == "relay-id" else SUB_REMOTE_ID
     for address in addresses:
         lease = table.leases.get(address)
-        if lease is None or not _active(lease, now) or not _in_window(lease, query):
+        if (lease is None or not _active(lease, now) or not _in_window(lease, query)
+                or (query.by == "mac" and lease.hw != query.key)
+                or (query.by in ("relay-id", "remote-id") and not _carries(lease, sub, query.key))):
+            idle += 1
+            if idle >= TICK:
+                idle = 0
+                yield None
             continue
-        if query.by == "mac" and lease.hw != query.key:
-            continue
-        if query.by in ("relay-id", "remote-id") and not _carries(lease, sub, query.key):
-            continue
+        idle = 0
         yield active_message(lease, xid, now, server_id)
     yield done(xid, server_id)

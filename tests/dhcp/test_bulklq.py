@@ -405,3 +405,38 @@ def test_deframer_cuts_any_split():
         for i in range(0, len(stream), step):
             out.extend(d.feed(stream[i:i + step]))
         assert out == messages and d.pending == 0
+
+
+class CountingDict(dict):  # type: ignore[type-arg]
+    """A lease dict that counts lookups: how much work each step of an answer did."""
+
+    gets = 0
+
+    def get(self, key, default=None):  # type: ignore[no-untyped-def]
+        CountingDict.gets += 1
+        return super().get(key, default)
+
+
+def test_each_step_of_an_answer_visits_a_bounded_number_of_leases():
+    from cnrd.leases.model import Lease, LeaseState
+
+    table = LeaseTable()
+    n = 5000
+    table.load([Lease(0x0A100000 + i, LeaseState.LEASED, "x", b"\x01" + mac(i), None, NOW, NOW + 3600, NOW,
+                      relay_info=opt82(b"cm-%d" % (i % 7), b"R1")) for i in range(n)], NOW)
+    table.leases = CountingDict(table.leases)
+    for key, expect in ((b"cm-nobody", 0), (b"cm-3", len(range(3, n, 7)))):
+        query = bulklq.query_of(bulk_query(relay_info=bytes([2, len(key)]) + key))
+        assert isinstance(query, bulklq.BulkQuery)
+        steps = bulklq.answers(table, query, NOW + 1)
+        most, sent, visited = 0, 0, 0
+        for _ in range(2 * n):
+            CountingDict.gets = 0
+            item = next(steps, "end")
+            if item == "end":
+                break
+            most = max(most, CountingDict.gets)
+            visited += CountingDict.gets
+            sent += item is not None and item.options[53] == bytes([M.LEASEACTIVE])
+        assert sent == expect and visited >= n  # every lease was looked at
+        assert most <= min(bulklq.TICK, n // 10), f"one step looked at {most} of {n} leases"
