@@ -26,15 +26,22 @@ import ipaddress
 import json
 import re
 import sys
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+from scapy.layers.inet import IP, TCP
+from scapy.utils import rdpcap
 
 from tests.integration.cnrd_proc import CnrdProcess
-from tests.integration.lab import dhclient, dhcrelay, udhcpc, wait_for
-from tests.integration.test_failover_pair import reached
+from tests.integration.lab import Lab, Netns, dhclient, dhcrelay, isc_dhcpd, isc_lease_states, read_log, udhcpc, \
+    wait_for
+from tests.integration.lab import Lease as LabLease
+from tests.integration.test_failover_pair import reached, state_lines
 
 MAIN_IP, BACKUP_IP, RELAY_UP, RELAY_DOWN = "10.98.0.1", "10.98.0.2", "10.98.0.3", "10.99.0.1"
 ALLOWED, NOT_ALLOWED = "10.98.0.5", "10.98.0.6"
+ISC_IP = "10.98.0.12"  # ISC dhcpd as the secondary, in the last test
 DOWNSTREAM = "down0"  # the relay's client-side bridge: dhcrelay -a's circuit-id
 CLIENT_ID = bytes.fromhex("ff00000017000100012b3c4d5e0011223344")  # an RFC 4361-style identifier
 HOST, VENDOR = "lq-host-b", "lq-vendor-b"
@@ -134,17 +141,48 @@ print(json.dumps(out))
 LEASEACTIVE, LEASEUNASSIGNED, LEASEUNKNOWN = 13, 11, 12  # RFC 4388 §6.1
 
 
+@dataclass
+class Site:
+    """The namespaces, interfaces and the two cnrd servers of the module's picture."""
+
+    lab: Lab
+    lan: Netns
+    rel: Netns
+    far: Netns
+    lq: Netns
+    main_if: str
+    backup_if: str
+    up: str
+    main: CnrdProcess
+    backup: CnrdProcess
+    querier: Path
+
+    def relay_clients(self, servers: list[str]) -> tuple[LabLease, LabLease]:
+        """ISC dhcrelay -a to ``servers``; a dhclient and a udhcpc (client-id, host name,
+        vendor class) behind it bound.  Their leases."""
+        dhcrelay(self.rel, DOWNSTREAM, self.up, servers)
+        _, a_if = self.lab.link(self.rel, self.far, a_bridge=DOWNSTREAM)
+        _, b_if = self.lab.link(self.rel, self.far, a_bridge=DOWNSTREAM)
+        a = dhclient(self.far, a_if)
+        b = udhcpc(self.far, b_if, extra=["-C", "-x", f"0x3d:{CLIENT_ID.hex()}", "-x", f"hostname:{HOST}",
+                                          "-V", VENDOR])
+        for lease in (a, b):
+            assert ipaddress.ip_address(lease.address) in ipaddress.ip_network("10.99.0.0/24"), lease
+        assert a.address != b.address
+        return a, b
+
+
 @pytest.fixture
 def site(lab):
     lan = lab.netns("lan")
-    br = lab.bridge(lan, "br0")
+    lab.bridge(lan, "br0")
     m, b, rel, far, lq = (lab.netns(n) for n in ("main", "backup", "rel", "far", "lq"))
-    _, mif = lab.link(lan, m, a_bridge=br, b_addr=f"{MAIN_IP}/24")
-    _, bif = lab.link(lan, b, a_bridge=br, b_addr=f"{BACKUP_IP}/24")
-    _, up = lab.link(lan, rel, a_bridge=br, b_addr=f"{RELAY_UP}/24")
-    _, lqif = lab.link(lan, lq, a_bridge=br, b_addr=f"{ALLOWED}/24")
+    _, mif = lab.link(lan, m, a_bridge="br0", b_addr=f"{MAIN_IP}/24")
+    _, bif = lab.link(lan, b, a_bridge="br0", b_addr=f"{BACKUP_IP}/24")
+    _, up = lab.link(lan, rel, a_bridge="br0", b_addr=f"{RELAY_UP}/24")
+    _, lqif = lab.link(lan, lq, a_bridge="br0", b_addr=f"{ALLOWED}/24")
     lq.run("ip", "addr", "add", f"{NOT_ALLOWED}/24", "dev", lqif)
-    brd = lab.bridge(rel, DOWNSTREAM, addr=f"{RELAY_DOWN}/24")
+    lab.bridge(rel, DOWNSTREAM, addr=f"{RELAY_DOWN}/24")
     rel.run("sysctl", "-qw", "net.ipv4.ip_forward=1")
     for ns in (m, b):
         ns.run("ip", "route", "add", "10.99.0.0/24", "via", RELAY_UP)
@@ -153,7 +191,7 @@ def site(lab):
     backup = CnrdProcess(b, PAIR.format(name="backup", iface=bif, **cfg), name="backup")
     querier = lab.path("querier.py")
     querier.write_text(QUERIER)
-    return lab, rel, brd, up, far, lq, main, backup, querier
+    return Site(lab, lan, rel, far, lq, mif, bif, up, main, backup, querier)
 
 
 def ask(lq, querier, server: str, queries: list[dict], *, src: str = ALLOWED, tries: int = 3,
@@ -183,19 +221,12 @@ def circuit_id(agent_info: bytes) -> bytes | None:
 
 
 def test_leasequery_by_ip_mac_and_client_id_answered_alike_by_the_backup_with_the_main_dead(site):
-    lab, rel, brd, up, far, lq, main, backup, querier = site
+    main, backup, lq, querier = site.main, site.backup, site.lq, site.querier
     main.start()
     backup.start()
     wait_for(lambda: reached(main, "NORMAL") and reached(backup, "NORMAL"), 40, what="both NORMAL")
-    dhcrelay(rel, brd, up, [MAIN_IP, BACKUP_IP])
-    _, a_if = lab.link(rel, far, a_bridge=brd)
-    _, b_if = lab.link(rel, far, a_bridge=brd)
-    a = dhclient(far, a_if)
-    b = udhcpc(far, b_if, extra=["-C", "-x", f"0x3d:{CLIENT_ID.hex()}", "-x", f"hostname:{HOST}", "-V", VENDOR])
-    a_mac = far.mac(a_if).replace(":", "")
-    for lease in (a, b):
-        assert ipaddress.ip_address(lease.address) in ipaddress.ip_network("10.99.0.0/24"), lease
-    assert a.address != b.address
+    a, b = site.relay_clients([MAIN_IP, BACKUP_IP])
+    a_mac = site.far.mac(a.iface).replace(":", "")
 
     # Both leases, with the relay's option 82, on the backup before the main goes.
     def on_backup() -> bool:
@@ -260,3 +291,63 @@ def check_answers(got: dict, a_addr: str, a_mac: str, b_addr: str, server: str) 
     assert circuit_id(bytes.fromhex(r["options"]["82"])) == DOWNSTREAM.encode(), r
     assert got["free"]["type"] == LEASEUNASSIGNED, got["free"]
     assert got["not-ours"]["type"] == LEASEUNKNOWN, got["not-ours"]
+
+
+ISC_SECONDARY = """
+authoritative;
+default-lease-time 3600; max-lease-time 3600;
+failover peer "examplepair" {{
+  secondary;
+  address {me}; port 647; peer address {peer}; peer port 647;
+  max-response-delay 6; max-unacked-updates 10; load balance max seconds 3;
+}}
+subnet 10.98.0.0 netmask 255.255.255.0 {{
+  pool {{ failover peer "examplepair"; range 10.98.0.100 10.98.0.149; }}
+}}
+subnet 10.99.0.0 netmask 255.255.255.0 {{
+  pool {{ failover peer "examplepair"; range 10.99.0.100 10.99.0.149; }}
+}}
+"""
+
+
+def test_isc_secondary_takes_the_bndupds_that_carry_the_clients_options(site):
+    """ISC dhcpd 4.4 parses client-request-options as opaque bytes: the
+    BNDUPDs that carry a relayed client's option 82, host name and vendor
+    class must reach it on the wire, be acknowledged, not refused, and not
+    cost the link."""
+    isc_ns = site.lab.netns("isc")
+    _, isc_if = site.lab.link(site.lan, isc_ns, a_bridge="br0", b_addr=f"{ISC_IP}/24")
+    isc_ns.run("ip", "route", "add", "10.99.0.0/24", "via", RELAY_UP)
+    main = CnrdProcess(site.main.ns, PAIR.format(name="main", iface=site.main_if, main=MAIN_IP, backup=ISC_IP,
+                                                 allowed=ALLOWED), name="main-isc")
+    capture = site.lab.path("failover.pcap")
+    dump = main.ns.popen("tcpdump", "-i", site.main_if, "-U", "-w", capture, "tcp", "port", "647",
+                         name="tcpdump")
+    main.start()
+    isc = isc_dhcpd(isc_ns, ISC_SECONDARY.format(me=ISC_IP, peer=MAIN_IP), isc_if)
+    wait_for(lambda: reached(main, "NORMAL") and "peer moves from recover-done to normal" in read_log(isc), 60,
+             what="cnrd main and ISC secondary NORMAL")
+    normal_at = len(state_lines(main))
+    leases = site.relay_clients([MAIN_IP, ISC_IP])
+    for lease in leases:
+        wait_for(lambda: isc_lease_states(isc.lease_file).get(lease.address) == "active", 15,
+                 what=f"{lease.address} active in ISC's lease file")
+    stored = {str(ipaddress.ip_address(l.address)): l for l in main.leases()}
+    assert all(stored[lease.address].relay_info for lease in leases), "the main stored no option 82"
+    assert "bndack-reject" not in main.log(), main.log()[-3000:]
+    assert state_lines(main)[normal_at:] == [], "cnrd left NORMAL while updating ISC"
+    assert "FAILOVER:" not in read_log(isc), read_log(isc)[-3000:]
+    main.ns.stop(dump)
+    # On the wire to ISC: client-request-options (code 8) = cookie + options,
+    # with option 82 holding the relay's circuit-id, the host name and the vendor class.
+    # Either server may have opened the connection the pair uses: take what the main sent.
+    to_isc = b"".join(bytes(p[TCP].payload) for p in rdpcap(str(capture))
+                      if TCP in p and p[IP].src == MAIN_IP and bytes(p[TCP].payload))
+    assert to_isc, "no failover bytes captured"
+    cookie = bytes((99, 130, 83, 99))
+    at = to_isc.find(cookie)
+    assert at >= 4 and to_isc[at - 4 : at - 2] == b"\x00\x08", "no client-request-options sent to ISC"
+    agent = bytes([82, 2 + len(DOWNSTREAM), 1, len(DOWNSTREAM)]) + DOWNSTREAM.encode()
+    assert agent in to_isc, "option 82 with the relay's circuit-id not sent to ISC"
+    assert bytes([12, len(HOST)]) + HOST.encode() in to_isc
+    assert bytes([60, len(VENDOR)]) + VENDOR.encode() in to_isc
