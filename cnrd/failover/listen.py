@@ -132,7 +132,9 @@ class _Router(Protocol):
         try:
             messages = self._framer.feed(data)
         except FailoverWireError:
-            self.tcp.abortConnection()
+            # Not failover traffic: closed unanswered, as a relationship's own
+            # link closes a second connection.
+            self.tcp.loseConnection()
             return
         if messages:
             self._route(messages[0])
