@@ -26,8 +26,9 @@ plus base-time (152, the server's clock) and dhcp-state (156).  A query may
 narrow them with query-start-time (154) and query-end-time (155) on the
 client's last transaction time.  A query that cannot be answered (a
 non-zero ciaddr, yiaddr or siaddr, several keys, a VPN id, an unknown
-message type) ends with DHCPLEASEQUERYSTATUS (17, RFC 7724) carrying a
-status-code option (151) instead of DHCPLEASEQUERYDONE.
+message type) gets a DHCPLEASEQUERYDONE carrying a status-code option (151)
+with the reason (RFC 6926 §6.2.2; DHCPLEASEQUERYSTATUS belongs to RFC
+7724's active leasequery, which a bulk requestor need not know).
 
 :func:`answers` yields the messages lazily, so an adapter can send a query
 for a million addresses at the pace the connection drains, doing a bounded
@@ -49,7 +50,7 @@ from cnrd.leases.model import Lease, LeaseState, client_key
 from cnrd.leases.table import LeaseTable
 
 __all__ = [
-    "BULKLEASEQUERY", "LEASEQUERYDONE", "LEASEQUERYSTATUS", "MAX_MESSAGE", "TICK",
+    "BULKLEASEQUERY", "LEASEQUERYDONE", "MAX_MESSAGE", "TICK",
     "BulkQuery", "Deframer", "DhcpState", "FramingError", "Refusal", "Status",
     "answers", "done", "frame", "query_of", "refusal_message",
 ]
@@ -57,7 +58,6 @@ __all__ = [
 # Message types (option 53 values) of RFC 6926 §6.1 and RFC 7724.
 BULKLEASEQUERY = 14
 LEASEQUERYDONE = 15
-LEASEQUERYSTATUS = 17
 
 # Options of RFC 6926 §6.2.
 OPT_STATUS_CODE = 151
@@ -253,8 +253,8 @@ def done(xid: int, server_id: int = 0) -> DhcpPacket:
 
 
 def refusal_message(refusal: Refusal, server_id: int = 0) -> DhcpPacket:
-    """The DHCPLEASEQUERYSTATUS that ends a query that gets no bindings."""
-    p = _skeleton(refusal.xid, LEASEQUERYSTATUS, server_id)
+    """The DHCPLEASEQUERYDONE, with its status code, that ends a query that gets no bindings."""
+    p = _skeleton(refusal.xid, LEASEQUERYDONE, server_id)
     p.options[OPT_STATUS_CODE] = bytes((int(refusal.status),)) + refusal.text.encode()[:254]
     return p
 

@@ -35,7 +35,7 @@ CONFIG = BASE_CONFIG.replace("data-dir = /nonexistent", "data-dir = /nonexistent
                              "leasequery-allow = 10.1.0.254, 10.7.0.0/16")
 
 # RFC 6926 message types and options, by number (scapy names none of them).
-BULKLEASEQUERY, LEASEQUERYDONE, LEASEQUERYSTATUS = 14, 15, 17
+BULKLEASEQUERY, LEASEQUERYDONE = 14, 15
 STATUS_CODE, BASE_TIME, QUERY_START, DHCP_STATE = 151, 152, 154, 156
 MALFORMED_QUERY, NOT_ALLOWED = 3, 4
 
@@ -233,11 +233,11 @@ def test_unsupported_query_ends_with_status_not_allowed():
     conn.send(framed(bulk_query(extra=[(221, b"\x00vpn-red")])))  # RFC 6607 VPN id
     conn.run()
     msgs = conn.answers()
-    assert mtypes(msgs) == [LEASEQUERYSTATUS]
+    assert mtypes(msgs) == [LEASEQUERYDONE]
     assert msgs[0][0].xid == 0xB01C
     code, text = status(msgs[0])
     assert code == NOT_ALLOWED and b"VPN" in text
-    assert server.counters.sent["LEASEQUERYSTATUS"] == 1
+    assert server.counters.sent["LEASEQUERYDONE"] == 1
 
 
 def test_malformed_queries_end_with_status_malformed_query_and_the_connection_goes_on():
@@ -251,7 +251,7 @@ def test_malformed_queries_end_with_status_malformed_query_and_the_connection_go
     conn.run()
     msgs = conn.answers()
     assert [(p.xid, o["message-type"]) for p, o in msgs] == [
-        (1, LEASEQUERYSTATUS), (2, LEASEQUERYSTATUS), (3, LEASEQUERYSTATUS), (4, M.LEASEACTIVE), (4, LEASEQUERYDONE)]
+        (1, LEASEQUERYDONE), (2, LEASEQUERYDONE), (3, LEASEQUERYDONE), (4, M.LEASEACTIVE), (4, LEASEQUERYDONE)]
     assert all(status(m)[0] == MALFORMED_QUERY for m in msgs[:3])
     assert not conn.transport.disconnecting
 
