@@ -164,6 +164,10 @@ SERVER_KEYS: dict[str, str] = {
     "gc-freeze-interval": "per-node",  # this process's memory, sized for its host
     "gc-full-interval": "per-node",
     "trap-webhook": "per-node",  # where this node posts its own traps
+    # The relays allowed to ask about leases: the backup answers them for the
+    # main's clients while the main is down (CNR 7.2, "DHCPLEASEQUERY and
+    # Failover"), so both partners allow the same ones.
+    "leasequery-allow": "other",
 }
 
 #: Per-node configuration: section type -> its per-node keys, or None when the
