@@ -31,6 +31,11 @@ def ip_to_int(text: str) -> int:
     return value
 
 
+def netmask(prefix_len: int) -> int:
+    """The IPv4 netmask of a prefix length 0..32, as an integer."""
+    return (0xFFFFFFFF << (32 - prefix_len)) & 0xFFFFFFFF
+
+
 def int_to_ip(n: int) -> str:
     """Host-order int to dotted quad.  Raises ValueError out of range."""
     try:

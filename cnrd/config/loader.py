@@ -54,7 +54,7 @@ from cnrd.config.values import (
     split_ranges,
 )
 from cnrd.leases.model import Range
-from cnrd.text import hw_text, int_to_ip, suggest
+from cnrd.text import hw_text, int_to_ip, netmask, suggest
 
 __all__ = ["load", "loads", "parse_ini"]
 
@@ -383,8 +383,8 @@ class _Builder:
         s.check_keys()
         d = ScopeConfig
         network, prefix_len = s.get("subnet", parse_subnet, required=True)
-        netmask = (0xFFFFFFFF << (32 - prefix_len)) & 0xFFFFFFFF if prefix_len else 0
-        broadcast = network | (~netmask & 0xFFFFFFFF)
+        mask = netmask(prefix_len)
+        broadcast = network | (~mask & 0xFFFFFFFF)
         subnet_text = f"{int_to_ip(network)}/{prefix_len}"
 
         ranges: list[Range] = []
@@ -393,7 +393,7 @@ class _Builder:
                 r = parse_range(item)
             except InvalidValue as e:
                 raise s.error("ranges", str(e)) from None
-            if (r.first & netmask) != network or (r.last & netmask) != network:
+            if (r.first & mask) != network or (r.last & mask) != network:
                 raise s.error("ranges", f"{format_range(r)} is outside subnet {subnet_text}")
             for edge, what in ((network, "network"), (broadcast, "broadcast")):
                 if edge in r:
@@ -414,7 +414,7 @@ class _Builder:
                                 default=field_default(d, "allocate_first_available"))
         # 0 (or 0.0.0.0) is CNR's "unset": halfway through the ranges.
         boundary = s.get("failover-backup-allocation-boundary", _parse_boundary) or None
-        if boundary is not None and (boundary & netmask) != network:
+        if boundary is not None and (boundary & mask) != network:
             raise s.error("failover-backup-allocation-boundary",
                           f"{int_to_ip(boundary)} is outside subnet {subnet_text}")
         if boundary is not None and not first_available:

@@ -14,6 +14,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from cnrd.leases.model import Range
+from cnrd.text import netmask
 
 __all__ = [
     "ApiConfig",
@@ -92,7 +93,7 @@ class ScopeConfig:
 
     @property
     def netmask(self) -> int:
-        return (0xFFFFFFFF << (32 - self.prefix_len)) & 0xFFFFFFFF if self.prefix_len else 0
+        return netmask(self.prefix_len)
 
     @property
     def broadcast(self) -> int:

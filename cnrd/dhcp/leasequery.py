@@ -41,7 +41,7 @@ from cnrd.dhcp.packet import DhcpPacket, MessageType
 from cnrd.dhcp.state import ServerState
 from cnrd.leases.model import Lease, LeaseState, client_key
 from cnrd.leases.table import LeaseTable
-from cnrd.text import int_to_ip
+from cnrd.text import int_to_ip, netmask
 
 __all__ = [
     "BY_CLIENT_ID",
@@ -211,8 +211,7 @@ def reply_packet(p: DhcpPacket, query: Query, ans: Answer, now: int, server_id: 
 def allowed(giaddr: int, allow: Iterable[tuple[int, int]]) -> bool:
     """``giaddr`` is in one of the (network, prefix length) subnets of ``allow``."""
     for network, prefix in allow:
-        mask = (0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF if prefix else 0
-        if giaddr & mask == network:
+        if giaddr & netmask(prefix) == network:
             return True
     return False
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from cnrd.dhcp.errors import MalformedPacket
+from cnrd.text import netmask
 
 __all__ = [
     "OptionKind",
@@ -411,7 +412,7 @@ def _encode_route(dest: str, router: object) -> bytes:
         raise OptionValueError(f"{dest!r} is not a destination like 10.0.0.0/8")
     width = int(width_text)
     addr = int.from_bytes(_ip_bytes(net), "big")
-    mask = (0xFFFFFFFF << (32 - width)) & 0xFFFFFFFF
+    mask = netmask(width)
     if addr & ~mask & 0xFFFFFFFF:
         raise OptionValueError(f"{dest!r} has host bits set")
     significant = (width + 7) // 8
@@ -571,7 +572,7 @@ def _decode_routes(raw: bytes, code: int) -> list[tuple[str, str]]:
         if stop > end:
             raise MalformedPacket(f"option {code}: route runs past the end")
         dest = int.from_bytes(raw[pos + 1:pos + 1 + significant].ljust(4, b"\0"), "big")
-        dest &= (0xFFFFFFFF << (32 - width)) & 0xFFFFFFFF
+        dest &= netmask(width)
         routes.append((f"{socket.inet_ntoa(dest.to_bytes(4, 'big'))}/{width}",
                        socket.inet_ntoa(raw[stop - 4:stop])))
         pos = stop

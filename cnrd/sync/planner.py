@@ -46,7 +46,7 @@ from cnrd.config import inifile
 from cnrd.config.values import InvalidValue, parse_hw_address, parse_ipv4, parse_list, parse_subnet
 from cnrd.dhcp.options import OPTIONS_BY_NAME
 from cnrd.sync.table import OPERATIONS, PAIR_TUNING, PER_NODE, SERVER_KEYS, TABLE_27_1
-from cnrd.text import hw_text, int_to_ip
+from cnrd.text import hw_text, int_to_ip, netmask
 
 __all__ = [
     "OPERATIONS",
@@ -318,7 +318,7 @@ class _Planner:
                 network, prefix = parse_subnet(values[("scope", name)].get("subnet", ""))
             except InvalidValue:
                 continue
-            out.append((network, (0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF if prefix else 0))
+            out.append((network, netmask(prefix)))
         return out
 
     def scopes(self) -> None:
