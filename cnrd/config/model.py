@@ -123,6 +123,8 @@ class ClientConfig:
     policy: str | None = None
     host_name: str | None = None
     action: str | None = None  # "exclude": never answer this client
+    # Only from an LDAP entry (cnrd.ldap.entry): the address held for this client.
+    reserved_address: int | None = None
 
 
 @dataclass(frozen=True)
@@ -215,6 +217,39 @@ class ServerConfig:
     # Relay agents whose DHCPLEASEQUERYs are answered, as (network, prefix
     # length); empty: none (RFC 4388 §7: the answers say where clients are).
     leasequery_allow: tuple[tuple[int, int], ...] = ()
+    # CNR's client-class switch: clients and client-classes (local sections and
+    # LDAP entries) are consulted only when on.
+    client_class: bool = True
+    # Where a client without a client entry gets its class name from:
+    # None, ("option", code) or ("relay-agent", sub-option code).
+    client_class_lookup_id: tuple[str, int] | None = None
+    client_lookup_id: str = "mac"  # the LDAP lookup key: "mac" or "client-id"
+    client_cache_ttl: int = 10  # seconds an LDAP answer is used before it is asked again
+    client_cache_count: int = 10000  # LDAP answers kept (least recently used go first)
+    # A request whose LDAP lookup neither answered nor failed within the LDAP
+    # server's timeout: "default" answers it as a client without entry, "drop" drops it.
+    client_lookup_failure: str = "default"
+
+
+@dataclass(frozen=True)
+class LdapConfig:
+    """One LDAP remote server holding client entries (CNR's ``ldap`` object)."""
+
+    name: str
+    hostname: str
+    search_path: str  # the base DN
+    query_dictionary: tuple[tuple[str, str], ...]  # (LDAP attribute, client property)
+    port: int = 389
+    preference: int = 1  # lower is tried first; the others are its fail-over
+    username: str | None = None  # bind DN; None: anonymous
+    password_file: str | None = None
+    password: bytes = field(default=b"", repr=False, compare=False)  # read from password_file
+    use_ssl: str = "off"  # "off" or "starttls"
+    ca_file: str | None = None  # the CA that signs the server's certificate (starttls)
+    search_scope: str = "subtree"  # "base", "onelevel" or "subtree"
+    search_filter: str = "(macAddress=%s)"  # %s: the RFC 4515-escaped lookup id
+    timeout: float = 2.0  # seconds a request waits for an answer from this server
+    max_requests: int = 100  # searches outstanding on the connection at once
 
 
 @dataclass(frozen=True)
@@ -230,6 +265,7 @@ class Config:
     clients: dict[bytes, ClientConfig]
     client_classes: dict[str, ClientClassConfig]
     failover_pairs: dict[str, FailoverPairConfig]
+    ldap: dict[str, LdapConfig] = field(default_factory=dict)
 
 
 def field_default(cls: type, name: str) -> Any:
