@@ -23,6 +23,7 @@ from cnrd.config.model import (
     Config,
     ConfigError,
     FailoverPairConfig,
+    LdapConfig,
     PolicyConfig,
     ReservationConfig,
     ScopeConfig,
@@ -35,8 +36,11 @@ from cnrd.config.values import (
     format_range,
     parse_action,
     parse_bool,
+    parse_class_lookup_id,
+    parse_dn,
     parse_duration,
     parse_hex,
+    parse_host,
     parse_http_url,
     parse_hw_address,
     parse_int,
@@ -47,7 +51,10 @@ from cnrd.config.values import (
     parse_name,
     parse_percent,
     parse_policy_option,
+    parse_query_dictionary,
     parse_range,
+    parse_search_filter,
+    parse_seconds,
     parse_size,
     parse_subnet,
     parse_time,
@@ -64,7 +71,7 @@ _DEFAULT_POLICY = "default"
 # ones (scopes name policies, reservations need scopes, clients name
 # client-classes, failover pairs name scopes).
 _SECTION_TYPES = ("server", "api", "policy", "scope", "reservation", "client",
-                  "client-class", "failover-pair")
+                  "client-class", "failover-pair", "ldap")
 _UNNAMED = frozenset({"server", "api"})
 
 
@@ -201,6 +208,37 @@ def _parse_api_base(text: str) -> str:
     return url.rstrip("/")
 
 
+def _parse_word(text: str, words: tuple[str, ...]) -> str:
+    """One of ``words`` (any case)."""
+    t = text.strip().lower()
+    if t not in words:
+        raise InvalidValue(f"bad value {text.strip()!r}{suggest(t, words)}; allowed: {', '.join(words)}")
+    return t
+
+
+def _read_secret(path: str) -> bytes:
+    """A password file's content without one trailing newline; InvalidValue when unreadable or empty."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise InvalidValue(f"cannot read {path}: {e.strerror or e}") from None
+    data = data.removesuffix(b"\n").removesuffix(b"\r")
+    if not data:
+        raise InvalidValue(f"{path} is empty")
+    return data
+
+
+def _check_readable(path: str) -> str:
+    """``path`` when it can be opened for reading; InvalidValue otherwise."""
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise InvalidValue(f"cannot read {path}: {e.strerror or e}") from None
+    return path
+
+
 def _field_keys(cls: type, *, skip: Iterable[str] = ()) -> tuple[str, ...]:
     """INI keys for a dataclass: its field names with '_' written as '-'."""
     skipped = set(skip)
@@ -220,6 +258,7 @@ class _Builder:
         self.clients: dict[bytes, ClientConfig] = {}
         self.client_classes: dict[str, ClientClassConfig] = {}
         self.failover_pairs: dict[str, FailoverPairConfig] = {}
+        self.ldap: dict[str, LdapConfig] = {}
 
     def build(self) -> Config:
         self._split_sections()
@@ -240,6 +279,14 @@ class _Builder:
             self._client(s)
         for s in self.sections["failover-pair"]:
             self._failover_pair(s, server)
+        for s in self.sections["ldap"]:
+            self._ldap(s)
+        if self.ldap and not server.client_class:
+            # Clients are looked up only with client-class on: the LDAP
+            # servers would never be asked.
+            raise ConfigError(self.path, self.sections["server"][0].header, "client-class",
+                              f"false, yet [{self.sections['ldap'][0].header}] is configured "
+                              "(LDAP is asked only with client-class = true)")
         return Config(
             path=self.path,
             server=server,
@@ -250,6 +297,7 @@ class _Builder:
             clients=self.clients,
             client_classes=self.client_classes,
             failover_pairs=self.failover_pairs,
+            ldap=self.ldap,
         )
 
     # -- sections ----------------------------------------------------------
@@ -262,9 +310,10 @@ class _Builder:
             "policy": _field_keys(PolicyConfig, skip=("name", "options")),
             "scope": ("subnet",) + _field_keys(ScopeConfig, skip=("name", "network", "prefix_len")),
             "reservation": _field_keys(ReservationConfig, skip=("address",)),
-            "client": _field_keys(ClientConfig, skip=("hardware_address",)),
+            "client": _field_keys(ClientConfig, skip=("hardware_address", "reserved_address")),
             "client-class": _field_keys(ClientClassConfig, skip=("name",)),
             "failover-pair": _field_keys(FailoverPairConfig, skip=("name",)),
+            "ldap": _field_keys(LdapConfig, skip=("name", "password")),
         }
         seen: set[tuple[str, str | None]] = set()
         for header in self.parser.sections():
@@ -327,6 +376,16 @@ class _Builder:
                                    default=field_default(d, "gc_full_interval")),
             trap_webhook=s.get("trap-webhook", parse_http_url),
             leasequery_allow=s.get("leasequery-allow", _parse_leasequery_allow, default=()),
+            client_class=s.get("client-class", parse_bool, default=field_default(d, "client_class")),
+            client_class_lookup_id=s.get("client-class-lookup-id", parse_class_lookup_id),
+            client_lookup_id=s.get("client-lookup-id", _parse_word, ("mac", "client-id"),
+                                   default=field_default(d, "client_lookup_id")),
+            client_cache_ttl=s.get("client-cache-ttl", parse_duration, 0,
+                                   default=field_default(d, "client_cache_ttl")),
+            client_cache_count=s.get("client-cache-count", parse_int, 1, None,
+                                     default=field_default(d, "client_cache_count")),
+            client_lookup_failure=s.get("client-lookup-failure", _parse_word, ("default", "drop"),
+                                        default=field_default(d, "client_lookup_failure")),
         )
 
     def _api(self) -> ApiConfig:
@@ -579,6 +638,47 @@ class _Builder:
             main_api=main_api,
             backup_api=backup_api,
             api_token_file=api_token_file,
+        )
+
+    def _ldap(self, s: _Section) -> None:
+        """An LDAP remote server holding client entries; its password file is read here."""
+        s.check_keys()
+        d = LdapConfig
+        preference = s.get("preference", parse_int, 1, None, default=field_default(d, "preference"))
+        for other in self.ldap.values():
+            if other.preference == preference:
+                raise s.error("preference", f"{preference} is also [ldap {other.name}]'s "
+                                            "(the order of the servers must be clear)")
+        username = s.get("username", parse_dn)
+        password_file = s.get("password-file", parse_name)
+        if username is not None and password_file is None:
+            raise s.error("password-file", "required with username (the bind password)")
+        if username is None and password_file is not None:
+            raise s.error("password-file", "given without username (an anonymous bind sends no password)")
+        password = s.get("password-file", lambda text: _read_secret(text.strip()), default=b"")
+        use_ssl = s.get("use-ssl", _parse_word, ("off", "starttls"), default=field_default(d, "use_ssl"))
+        ca_file = s.get("ca-file", lambda text: _check_readable(parse_name(text)))
+        if use_ssl == "starttls" and ca_file is None:
+            raise s.error("ca-file", "required with use-ssl = starttls (the CA that signs the server's certificate)")
+        if use_ssl == "off" and ca_file is not None:
+            raise s.error("ca-file", "given with use-ssl = off (no certificate is checked)")
+        self.ldap[s.name] = LdapConfig(
+            name=s.name,
+            hostname=s.get("hostname", parse_host, required=True),
+            search_path=s.get("search-path", parse_dn, required=True),
+            query_dictionary=s.get("query-dictionary", parse_query_dictionary, required=True),
+            port=s.get("port", parse_int, 1, 65535, default=field_default(d, "port")),
+            preference=preference,
+            username=username,
+            password_file=password_file,
+            password=password,
+            use_ssl=use_ssl,
+            ca_file=ca_file,
+            search_scope=s.get("search-scope", _parse_word, ("base", "onelevel", "subtree"),
+                               default=field_default(d, "search_scope")),
+            search_filter=s.get("search-filter", parse_search_filter, default=field_default(d, "search_filter")),
+            timeout=s.get("timeout", parse_seconds, 0.1, 60.0, default=field_default(d, "timeout")),
+            max_requests=s.get("max-requests", parse_int, 1, 10000, default=field_default(d, "max_requests")),
         )
 
     def _pair_apis(self, s: _Section) -> tuple[str | None, str | None, str | None]:

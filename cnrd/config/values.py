@@ -24,6 +24,7 @@ from cnrd.text import int_to_ip, suggest
 
 __all__ = [
     "ACTIONS",
+    "CLIENT_PROPERTIES",
     "LOG_SETTINGS",
     "MULTILINE_PARSERS",
     "SERVER_OPTIONS",
@@ -31,8 +32,11 @@ __all__ = [
     "format_range",
     "parse_action",
     "parse_bool",
+    "parse_class_lookup_id",
+    "parse_dn",
     "parse_duration",
     "parse_hex",
+    "parse_host",
     "parse_http_url",
     "parse_hw_address",
     "parse_int",
@@ -43,7 +47,10 @@ __all__ = [
     "parse_name",
     "parse_percent",
     "parse_policy_option",
+    "parse_query_dictionary",
     "parse_range",
+    "parse_search_filter",
+    "parse_seconds",
     "parse_size",
     "parse_subnet",
     "parse_time",
@@ -343,5 +350,187 @@ def parse_policy_option(name: str, text: str) -> tuple[int, bytes]:
     return code, value
 
 
+# -- LDAP client registry ([ldap NAME] and the client-class [server] keys) ----
+
+#: The client properties an LDAP attribute can give (query-dictionary): the
+#: keys of a [client] section, and the address an entry reserves.
+CLIENT_PROPERTIES = frozenset({"client-class", "host-name", "policy", "action", "reserved-address"})
+
+# RFC 4512 attribute description: a name or numeric OID, then ;options.
+_LDAP_ATTR = r"(?:[A-Za-z][A-Za-z0-9-]*|[0-9]+(?:\.[0-9]+)+)(?:;[A-Za-z0-9-]+)*"
+_LDAP_ATTR_RE = re.compile(_LDAP_ATTR)
+_LDAP_OID = r"(?:[A-Za-z][A-Za-z0-9-]*|[0-9]+(?:\.[0-9]+)+)"
+# RFC 4515 item up to its value: attr, or the extensible form's :dn and :rule.
+_FILTER_ITEM_RE = re.compile(
+    rf"(?P<attr>{_LDAP_ATTR})?(?P<dn>:dn)?(?P<rule>:{_LDAP_OID})?(?P<op>:=|~=|>=|<=|=)", re.IGNORECASE)
+_FILTER_DEPTH = 32  # nesting deeper than any real filter, shallow enough for the recursion
+_HOST_LABEL_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_SECONDS_RE = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ms|s)?", re.IGNORECASE)
+_HEX = frozenset("0123456789abcdefABCDEF")
+_RELAY_AGENT_SUBOPTIONS = {"circuit-id": 1, "remote-id": 2}  # RFC 3046 sub-option codes
+
+
+def parse_host(text: str) -> str:
+    """An IPv4 address or a DNS host name (RFC 1123 labels), as written."""
+    t = text.strip()
+    if t and all(c.isdigit() or c == "." for c in t):
+        parse_ipv4(t)
+        return t
+    labels = t.removesuffix(".").split(".")
+    if not t or len(t) > 253 or not all(_HOST_LABEL_RE.fullmatch(label) for label in labels):
+        raise InvalidValue(f"bad host {t!r} (use an IPv4 address or a host name)")
+    return t
+
+
+def parse_seconds(text: str, low: float, high: float) -> float:
+    """A time in seconds, fractions allowed: ``2``, ``0.5``, ``1.5s``, ``500ms``, or a duration (``1m``)."""
+    t = "".join(text.split())
+    m = _SECONDS_RE.fullmatch(t)
+    if m:
+        value = float(m.group(1)) / (1000 if (m.group(2) or "").lower() == "ms" else 1)
+    else:
+        try:
+            value = parse_duration(t, None)
+        except InvalidValue:
+            raise InvalidValue(f"bad time {text.strip()!r} (use seconds, e.g. 2, 0.5, 1.5s or 500ms)") from None
+    if not low <= value <= high:
+        raise InvalidValue(f"{text.strip()} is out of range ({low:g} s..{high:g} s)")
+    return value
+
+
+def _split_unescaped(text: str, sep: str) -> list[str]:
+    """``text`` split at each ``sep`` not escaped by a backslash (RFC 4514)."""
+    parts, current, i = [], [], 0
+    while i < len(text):
+        if text[i] == "\\":
+            current.append(text[i:i + 2])
+            i += 2
+            continue
+        if text[i] == sep:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(text[i])
+        i += 1
+    parts.append("".join(current))
+    return parts
+
+
+def parse_dn(text: str) -> str:
+    """An LDAP distinguished name (RFC 4514): ``type=value`` pairs separated by commas, as written."""
+    t = text.strip()
+    if not t:
+        raise InvalidValue("must not be empty (a DN such as cn=admin,dc=example,dc=com)")
+    for rdn in _split_unescaped(t, ","):
+        for ava in _split_unescaped(rdn, "+"):
+            kind, eq, _ = ava.partition("=")
+            if not eq or not re.fullmatch(_LDAP_OID, kind.strip()):
+                raise InvalidValue(f"bad DN {t!r}: {ava.strip()!r} is not type=value")
+    return t
+
+
+def parse_search_filter(text: str) -> str:
+    """An RFC 4515 search filter with ``%s`` where the escaped lookup id goes, as written."""
+    t = text.strip()
+    if "%s" not in t:
+        raise InvalidValue(f"filter {t!r} has no %s (where the client's lookup id goes)")
+    sample = t.replace("%s", "x")
+    try:
+        end = _filter_end(sample, 0, 0)
+        if end != len(sample):
+            raise InvalidValue(f"text after the closing parenthesis at character {end + 1}")
+    except InvalidValue as e:
+        raise InvalidValue(f"bad filter {t!r}: {e}") from None
+    return t
+
+
+def _filter_end(s: str, i: int, depth: int) -> int:
+    """Where the RFC 4515 ``filter`` starting at ``s[i]`` ends; InvalidValue when it is not one."""
+    if depth > _FILTER_DEPTH:
+        raise InvalidValue(f"nested more than {_FILTER_DEPTH} deep")
+    if i >= len(s) or s[i] != "(":
+        raise InvalidValue(f"expected '(' at character {i + 1}")
+    i += 1
+    if s[i:i + 1] in ("&", "|"):
+        i += 1
+        count = 0
+        while s[i:i + 1] == "(":
+            i = _filter_end(s, i, depth + 1)
+            count += 1
+        if not count:
+            raise InvalidValue(f"'{s[i - 1]}' needs at least one filter")
+    elif s[i:i + 1] == "!":
+        i = _filter_end(s, i + 1, depth + 1)
+    else:
+        i = _item_end(s, i)
+    if s[i:i + 1] != ")":
+        raise InvalidValue(f"expected ')' at character {i + 1}")
+    return i + 1
+
+
+def _item_end(s: str, i: int) -> int:
+    """Where the simple, present, substring or extensible item at ``s[i]`` ends (RFC 4515 §3)."""
+    m = _FILTER_ITEM_RE.match(s, i)
+    if m is None:
+        raise InvalidValue(f"expected an attribute and =, ~=, >=, <= or := at character {i + 1}")
+    op = m.group("op")
+    extensible = m.group("dn") or m.group("rule")
+    if op == ":=" and not (m.group("attr") or m.group("rule")):
+        raise InvalidValue(f"':=' needs an attribute or a matching rule at character {i + 1}")
+    if op != ":=" and extensible:
+        raise InvalidValue(f"':dn' and a matching rule go with ':=' (character {i + 1})")
+    if op != ":=" and not m.group("attr"):
+        raise InvalidValue(f"expected an attribute before {op!r} at character {i + 1}")
+    i = m.end()
+    while i < len(s) and s[i] != ")":
+        c = s[i]
+        if c == "\\":
+            if not (len(s) > i + 2 and s[i + 1] in _HEX and s[i + 2] in _HEX):
+                raise InvalidValue(f"'\\' must be followed by two hex digits (character {i + 1})")
+            i += 3
+            continue
+        if c == "(" or c == "\x00":
+            raise InvalidValue(f"{c!r} in a value must be escaped (character {i + 1})")
+        if c == "*" and op != "=":
+            raise InvalidValue(f"'*' in a {op} value must be escaped as \\2a (character {i + 1})")
+        i += 1
+    return i
+
+
+def parse_query_dictionary(text: str) -> tuple[tuple[str, str], ...]:
+    """``ldapattr=property`` pairs separated by commas: which attribute gives which client property."""
+    out: list[tuple[str, str]] = []
+    for item in (part.strip() for part in re.split(r"[,\n]", text)):
+        if not item:
+            continue
+        attr, eq, prop = (p.strip() for p in item.partition("="))
+        prop = prop.lower()
+        if not eq or not _LDAP_ATTR_RE.fullmatch(attr):
+            raise InvalidValue(f"bad entry {item!r} (use ldapattr=property, e.g. cn=host-name)")
+        if prop not in CLIENT_PROPERTIES:
+            raise InvalidValue(f"unknown client property {prop!r}{suggest(prop, CLIENT_PROPERTIES)}; "
+                               f"allowed: {', '.join(sorted(CLIENT_PROPERTIES))}")
+        if any(p == prop for _, p in out):
+            raise InvalidValue(f"{prop} is mapped twice")
+        out.append((attr, prop))
+    if not out:
+        raise InvalidValue("must not be empty (ldapattr=property pairs, e.g. cn=host-name)")
+    return tuple(out)
+
+
+def parse_class_lookup_id(text: str) -> tuple[str, int] | None:
+    """client-class-lookup-id: ``none``, ``option N`` or ``relay-agent circuit-id|remote-id``."""
+    words = text.lower().split()
+    usage = "use none, option N (1..254), relay-agent circuit-id or relay-agent remote-id"
+    if words == ["none"]:
+        return None
+    if len(words) == 2 and words[0] == "option":
+        return "option", parse_int(words[1], 1, 254)
+    if len(words) == 2 and words[0] == "relay-agent" and words[1] in _RELAY_AGENT_SUBOPTIONS:
+        return "relay-agent", _RELAY_AGENT_SUBOPTIONS[words[1]]
+    raise InvalidValue(f"bad lookup id {text.strip()!r} ({usage})")
+
+
 # Parsers whose values may span indented continuation lines.
-MULTILINE_PARSERS: frozenset[Callable[..., Any]] = frozenset({parse_list, split_ranges, parse_log_settings})
+MULTILINE_PARSERS: frozenset[Callable[..., Any]] = frozenset({parse_list, split_ranges, parse_log_settings,
+                                                              parse_query_dictionary})
