@@ -1,8 +1,13 @@
 """Configuration mismatch detection: each server of a pair compares its configuration with its partner's.
 
 CNR 7.2 asks the partners of a failover pair to keep their scopes, policies,
-client-classes and clients the same, and raises the "dhcp failover
-configuration mismatch" trap when they are not.  Each server here finds out
+client-classes and clients the same, and to direct both to the same LDAP
+server when clients are registered there, and raises the "dhcp failover
+configuration mismatch" trap when they are not.  The comparison covers what
+pair sync copies: the ``[ldap NAME]`` sections (an LDAP server only one
+partner names differs too) and the ``[server]`` client-class keys with the
+other shared server properties, so two partners that would class a client
+differently show as a mismatch.  Each server here finds out
 for itself, all the time: every :data:`CHECK_INTERVAL` seconds (and as soon
 as a pair's link reaches NORMAL, or the running configuration changes) it
 fetches the partner's sync view over the partner's admin API

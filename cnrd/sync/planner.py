@@ -12,7 +12,7 @@ applies to what is Table 27-1, in :mod:`cnrd.sync.table`.
 How the seed's four functions act here:
 
 * on a collection of named objects (policies, clients, client-classes,
-  the pair's scopes and reservations) they act as the seed's example says
+  LDAP remote servers, the pair's scopes and reservations) they act as the seed's example says
   (source Name1=A, Name2=C; target Name2=B, Name3=D): *no change* leaves
   Name2=B, Name3=D; *ensure* adds the missing object (Name1=A, Name2=B,
   Name3=D); *replace* also makes an object on both sides the source's
@@ -65,7 +65,7 @@ SectionId = tuple[str, str | None]
 FUNCTIONS = ("ensure", "replace", "exact")
 # Report order: the server, the pair, then what scopes and clients refer to
 # before what refers to it.
-_CLASS_ORDER = ("server", "failover-pair", "policy", "client-class", "client", "scope", "reservation")
+_CLASS_ORDER = ("server", "failover-pair", "ldap", "policy", "client-class", "client", "scope", "reservation")
 _OPTION_PREFIX = "option."
 _NUMERIC_OPTION = re.compile(r"^(?:option-)?(\d{1,3})$")
 
@@ -138,7 +138,7 @@ def shareable(values: Values) -> Values:
         if kind in PER_NODE and PER_NODE[kind] is None:
             continue
         if kind == "server":
-            out[sid] = {k: v for k, v in keys.items() if SERVER_KEYS.get(k) == "other"}
+            out[sid] = {k: v for k, v in keys.items() if SERVER_KEYS.get(k) in ("other", "client-class")}
         else:
             out[sid] = dict(keys)
     return out
@@ -223,7 +223,10 @@ class _Planner:
     def server(self) -> None:
         src = self.src.get(("server", None), {})
         tgt = self.tgt.get(("server", None), {})
-        self.properties("server", "", src, tgt, set(src) | set(tgt), self.fn("server-other"))
+        keys = set(src) | set(tgt)
+        client_class = {k for k in keys if SERVER_KEYS.get(k) == "client-class"}
+        self.properties("server", "", src, tgt, client_class, self.fn("server-tuning"))
+        self.properties("server", "", src, tgt, keys - client_class, self.fn("server-other"))
 
     def pair_section(self) -> None:
         sid = ("failover-pair", self.pair)
@@ -358,6 +361,7 @@ class _Planner:
     def run(self) -> list[Change]:
         self.server()
         self.pair_section()
+        self.named("ldap", self.fn("ldap"), self.objects(self.src, "ldap"), self.objects(self.tgt, "ldap"))
         self.policies()
         self.named("client-class", self.fn("client-class"), self.objects(self.src, "client-class"),
                    self.objects(self.tgt, "client-class"))

@@ -11,10 +11,14 @@ seed row                                   Update   Complete  Exact    cnrd
 =========================================  =======  ========  =======  ==========================================
 DHCP Server: Client-Class, Client          replace  replace   replace  ``[failover-pair PAIR]``
 Hostname, DNS Update, Failover Tuning                                  ``failover-poll-interval``,
-Properties (Table 27-2)                                                ``failover-poll-timeout``
-DHCP Server: all other properties          no chg.  replace   replace  ``[server]`` keys not in :data:`PER_NODE`;
+Properties (Table 27-2)                                                ``failover-poll-timeout``; the
+                                                                       ``[server]`` client-class keys
+                                                                       (:data:`SERVER_KEYS` "client-class")
+DHCP Server: all other properties          no chg.  replace   replace  ``[server]`` keys neither per-node nor
+                                                                       client-class (:data:`SERVER_KEYS`);
                                                                        ``[failover-pair PAIR]`` keys other than
                                                                        the tuning keys and ``scopes``
+LDAP Remote Server                         ensure   replace   exact    ``[ldap NAME]``
 Policy: Option List Properties             ensure   replace   exact    ``[policy NAME]`` ``option.*`` keys, one
                                                                        entry per option code
 Policy: all other properties               replace  replace   exact    ``[policy NAME]`` other keys
@@ -31,10 +35,9 @@ DHCP Listener Configuration (cnrd's listener is ``[server] interfaces``,
 which names this host's network interfaces and so is per-node), Trap
 Configuration (cnrd's only trap setting is ``[server] trap-webhook``, where
 this node posts its own traps: per-node), Policy Packet Boot File
-Properties, LDAP Remote Server and DNS Update Configuration (cnrd has no
-such objects yet; they join this table when they land), VPN, Key,
-Extensions, Extension Point, and Option Information (custom and vendor
-option lists).  Of Table 27-2, ``failover-bulking`` has no cnrd key and
+Properties, DNS Update Configuration (cnrd has no such objects yet; it
+joins this table when it lands), VPN, Key, Extensions, Extension Point,
+and Option Information (custom and vendor option lists).  Of Table 27-2, ``failover-bulking`` has no cnrd key and
 ``recover`` is cnrd's ``[server] failover-recover``, the time *this* server
 lost its lease data: the seed sets it on the restored server only, and a
 copy would send the partner into RECOVER, so it is per-node.
@@ -88,11 +91,14 @@ TABLE_27_1: dict[str, Row] = {
     "server-tuning": Row(
         "DHCP Server: Client-Class, Client Hostname, DNS Update and Failover Tuning Properties",
         "replace", "replace", "replace",
-        "[failover-pair PAIR] failover-poll-interval, failover-poll-timeout (Table 27-2)"),
+        "[failover-pair PAIR] failover-poll-interval, failover-poll-timeout (Table 27-2); "
+        "[server] client-class, client-class-lookup-id, client-lookup-id, client-cache-ttl, "
+        "client-cache-count, client-lookup-failure"),
     "server-other": Row(
         "DHCP Server: All other properties",
         "no change", "replace", "replace",
-        "[server] keys that are not per-node; [failover-pair PAIR] keys other than the tuning keys and scopes"),
+        "[server] keys that are neither per-node nor client-class; [failover-pair PAIR] keys other than the tuning keys and scopes"),
+    "ldap": Row("LDAP Remote Server", "ensure", "replace", "exact", "[ldap NAME]"),
     "policy-options": Row(
         "Policy: Option List Properties",
         "ensure", "replace", "exact",
@@ -112,7 +118,6 @@ TABLE_27_1: dict[str, Row] = {
 #: Seed rows with no cnrd counterpart, and why.
 NOT_APPLICABLE: dict[str, str] = {
     "DHCP Listener Configuration": "cnrd listens on [server] interfaces, this host's interface names: per-node",
-    "LDAP Remote Server": "cnrd has no LDAP client yet; the row joins the table when it lands",
     "Policy: Packet Boot File Properties": "cnrd policies have no packet-file-name/packet-server-name "
                                            "(boot file options 66/67 are option list entries)",
     "DNS Update Configuration": "cnrd does no DNS updates yet; the row joins the table when it lands",
@@ -133,7 +138,9 @@ NOT_APPLICABLE: dict[str, str] = {
 PAIR_TUNING = frozenset({"failover-poll-interval", "failover-poll-timeout"})
 
 #: Every [server] key (ServerConfig field, '_' written '-'): "per-node" (never
-#: copied, never compared) or "other" (Table 27-1's "All other properties").
+#: copied, never compared), "client-class" (Table 27-1's server-level
+#: "Client-Class Properties", replaced by every operation) or "other" (its
+#: "All other properties").
 SERVER_KEYS: dict[str, str] = {
     "name": "per-node",  # the node's identity
     "interfaces": "per-node",  # this host's network interfaces (the DHCP listener)
@@ -168,6 +175,14 @@ SERVER_KEYS: dict[str, str] = {
     # main's clients while the main is down (CNR 7.2, "DHCPLEASEQUERY and
     # Failover"), so both partners allow the same ones.
     "leasequery-allow": "other",
+    # CNR's client-class properties of the DHCP server: both partners must
+    # class a client alike (the seed's checklist: the same LDAP server).
+    "client-class": "client-class",
+    "client-class-lookup-id": "client-class",
+    "client-lookup-id": "client-class",
+    "client-cache-ttl": "client-class",
+    "client-cache-count": "client-class",
+    "client-lookup-failure": "client-class",
 }
 
 #: Per-node configuration: section type -> its per-node keys, or None when the

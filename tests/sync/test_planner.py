@@ -306,12 +306,12 @@ def test_every_server_key_is_classified_and_the_issues_identity_keys_are_per_nod
 def test_every_section_type_the_loader_knows_has_a_place_in_the_table() -> None:
     from cnrd.config import loader
 
-    planned = {"server", "failover-pair", "policy", "client", "client-class", "scope", "reservation"}
+    planned = {"server", "failover-pair", "policy", "client", "client-class", "scope", "reservation", "ldap"}
     assert set(loader._SECTION_TYPES) == planned | {"api"}
     assert set(TABLE_27_1) == {"server-tuning", "server-other", "policy-options", "policy-other", "client",
-                               "client-class", "scopes"}
+                               "client-class", "scopes", "ldap"}
     for row in ("VPN", "Key", "Extensions", "Extension Point", "DHCP Listener Configuration",
-                "LDAP Remote Server", "DNS Update Configuration", "Trap Configuration"):
+                "DNS Update Configuration", "Trap Configuration"):
         assert row in NOT_APPLICABLE
 
 
