@@ -45,6 +45,8 @@ ADAPTERS = (
     "cnrd.ops.logs",  # twisted.logger observers and files
     "cnrd.ops.webhook",  # HTTP POSTs of traps
     "cnrd.ops.gcpolicy",  # garbage-collector timers
+    "cnrd.ldap.protocol",  # one LDAP connection on the reactor
+    "cnrd.ldap.client",  # LDAP servers by preference: connecting, timers, TLS
 )
 
 FORBIDDEN_IMPORTS = (
@@ -65,6 +67,7 @@ LAYERS = {
     "sync": ("cnrd.sync",),
     "admin": ("cnrd.admin",),
     "ctl": ("cnrd.ctl",),
+    "ldap": ("cnrd.ldap",),
     "app": ("cnrd.app",),
 }
 # Log lines, traps and the GC policy serve every layer above the codecs.
@@ -82,6 +85,8 @@ MAY_IMPORT = {
     "sync": {"base", "codec", "config", "sync"},
     "admin": _BELOW_CORE | {"dhcp", "failover", "sync", "admin"},
     "ctl": {"base", "config", "ctl"},
+    # An LDAP client: entries become config.ClientConfig; the DHCP core never sees LDAP.
+    "ldap": {"base", "codec", "config", "ldap"},
     "app": set(LAYERS),
 }
 
