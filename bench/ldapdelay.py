@@ -12,9 +12,10 @@ the server's answer time, as a busy or distant directory would add it.
 After StartTLS the stream is TLS records, not BER: from the first byte that
 cannot start an LDAPMessage on, each read is delayed as it came.
 
-Bounded: at most ``max_connections`` clients at once (more are closed on
-arrival), at most ``max_buffer`` bytes held per connection in either
-direction (a connection over it is closed), a PDU at most that long.
+Framing is cnrd.ldap.messages.split_pdus.  Bounded: at most
+``max_connections`` clients at once (more are closed on arrival), at most
+``max_buffer`` bytes held per connection in either direction (a connection
+over it is closed).
 Prints ``listening on HOST:PORT`` once it listens and, when stopped
 (SIGTERM or SIGINT), one line of totals.
 """
@@ -31,63 +32,13 @@ from twisted.internet import protocol
 from twisted.internet.interfaces import IAddress
 from twisted.python.failure import Failure
 
-__all__ = ["split_pdus", "DelayProxyFactory", "Totals", "main"]
+from cnrd.ldap.messages import ProtocolError, split_pdus
 
-SEQUENCE = 0x30  # the universal constructed SEQUENCE tag every LDAPMessage starts with
+__all__ = ["DelayProxyFactory", "Totals", "main"]
+
 MAX_BUFFER = 16 << 20  # bytes held per connection and direction, at most
 MAX_CONNECTIONS = 64
 CONNECT_TIMEOUT = 10.0  # seconds to reach the upstream server
-
-
-def _pdu_length(buf: bytes | bytearray, pos: int, limit: int) -> int | None:
-    """The whole length (tag, length octets and contents) of the BER element
-    at ``buf[pos:]``; None while its header or contents are incomplete.
-    Raises ValueError for what is not an LDAPMessage's start (another tag,
-    the indefinite form RFC 4511 §5.1 forbids, a length over ``limit``)."""
-    if len(buf) - pos < 2:
-        return None
-    if buf[pos] != SEQUENCE:
-        raise ValueError(f"tag 0x{buf[pos]:02x} does not start an LDAPMessage")
-    first = buf[pos + 1]
-    if first < 0x80:
-        header, length = 2, first
-    else:
-        n = first & 0x7F
-        if n == 0 or n > 4:
-            raise ValueError(f"length form 0x{first:02x} is not a definite length of 1-4 octets")
-        if len(buf) - pos < 2 + n:
-            return None
-        header, length = 2 + n, int.from_bytes(buf[pos + 2:pos + 2 + n], "big")
-    total = header + length
-    if total > limit:
-        raise ValueError(f"a PDU of {total} bytes is over the {limit}-byte bound")
-    return total if len(buf) - pos >= total else None
-
-
-def _split(buf: bytes | bytearray, limit: int) -> tuple[list[bytes], bytes, bool]:
-    """(the whole LDAPMessages at the start of ``buf``, the bytes after them,
-    whether those bytes cannot start an LDAPMessage)."""
-    out: list[bytes] = []
-    pos = 0
-    while True:
-        try:
-            n = _pdu_length(buf, pos, limit)
-        except ValueError:
-            return out, bytes(buf[pos:]), True
-        if n is None:
-            return out, bytes(buf[pos:]), False
-        out.append(bytes(buf[pos:pos + n]))
-        pos += n
-
-
-def split_pdus(buf: bytes | bytearray, limit: int = MAX_BUFFER) -> tuple[list[bytes], bytes]:
-    """The complete LDAPMessages at the start of ``buf`` and the bytes left
-    over (the start of the next one).  ValueError when what follows them
-    cannot start an LDAPMessage."""
-    pdus, rest, bad = _split(buf, limit)
-    if bad:
-        _pdu_length(rest, 0, limit)  # raises, saying why
-    return pdus, rest
 
 
 @dataclass
@@ -197,14 +148,18 @@ class _Client(protocol.Protocol):
         due = self.f.reactor.seconds() + self.f.delay
         if not self.raw:
             self.down_buf += data
-            pdus, rest, self.raw = _split(self.down_buf, self.f.max_buffer)
-            for p in pdus:
-                self._hold(due, p, True)
-            self.down_buf = bytearray(rest)
-            if self.raw and self.down_buf:
-                # not an LDAPMessage (TLS records after StartTLS): on unframed
+            try:
+                pdus, rest = split_pdus(bytes(self.down_buf))
+            except ProtocolError:
+                # not LDAPMessages (TLS records after StartTLS): on unframed,
+                # due when the whole PDUs in the same read would have been
+                self.raw = True
                 self._hold(due, bytes(self.down_buf), False)
                 self.down_buf.clear()
+            else:
+                for p in pdus:
+                    self._hold(due, p, True)
+                self.down_buf = bytearray(rest)
         else:
             self._hold(due, data, False)
         if len(self.down_buf) + self.held > self.f.max_buffer:
