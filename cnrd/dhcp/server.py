@@ -20,10 +20,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from cnrd.config import Config
+from cnrd.dhcp.clients import identify
 from cnrd.dhcp.handlers import bootp, decline, discover, inform, release, request
 from cnrd.dhcp.leasequery import handle_leasequery
 from cnrd.dhcp.model import BROADCAST, Counters, Gate, Interface, Reply, RxInfo, ScopeRuntime
 from cnrd.dhcp.packet import BOOTREQUEST, DhcpPacket, MalformedPacket, MessageType
+from cnrd.dhcp.registry import ClientRegistry
 from cnrd.dhcp.state import LogEvent, Request, ServerState
 from cnrd.leases.model import Lease, client_key
 from cnrd.leases.table import LeaseTable, Pool
@@ -71,8 +73,21 @@ class DhcpServer(ServerState):
             table.reserve(res.address, key)
         self.clients = dict(config.clients)
         self.classes = dict(config.client_classes)
+        self._configure_registry(config)
         self.server_identifier = config.server.server_identifier
         self.scope_cache.clear()
+
+    def _configure_registry(self, config: Config) -> None:
+        s = config.server
+        if not config.ldap or not s.client_class:
+            self.registry = None
+        elif self.registry is None:
+            self.registry = ClientRegistry(ttl=s.client_cache_ttl, count=s.client_cache_count)
+        else:
+            self.registry.configure(ttl=s.client_cache_ttl, count=s.client_cache_count)
+        # The reservations above were rebuilt from the file alone: registry
+        # entries make theirs again when their clients are next seen.
+        self.ldap_reserved = {}
 
     def set_interfaces(self, interfaces: Iterable[Interface]) -> None:
         """Tell the server which interfaces it serves and their addresses."""
@@ -120,11 +135,13 @@ class DhcpServer(ServerState):
         hw = bytes([p.htype]) + p.chaddr
         cid = p.client_id
         key = client_key(cid, hw)
-        client = self.clients.get(p.chaddr) if p.htype == 1 else None
+        who = identify(self, p, rx, key, cid, now)
+        if who is None:
+            return None  # parked for a registry lookup, or dropped
+        client, cls = who
         if client is not None and client.action == "exclude":
             self.drop("client-excluded")
             return None
-        cls = self.classes.get(client.client_class) if client and client.client_class else None
         if cls is not None and cls.action == "exclude":
             self.drop("client-class-excluded")
             return None

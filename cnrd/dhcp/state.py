@@ -22,6 +22,7 @@ from typing import Any
 from cnrd.config import ClientClassConfig, ClientConfig, Config
 from cnrd.dhcp.model import Counters, Gate, Interface, RxInfo, ScopeRuntime
 from cnrd.dhcp.packet import DhcpPacket, MalformedPacket
+from cnrd.dhcp.registry import ClientRegistry
 from cnrd.leases.model import client_key
 from cnrd.leases.table import LeaseTable
 
@@ -62,6 +63,11 @@ class ServerState:
         self.clients: dict[bytes, ClientConfig] = {}
         self.classes: dict[str, ClientClassConfig] = {}
         self.server_identifier = config.server.server_identifier
+        # The client registry (LDAP) while [ldap] sections are configured;
+        # parked items are the requests waiting for a lookup.
+        self.registry: ClientRegistry[tuple[DhcpPacket, RxInfo]] | None = None
+        # Reservations made from registry entries, by client key.
+        self.ldap_reserved: dict[bytes, int] = {}
 
     def drop(self, reason: str, fields: dict[str, Any] | None = None) -> None:
         """Leave a request unanswered: count it by ``reason`` and log it."""
