@@ -194,7 +194,7 @@ class ApiApp:
 
     @app.route(PREFIX + "/dhcp/reload", methods=["POST"])
     def reload(self, request: Any) -> Any:
-        return self._call(request, lambda: self.admin.reload(self._body(request)))
+        return self._call(request, lambda: self.admin.reload_checked(self._body(request)))
 
     @app.route(PREFIX + "/dhcp/stop", methods=["POST"])
     def stop(self, request: Any) -> Any:

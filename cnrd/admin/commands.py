@@ -28,7 +28,9 @@ from dataclasses import replace
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from cnrd import __version__
 from cnrd.admin.mismatch import unchecked_status
@@ -143,6 +145,16 @@ class Admin:
             # Each relationship's own readiness: a server with several pairs
             # may serve the scopes of some while another still recovers.
             out["pairs"] = pairs
+        health = self.runtime.registry_health
+        if health is not None:
+            # Degraded, not unready: cached entries keep serving their clients,
+            # and a client without one gets client-lookup-failure's answer.
+            ldap: dict[str, Any] = {"state": "up" if health.up else "degraded"}
+            if health.up:
+                ldap["server"] = health.server
+            else:
+                ldap["reason"] = health.reason
+            out["ldap"] = ldap
         return out
 
     def status(self) -> dict[str, Any]:
@@ -377,6 +389,30 @@ class Admin:
         out = self._pair_json(new)
         out["restart-required"] = [k for k in PAIR_PENDING if k in body and k in pending]
         return out
+
+    def reload_checked(self, body: Any) -> Deferred[dict[str, Any]]:
+        """:meth:`reload`, after binding with any LDAP settings the file changes.
+
+        Credentials an LDAP server rejects refuse the reload (400, naming
+        the ``[ldap]`` section) before anything changes; an LDAP server
+        that cannot be reached only adds a warning.
+        """
+        try:
+            new = load(self.config.path)
+        except ConfigError as e:
+            return fail(AdminError(400, str(e)))
+
+        def refused(f: Failure) -> Failure:
+            if f.check(ConfigError):
+                raise AdminError(400, str(f.value))
+            return f
+
+        def apply(warnings: list[str]) -> dict[str, Any]:
+            out = self.reload(body)
+            out["warnings"] = warnings + out["warnings"]
+            return out
+
+        return self.runtime.check_registry(new).addCallbacks(apply, refused)
 
     def reload(self, body: Any) -> dict[str, Any]:
         """CNR ``dhcp reload``: read the INI file again and apply what can change live.

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol, TypeVar
 
 from prometheus_client import PlatformCollector, ProcessCollector
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 from twisted.internet.interfaces import IReactorTime
 from twisted.python import threadable
@@ -30,6 +30,7 @@ from twisted.python import threadable
 from cnrd import __version__
 from cnrd.config import Config
 from cnrd.dhcp.protocol import ReplyPort
+from cnrd.dhcp.registry import LOOKUP_BUCKETS, RegistryHealth
 from cnrd.dhcp.server import DhcpServer
 from cnrd.failover.session import FailoverSession
 from cnrd.leases.store import LeaseStore
@@ -50,6 +51,9 @@ SENT_TYPES = ("OFFER", "ACK", "NAK", "BOOTREPLY")
 LEASEQUERY_KEYS = ("ip", "client-id", "mac")
 LEASEQUERY_ANSWERS = ("LEASEACTIVE", "LEASEUNASSIGNED", "LEASEUNKNOWN")
 LEASEQUERY_DROPS = ("leasequery-not-allowed", "leasequery-without-giaddr", "leasequery-without-key")
+#: LDAP lookup results and registry outcomes, exported at 0 until seen.
+LDAP_RESULTS = ("found", "not-found", "bad-entry", "timeout", "unavailable", "error")
+REGISTRY_OUTCOMES = ("found", "absent", "stale", "wait", "failed")
 #: Every address state a scope reports, with its owner label (see _owner).
 SCOPE_STATES = tuple(LeaseState)
 #: Failover states exported per side; the partner side also has "unknown" (never heard).
@@ -87,6 +91,8 @@ class MetricsSource(Protocol):
     def store(self) -> LeaseStore: ...
     @property
     def sessions(self) -> list[FailoverSession]: ...
+    @property
+    def registry_health(self) -> RegistryHealth | None: ...
 
 
 def registry_for(dhcp: MetricsSource) -> CollectorRegistry:
@@ -153,6 +159,7 @@ class CnrdCollector(Collector):
         fams = _Families()
         self._dhcp(fams, with_samples)
         self._leasequery(fams, with_samples)
+        self._ldap(fams, with_samples)
         self._scopes(fams, with_samples)
         self._failover(fams, with_samples)
         self._traps(fams, with_samples)
@@ -236,6 +243,38 @@ class CnrdCollector(Collector):
             answers.add_metric([kind], c.sent[kind])
         for reason in LEASEQUERY_DROPS:
             drops.add_metric([reason], c.drops[reason])
+
+    def _ldap(self, f: _Families, samples: bool) -> None:
+        up = f.gauge("cnrd_ldap_up", "1 while bound to an LDAP server of the client registry "
+                     "(absent without [ldap] sections)")
+        lookups = f.counter("cnrd_ldap_lookups_total", "Client registry lookups sent to LDAP, by result "
+                            "(found, not-found, bad-entry, timeout, unavailable, error)", ["result"])
+        seconds = HistogramMetricFamily("cnrd_ldap_lookup_seconds",
+                                        "Time from a lookup's start to the LDAP server's answer")
+        requests = f.counter("cnrd_client_registry_requests_total",
+                             "Requests that needed a registry entry, by outcome (found, absent: cached; stale: "
+                             "cached past its TTL while LDAP failed; wait: parked for a lookup; failed: none usable)",
+                             ["outcome"])
+        entries = f.gauge("cnrd_client_registry_entries", "Registry answers cached (client-cache-count bounds it)")
+        waiting = f.gauge("cnrd_client_registry_waiting", "Requests parked for an LDAP lookup now")
+        f.out.append(seconds)
+        health = self.dhcp.registry_health
+        registry = self.dhcp.server.registry
+        if not samples or health is None or registry is None:
+            return
+        up.add_metric([], 1 if health.up else 0)
+        for result in LDAP_RESULTS:
+            lookups.add_metric([result], health.results[result])
+        cumulative, buckets = 0, []
+        for bound, n in zip(LOOKUP_BUCKETS, health.buckets):
+            cumulative += n
+            buckets.append((repr(bound), cumulative))
+        buckets.append(("+Inf", health.count))
+        seconds.add_metric([], buckets, health.total)
+        for outcome in REGISTRY_OUTCOMES:
+            requests.add_metric([outcome], registry.stats[outcome])
+        entries.add_metric([], len(registry))
+        waiting.add_metric([], registry.waiting)
 
     def _scopes(self, f: _Families, samples: bool) -> None:
         addresses = f.gauge(

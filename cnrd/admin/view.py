@@ -16,6 +16,7 @@ from typing import Protocol
 from twisted.internet.defer import Deferred
 
 from cnrd.config import Config
+from cnrd.dhcp.registry import RegistryHealth
 from cnrd.dhcp.server import DhcpServer
 from cnrd.failover.session import FailoverSession
 from cnrd.leases.table import LeaseTable
@@ -49,6 +50,13 @@ class RunningServer(Protocol):
     @property
     def commits(self) -> int:
         """Lease store commits since start."""
+
+    @property
+    def registry_health(self) -> RegistryHealth | None:
+        """The LDAP client registry's connection and lookups; None without one."""
+
+    def check_registry(self, config: Config) -> Deferred[list[str]]:
+        """Bind with the LDAP settings ``config`` changes; warnings, or fails with a ConfigError."""
 
     def now(self) -> int:
         """The server's clock in whole seconds."""

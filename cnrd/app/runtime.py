@@ -31,7 +31,9 @@ from twisted.python.threadpool import ThreadPool
 from cnrd import __version__
 from cnrd.config import Config, ConfigError, ServerConfig
 from cnrd.dhcp import net
+from cnrd.app.ldap import LdapRegistry
 from cnrd.dhcp.protocol import Datagram, ReplyPort, RequestPath
+from cnrd.dhcp.registry import RegistryHealth
 from cnrd.dhcp.server import DhcpServer, Interface
 from cnrd.failover.pool import scope_pct
 from cnrd.failover.protocol import FailoverService
@@ -139,6 +141,7 @@ class Runtime(service.Service):
         port_factory: PortFactory | None = None,
         interfaces: Callable[[Config], list[Interface]] = resolve_interfaces,
         commit_runner: Runner | None = None,
+        ldap: LdapRegistry | None = None,
     ) -> None:
         self._config = config
         self.reactor = reactor
@@ -150,6 +153,10 @@ class Runtime(service.Service):
         self.path = RequestPath(self.server, reactor, self.commit, has_dirty=lambda: self.table.has_dirty,
                                 max_awaiting=lambda: self._responses,
                                 after_send=self._flush_links)
+        # The LDAP client registry: parked requests ask it through the path.
+        self.ldap = ldap or LdapRegistry(reactor)
+        self.ldap.configure(config)
+        self.path.lookup = self.ldap.lookup
         self.pairs: dict[str, PairRuntime] = {}
         # max-dhcp-responses in force (set again by reconfigure once pairs run).
         self._responses, _ = response_buffers(config.server, failover=False)
@@ -238,6 +245,15 @@ class Runtime(service.Service):
         if trap is not None:
             self.notifier.notify(trap)
 
+    @property
+    def registry_health(self) -> RegistryHealth | None:
+        """The LDAP client registry's connection and lookups; None without one."""
+        return self.ldap.health if self.ldap.configured else None
+
+    def check_registry(self, config: Config) -> defer.Deferred[list[str]]:
+        """Bind with the LDAP settings ``config`` changes; warnings, or fails with a ConfigError."""
+        return self.ldap.check(self._config, config)
+
     def pair_addresses(self, name: str) -> tuple[str, str] | None:
         """Our address and the partner's in failover pair ``name``, None if it does not run."""
         pair = self.pairs.get(name)
@@ -284,6 +300,8 @@ class Runtime(service.Service):
             for scope in scopes:
                 self.server.gates[scope] = pair.session.gate
         self.server.configure(config)
+        if self.ldap.configure(config) and self.server.registry is not None:
+            self.server.registry.forget()  # another directory: its answers may differ
         # server-identifier counts as one of our addresses (REQUEST selecting).
         self.server.set_interfaces(list(self.server.interfaces.values()))
         now = self.now()
@@ -351,6 +369,7 @@ class Runtime(service.Service):
         port = self._port_factory(self.reactor, s.server_port, self.path.on_batch, max_batch=s.max_dhcp_requests)
         self.path.port = port
         port.start()
+        self.ldap.start()
         self._expiry.start(s.expiry_interval, now=False)
         self._refresh.start(30, now=False)
         if s.stats_interval:
@@ -367,6 +386,7 @@ class Runtime(service.Service):
         if self.gc is not None:
             self.gc.stop()
         self.path.stop()
+        self.ldap.stop()
         port, self.path.port = self.path.port, None
         if port is not None:
             port.stop()

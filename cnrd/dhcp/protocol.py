@@ -16,6 +16,12 @@ INFORMs and DHCPLEASEQUERYs are worked on: a burst of new clients (or of
 queries) does not hold up the ones about to be bound, and an ACK waits for
 its commit, not for the rest of the batch.  ``max-dhcp-responses`` bounds the replies waiting for the disk; past
 it whole batches are dropped as overload (clients retry).
+
+A request whose client entry must first come from the client registry
+(LDAP) is parked by the core (:mod:`cnrd.dhcp.registry`); the path starts
+one lookup per client through ``lookup`` and decides the parked requests
+when it answers or fails (its timeout bounds the wait).  Other clients are
+not held up: their batches go through meanwhile.
 """
 
 from __future__ import annotations
@@ -23,14 +29,18 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from cnrd.config import ClientConfig
 
 from cnrd.dhcp.packet import DhcpPacket, MalformedPacket, MessageType, parse
 from cnrd.dhcp.server import DhcpServer, Reply, RxInfo
 from cnrd.text import int_to_ip, ip_to_int
 
-__all__ = ["RequestPath", "ReplyPort", "Datagram", "Commit", "LAZY_COMMIT"]
+__all__ = ["RequestPath", "ReplyPort", "Datagram", "Commit", "Lookup", "LAZY_COMMIT"]
 
 log = Logger(namespace="cnrd")
 
@@ -42,6 +52,8 @@ _NOT_FIRST = frozenset({MessageType.DISCOVER, MessageType.INFORM, MessageType.LE
 
 #: Make the lease changes durable, then call the callback with success.
 Commit = Callable[[Callable[[bool], None]], None]
+#: The client registry's entry for a lookup id (None: no entry); fails on error or timeout.
+Lookup = Callable[[str], "Deferred[ClientConfig | None]"]
 
 
 class Datagram(Protocol):
@@ -101,6 +113,8 @@ class RequestPath:
         # their binding updates then, so clients are answered first).
         self.after_send = after_send
         self.port: ReplyPort | None = None
+        # Asks the client registry (LDAP) for one lookup id; set while one runs.
+        self.lookup: Lookup | None = None
         self.malformed = 0
         self.awaiting = 0  # durable replies waiting for their commit
         self._lazy_commit: IDelayedCall | None = None
@@ -125,16 +139,48 @@ class RequestPath:
         acks = self._decide(first, now)
         self.awaiting += len(acks)
         self.commit(lambda ok: self._committed(ok, acks))
-        if not later:
-            return
-        # A list of its own: the callback above may run after this line (a
-        # commit thread) and must still see the first one.
-        more = self._decide(later, now)
+        if later:
+            self._decide_and_commit(later, now)
+        self._start_lookups()
+
+    def _decide_and_commit(self, packets: list[tuple[DhcpPacket, RxInfo]], now: int) -> None:
+        """Decide ``packets``; commit if they need it, else leave a lazy commit for what they changed."""
+        # A list of its own: an earlier commit's callback may run after this
+        # (a commit thread) and must still see its own list.
+        more = self._decide(packets, now)
         if more:
             self.awaiting += len(more)
             self.commit(lambda ok: self._committed(ok, more))
         elif self._has_dirty() and (self._lazy_commit is None or not self._lazy_commit.active()):
             self._lazy_commit = self.clock.callLater(LAZY_COMMIT, self._commit_if_dirty)
+
+    # -- the client registry ---------------------------------------------------------
+    def _start_lookups(self) -> None:
+        """Ask the registry for every lookup id a request was parked for."""
+        registry = self.server.registry
+        if registry is None:
+            return
+        for lookup_id in registry.take_wanted():
+            if self.lookup is None:
+                self._looked_up(None, lookup_id, ok=False)
+                continue
+            d = self.lookup(lookup_id)
+            d.addCallbacks(self._looked_up, self._lookup_failed, callbackArgs=(lookup_id,),
+                           errbackArgs=(lookup_id,))
+
+    def _lookup_failed(self, failure: Failure, lookup_id: str) -> None:
+        self._looked_up(None, lookup_id, ok=False)
+
+    def _looked_up(self, client: ClientConfig | None, lookup_id: str, *, ok: bool = True) -> None:
+        """The registry answered (or failed): decide the requests that waited for it."""
+        registry = self.server.registry
+        if registry is None:
+            return  # the registry was configured away meanwhile: the clients retry
+        now = int(self.clock.seconds())
+        parked = registry.answered(lookup_id, client, now) if ok else registry.failed(lookup_id, now)
+        if parked and self.port is not None:
+            self._decide_and_commit(parked, now)
+        self._start_lookups()
 
     def _parse(self, batch: Sequence[Datagram]) -> tuple[list[tuple[DhcpPacket, RxInfo]],
                                                          list[tuple[DhcpPacket, RxInfo]]]:
