@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from cnrd.config import loads
+from cnrd.config import ConfigError, loads
 from cnrd.config.model import LdapConfig
 from tests.test_config import FILE, MINIMAL, error
 
@@ -166,6 +166,10 @@ S = "ldap dir"
     ("search-filter = (=%s)\n", "search-filter", "attribute"),
     ("search-filter = (cn:dn=%s)\n", "search-filter", ":="),
     ("search-filter = " + "(!" * 40 + "(cn=%s)" + ")" * 40 + "\n", "search-filter", "nested"),
+    ("search-filter = (&(|(!(cn=%s))))\n", "search-filter", "nested more than 2"),
+    ("search-filter = (cn:caseExactMatch:=%s)\n", "search-filter", "extensible"),
+    ("search-filter = (:dn:2.5.13.5:=%s)\n", "search-filter", "extensible"),
+    ("search-filter = (cn=a**%s)\n", "search-filter", "empty substring"),
     ("timeout = 0.05\n", "timeout", "out of range"),
     ("timeout = 61\n", "timeout", "out of range"),
     ("timeout = soon\n", "timeout", "bad time"),
@@ -257,10 +261,50 @@ def test_a_bad_server_key_names_it(line: str, key: str, fragment: str) -> None:
 
 @pytest.mark.parametrize("value", [
     "(macAddress=%s)", "(&(objectClass=ieee802Device)(|(macAddress=%s)(cn=%s)))", "(!(cn=%s))",
-    "(uid=*%s*)", "(cn=%s*)", "(cn:caseExactMatch:=%s)", "(:dn:2.5.13.5:=%s)", "(cn;lang-en~=%s)",
+    "(uid=*%s*)", "(cn=%s*)", "(&(cn=*)(cn=%s))", "(cn;lang-en~=%s)", "(&(|(cn=%s)(uid=%s))(!(ou=x)))",
     "(cn=a\\2a%s)", "(2.5.4.3=%s)",
 ])
 def test_well_formed_filters_load(value: str) -> None:
     # Each is a filter by RFC 4515's grammar, including its section 4 examples' forms.
     assert loads(_ldap(f"search-filter = {value}\n"), FILE).ldap["dir"].search_filter == value
 
+
+
+# Filters both cnrd.ldap.filter (what the client sends) and the loader judge.
+AGREED = ["(macAddress=%s)", "(&(objectClass=ieee802Device)(macAddress=%s))", "(|(cn=%s)(uid=%s))",
+          "(!(cn=%s))", "(&(|(cn=%s))(!(uid=x)))", "(&(|(!(cn=%s))))", "(cn=*%s*)", "(cn=a**%s)",
+          "(cn~=%s)", "(cn>=%s*)", "(cn:dn:=%s)", "(macAddress=%s", "(macAddress=%s))", "((cn=%s))",
+          "(cn=%s\\zz)", "(cn=(%s)", "(&)(cn=%s)", "(cn=\\2a%s)", "(cn=%s)(cn=x)"]
+
+
+@pytest.mark.parametrize("value", AGREED)
+def test_the_loader_accepts_the_filters_the_ldap_client_can_send(value: str) -> None:
+    # A filter the loader took but the client could not send would fail
+    # every lookup at run time; one the client sends is a valid setting.
+    from cnrd.ldap.filter import render
+
+    try:
+        render(value, "02:00:00:00:00:01")
+        sendable = True
+    except ValueError:
+        sendable = False
+    try:
+        loads(_ldap(f"search-filter = {value}\n"), FILE)
+        loaded = True
+    except ConfigError:
+        loaded = False
+    assert loaded == sendable
+
+
+def test_the_agreement_list_holds_filters_of_both_kinds() -> None:
+    from cnrd.ldap.filter import render
+
+    def sendable(value: str) -> bool:
+        try:
+            render(value, "x")
+        except ValueError:
+            return False
+        return True
+
+    kinds = [sendable(v) for v in AGREED]
+    assert kinds.count(True) >= 5 and kinds.count(False) >= 5

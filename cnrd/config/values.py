@@ -363,7 +363,10 @@ _LDAP_OID = r"(?:[A-Za-z][A-Za-z0-9-]*|[0-9]+(?:\.[0-9]+)+)"
 # RFC 4515 item up to its value: attr, or the extensible form's :dn and :rule.
 _FILTER_ITEM_RE = re.compile(
     rf"(?P<attr>{_LDAP_ATTR})?(?P<dn>:dn)?(?P<rule>:{_LDAP_OID})?(?P<op>:=|~=|>=|<=|=)", re.IGNORECASE)
-_FILTER_DEPTH = 32  # nesting deeper than any real filter, shallow enough for the recursion
+# The LDAP client encodes with pyasn1-modules' Filter, which unrolls the
+# recursion three levels deep: and, or and not at the outer two only
+# (cnrd.ldap.filter.MAX_NESTING).  The loader refuses what it cannot send.
+_FILTER_DEPTH = 2
 _HOST_LABEL_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _SECONDS_RE = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ms|s)?", re.IGNORECASE)
 _HEX = frozenset("0123456789abcdefABCDEF")
@@ -430,7 +433,11 @@ def parse_dn(text: str) -> str:
 
 
 def parse_search_filter(text: str) -> str:
-    """An RFC 4515 search filter with ``%s`` where the escaped lookup id goes, as written."""
+    """An RFC 4515 search filter with ``%s`` where the escaped lookup id goes, as written.
+
+    Beyond the grammar, what the LDAP client cannot send is refused too:
+    extensible matches, and and/or/not nested more than two levels.
+    """
     t = text.strip()
     if "%s" not in t:
         raise InvalidValue(f"filter {t!r} has no %s (where the client's lookup id goes)")
@@ -446,11 +453,12 @@ def parse_search_filter(text: str) -> str:
 
 def _filter_end(s: str, i: int, depth: int) -> int:
     """Where the RFC 4515 ``filter`` starting at ``s[i]`` ends; InvalidValue when it is not one."""
-    if depth > _FILTER_DEPTH:
-        raise InvalidValue(f"nested more than {_FILTER_DEPTH} deep")
     if i >= len(s) or s[i] != "(":
         raise InvalidValue(f"expected '(' at character {i + 1}")
     i += 1
+    if s[i:i + 1] in ("&", "|", "!") and depth >= _FILTER_DEPTH:
+        raise InvalidValue(f"and, or and not nested more than {_FILTER_DEPTH} levels "
+                           f"(character {i + 1}): cnrd's LDAP client cannot send that")
     if s[i:i + 1] in ("&", "|"):
         i += 1
         count = 0
@@ -481,6 +489,8 @@ def _item_end(s: str, i: int) -> int:
         raise InvalidValue(f"':dn' and a matching rule go with ':=' (character {i + 1})")
     if op != ":=" and not m.group("attr"):
         raise InvalidValue(f"expected an attribute before {op!r} at character {i + 1}")
+    if op == ":=":
+        raise InvalidValue(f"extensible match (character {i + 1}): cnrd's LDAP client cannot send it")
     i = m.end()
     while i < len(s) and s[i] != ")":
         c = s[i]
@@ -493,6 +503,8 @@ def _item_end(s: str, i: int) -> int:
             raise InvalidValue(f"{c!r} in a value must be escaped (character {i + 1})")
         if c == "*" and op != "=":
             raise InvalidValue(f"'*' in a {op} value must be escaped as \\2a (character {i + 1})")
+        if c == "*" and s[i + 1:i + 2] == "*":
+            raise InvalidValue(f"empty substring between two '*' (character {i + 1})")
         i += 1
     return i
 
