@@ -170,8 +170,21 @@ def test_reload_with_an_unreachable_server_applies_with_a_warning(tmp_path):
     path.write_text(path.read_text().replace("hostname = 127.0.0.1", "hostname = 127.0.0.2"))
     out = _result(Admin(rt).reload_checked(None))
     assert any("[ldap dir] not reachable" in w for w in out["warnings"])
+    assert "[ldap dir] hostname" in out["applied"]
     assert rt.config.ldap["dir"].hostname == "127.0.0.2"
     assert old.stopped == 1  # the new settings got a new client
+
+
+def test_a_new_password_in_the_same_file_is_bound_and_reported(tmp_path):
+    secret = tmp_path / "pw"
+    secret.write_text("old\n")
+    extra = f"username = cn=dhcp,dc=cnrd,dc=test\npassword-file = {secret}\n"
+    rt, port, _, checks, path = make(tmp_path, extra)
+    secret.write_text("new\n")
+    out = _result(Admin(rt).reload_checked(None))
+    assert checks == ["dir"]
+    assert out["applied"] == ["[ldap dir] password-file (the password)"]
+    assert rt.config.ldap["dir"].password == b"new"
 
 
 def test_reload_without_ldap_changes_binds_nothing(tmp_path):

@@ -115,6 +115,10 @@ def plan_reload(old: Config, new: Config, leased: Mapping[str, int], *, force: b
     applied += _section_diff("reservation", old.reservations, new.reservations, int_to_ip)
     applied += _section_diff("client", old.clients, new.clients, hw_text)
     applied += _section_diff("client-class", old.client_classes, new.client_classes)
+    applied += _section_diff("ldap", old.ldap, new.ldap)
+    # A password is kept out of comparisons; a new one in the same file still counts.
+    applied += [f"[ldap {name}] password-file (the password)" for name, s in new.ldap.items()
+                if name in old.ldap and old.ldap[name] == s and old.ldap[name].password != s.password]
 
     # What waits for a restart is now what the file says and the running pair does not.
     pending: dict[str, dict[str, Any]] = {}
