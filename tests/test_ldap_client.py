@@ -127,6 +127,7 @@ def test_lookup_timeout_abandons_and_counts_from_the_call():
     assert len(searches(transport)) == 1 and h.client.queued == 1
     h.reactor.advance(0.5)  # the first times out; the second is sent
     assert isinstance(results[0], Failure) and results[0].check(LdapTimeout)
+    assert h.client.outstanding == 1 and h.client.queued == 0  # the slot went to the second lookup
     assert b"\x50" in transport.value()  # AbandonRequest sent
     ids = searches(transport)
     assert len(ids) == 2
@@ -202,3 +203,32 @@ def test_several_entries_first_wins(code):
     assert int(request["sizeLimit"]) == 2 and [bytes(a) for a in request["attributes"]] == [b"cn"]
     proto.dataReceived(entry(mid, b"cn=1") + entry(mid, b"cn=2") + reply(mid, "searchResDone", code))  # type: ignore
     assert got[0].dn == "cn=1"  # type: ignore[attr-defined]
+
+
+def test_notice_of_disconnection_fails_pending_and_closes():
+    h = Harness([server("one", 1)])
+    h.client.start()
+    _, proto, transport = h.bind()
+    got: list[object] = []
+    h.client.lookup("a").addBoth(got.append)
+    msg = rfc2251.LDAPMessage()
+    msg["messageID"] = 0  # unsolicited (RFC 4511 §4.4.1)
+    op = msg["protocolOp"].getComponentByName("extendedResp")
+    op["resultCode"] = 52
+    op["matchedDN"] = b""
+    op["errorMessage"] = b"shutting down"
+    op["responseName"] = M.NOTICE_OF_DISCONNECTION_OID.encode()
+    proto.dataReceived(encoder.encode(msg))  # type: ignore[attr-defined]
+    assert got and got[0].check(LdapUnavailable)  # type: ignore[attr-defined]
+    assert "unavailable (52): shutting down" in got[0].value.reason  # type: ignore[attr-defined]
+    assert transport.disconnecting
+
+
+def test_garbage_from_the_server_drops_the_connection():
+    h = Harness([server("one", 1)])
+    h.client.start()
+    _, proto, transport = h.bind()
+    got: list[object] = []
+    h.client.lookup("a").addBoth(got.append)
+    proto.dataReceived(b"\x16\x03\x01\x00\x05hello")  # type: ignore[attr-defined]  # not an LDAPMessage
+    assert got[0].check(LdapUnavailable) and transport.disconnecting  # type: ignore[attr-defined]

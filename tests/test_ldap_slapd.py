@@ -139,3 +139,75 @@ def _self_signed(tmp_path: Path) -> bytes:
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(crt),
                     "-days", "1", "-subj", "/CN=other-ca"], check=True, capture_output=True, timeout=60)
     return crt.read_bytes()
+
+
+async def wait_for(check, what: str, seconds: float = 10.0) -> None:
+    from twisted.internet.task import deferLater
+    for _ in range(int(seconds / 0.05)):  # bounded
+        if check():
+            return
+        await deferLater(reactor, 0.05, lambda: None)
+    raise AssertionError(f"not within {seconds} s: {what}")
+
+
+@pytest_twisted.ensureDeferred
+async def test_slapd_stopped_then_restarted(slapd: Slapd) -> None:
+    states: list[tuple[bool, str]] = []
+    client = LdapClient(reactor, [server_for(slapd)], on_state=lambda up, why: states.append((up, why)),
+                        backoff=(0.1, 0.4))
+    client.start()
+    try:
+        await wait_bound(client, states)
+        slapd.stop()
+        await wait_for(lambda: states[-1][0] is False, "the loss reported")
+        with pytest.raises(LdapUnavailable):
+            await client.lookup("02:00:00:00:00:07")
+        slapd.start()
+        await wait_for(lambda: states[-1] == (True, "ldap1"), "bound again")
+        entry = await client.lookup("02:00:00:00:00:07")
+        assert entry is not None and entry.first("cn") == b"pc-7"
+        assert [up for up, _ in states] == [True, False, True]  # on changes only, however many retries
+    finally:
+        await client.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_frozen_slapd_times_out_then_answers_again(slapd: Slapd) -> None:
+    from cnrd.ldap.client import LdapTimeout
+    states: list[tuple[bool, str]] = []
+    client = LdapClient(reactor, [server_for(slapd, timeout=0.5)], on_state=lambda up, why: states.append((up, why)))
+    client.start()
+    try:
+        await wait_bound(client, states)
+        slapd.freeze()
+        try:
+            with pytest.raises(LdapTimeout):
+                await client.lookup("02:00:00:00:00:07")
+            assert client.outstanding == 0  # the timed-out search gave its slot back
+        finally:
+            slapd.thaw()
+        entry = await client.lookup("02:00:00:00:00:07")
+        assert entry is not None and entry.first("cn") == b"pc-7"
+    finally:
+        await client.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_fallback_server_then_back_to_the_preferred(tmp_path: Path) -> None:
+    preferred = Slapd(tmp_path / "a")  # configured, not started yet: nothing listens on its port
+    with Slapd(tmp_path / "b") as fallback:
+        fallback.add(client_ldif("02:00:00:00:00:07", "from-b", "staff"))
+        servers = [server_for(preferred, name="a", preference=1), server_for(fallback, name="b", preference=2)]
+        states: list[tuple[bool, str]] = []
+        client = LdapClient(reactor, servers, on_state=lambda up, why: states.append((up, why)), backoff=(0.1, 0.5))
+        client.start()
+        try:
+            await wait_bound(client, states)
+            assert states == [(True, "b")]
+            assert (await client.lookup("02:00:00:00:00:07")).first("cn") == b"from-b"  # type: ignore[union-attr]
+            with preferred:
+                preferred.add(client_ldif("02:00:00:00:00:07", "from-a", "staff"))
+                await wait_for(lambda: states[-1] == (True, "a"), "back on the preferred server")
+                assert (await client.lookup("02:00:00:00:00:07")).first("cn") == b"from-a"  # type: ignore
+        finally:
+            await client.stop()

@@ -114,6 +114,7 @@ class _Lookup:
     timer: IDelayedCall | None = None
     op: Deferred[SearchPage] | None = None
     done: bool = False
+    error: LdapError | None = None  # set when the lookup timed out while its search was out
 
 
 class LdapClient:
@@ -307,7 +308,9 @@ class LdapClient:
     def _answered(self, outcome: SearchPage | Failure, item: _Lookup, server: LdapConfig) -> None:
         self._outstanding -= 1
         item.op = None
-        if isinstance(outcome, Failure):
+        if item.error is not None:
+            self._finish(item, item.error)
+        elif isinstance(outcome, Failure):
             error = outcome.value
             self._finish(item, error if isinstance(error, LdapError)
                          else LdapError(-1, f"{server.name}: {outcome.getErrorMessage()}"))
@@ -338,11 +341,14 @@ class LdapClient:
 
     def _expire(self, item: _Lookup, server: LdapConfig) -> None:
         item.timer = None
-        op = item.op
-        self._finish(item, LdapTimeout(-1, f"{server.name}: no answer for {item.lookup_id} "
-                                       f"within {server.timeout:g} s"))
-        if op is not None:
-            op.cancel()  # abandons the search on the server; _answered frees its slot
+        error = LdapTimeout(-1, f"{server.name}: no answer for {item.lookup_id} within {server.timeout:g} s")
+        if item.op is None:  # still queued
+            self._finish(item, error)
+            return
+        # Cancelling abandons the search on the server; _answered then frees
+        # its slot before the caller hears of the timeout.
+        item.error = error
+        item.op.cancel()
 
     def _pump(self) -> None:
         server = self._server
