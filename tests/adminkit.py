@@ -18,6 +18,7 @@ from twisted.application import service
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 
+from cnrd.app.ldap import LdapRegistry
 from cnrd.config import load
 from cnrd.dhcp.packet import MessageType as M
 from cnrd.dhcp.packet import ip_to_int
@@ -69,7 +70,7 @@ class Server:
     """One cnrd server process, minus the sockets."""
 
     def __init__(self, tmp: Path, text: str, *, name: str = "test", clock: Clock | None = None,
-                 host: str | None = None) -> None:
+                 host: str | None = None, ldap: LdapRegistry | None = None) -> None:
         self.dir = tmp / name
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "token").write_text(TOKEN + "\n")
@@ -89,7 +90,7 @@ class Server:
 
         self.top = service.MultiService()
         self.dhcp = Runtime(load(str(self.path)), clock, store=self.store, port_factory=factory,
-                                interfaces=lambda c: [IFACE], commit_runner=run_now)
+                                interfaces=lambda c: [IFACE], commit_runner=run_now, ldap=ldap)
         self.dhcp.setServiceParent(self.top)
         self.links = []
         if host is not None:

@@ -31,9 +31,11 @@ from twisted.web.http_headers import Headers
 
 from cnrd.admin.api import ApiService
 from cnrd.admin.commands import Admin
+from cnrd.app.ldap import LdapRegistry
 from cnrd.config import ConfigError, loads
 from cnrd.config.inifile import read_values
 from cnrd.failover.states import S
+from cnrd.ldap.errors import LdapError, LdapUnavailable
 from cnrd.leases.model import Lease, LeaseState
 from cnrd.sync.planner import shareable
 from tests.adminkit import PAIR, T0, TOKEN, Server, Wire
@@ -103,14 +105,15 @@ class Client:
 class Pair:
     """A main and a backup in NORMAL, each with its API listening and the pair's APIs configured."""
 
-    def __init__(self, tmp: Path, main_extra: str = MAIN_EXTRA, backup_extra: str = BACKUP_EXTRA) -> None:
+    def __init__(self, tmp: Path, main_extra: str = MAIN_EXTRA, backup_extra: str = BACKUP_EXTRA, *,
+                 ldap: Any = lambda: None) -> None:
         clock = Clock()
         clock.advance(T0)
         self.tmp = tmp
         self.token_file = tmp / "sync-token"
         self.token_file.write_text(TOKEN + "\n")
-        self.main = Server(tmp, _ini(main_extra), name="main", clock=clock, host="10.1.0.1")
-        self.backup = Server(tmp, _ini(backup_extra), name="backup", clock=clock, host="10.1.0.2")
+        self.main = Server(tmp, _ini(main_extra), name="main", clock=clock, host="10.1.0.1", ldap=ldap())
+        self.backup = Server(tmp, _ini(backup_extra), name="backup", clock=clock, host="10.1.0.2", ldap=ldap())
         self.wire = Wire(self.main, self.backup)
         self.wire.connect()
         self.apis: list[ApiService] = []
@@ -405,6 +408,47 @@ async def test_a_reload_refusal_puts_the_file_back(tmp_path) -> None:
                                           {"operation": "exact", "run": True})
         assert status == 409 and "scope guest holds 1 leased addresses" in r["error"], r
         assert p.backup.path.read_bytes() == before
+    finally:
+        await p.stop()
+
+
+class _NoLdap:
+    """An LDAP client that never connects (the bind check is what these tests watch)."""
+
+    def __init__(self, reactor: Any, servers: Any, on_state: Any) -> None:
+        self.server = None
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> Any:
+        return defer.succeed(None)
+
+    def lookup(self, lookup_id: str) -> Any:
+        return defer.fail(LdapUnavailable(0, "not connected"))
+
+
+@pytest_twisted.ensureDeferred
+async def test_synced_ldap_credentials_the_directory_rejects_put_the_file_back(tmp_path) -> None:
+    # Update ensures the main's [ldap dir] on the backup; the backup binds
+    # with it before its reload applies anything, is refused, and restores.
+    binds: list[str] = []
+
+    def reject(reactor: Any, server: Any, timeout: float) -> Any:
+        binds.append(server.name)
+        return defer.fail(LdapError(49, "invalidCredentials (49)"))
+
+    ldap = "\n[ldap dir]\nhostname = 127.0.0.1\nsearch-path = dc=cnrd,dc=test\nquery-dictionary = cn=host-name\n"
+    p = Pair(tmp_path, MAIN_EXTRA + ldap, BACKUP_EXTRA,
+             ldap=lambda: LdapRegistry(reactor, client_factory=_NoLdap, bind_check=reject))
+    try:
+        before = p.backup.path.read_bytes()
+        status, r = await p.main_api.call("POST", "/failover-pairs/examplepair/sync",
+                                          {"operation": "update", "run": True})
+        assert status == 400 and "[ldap dir]" in r["error"] and "invalidCredentials" in r["error"], r
+        assert binds == ["dir"]
+        assert p.backup.path.read_bytes() == before
+        assert "dir" not in p.backup.dhcp.config.ldap
     finally:
         await p.stop()
 

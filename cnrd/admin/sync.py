@@ -29,7 +29,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from cnrd.admin.commands import Admin, _write_atomically
 from cnrd.admin.partner import PartnerApi, PartnerError, Values, pair_api_urls, read_token, values_json, view_values
@@ -140,7 +142,7 @@ class PairSync:
             except PartnerError as e:
                 raise AdminError(e.status, e.reason) from None
         else:
-            result = self.apply(name, request)
+            result = await self.apply(name, request)
         for key in ("applied", "restart-required", "warnings"):
             value = result.get(key)
             out[key] = list(value) if isinstance(value, list) else []
@@ -152,8 +154,12 @@ class PairSync:
             self.admin.config_recheck(name)
         return out
 
-    def apply(self, name: str, body: Any) -> dict[str, Any]:
-        """POST sync-apply: apply a Report's changes to this server's file, if it is still as reported."""
+    def apply(self, name: str, body: Any) -> Deferred[dict[str, Any]]:
+        """POST sync-apply: apply a Report's changes to this server's file, if it is still as reported.
+
+        The reload after the write binds with any LDAP settings it changes
+        (as ``dhcp reload`` does); a refusal puts the file back.
+        """
         body = body_object(body, ("operation", "direction", "changes"))
         _choice(body, "operation", OPERATIONS, "update")
         direction = _choice(body, "direction", DIRECTIONS, "main-to-backup")
@@ -180,17 +186,21 @@ class PairSync:
         except ConfigError as e:
             raise AdminError(422, str(e)) from None
         self._write(path, new_text)
-        try:
-            result = self.admin.reload(None)
-        except AdminError:
+
+        def refused(f: Failure) -> Failure:
             # The reload refused what was written (a scope removed that
-            # still holds leases): put the file back so nothing changed.
+            # still holds leases, LDAP credentials rejected): put the file
+            # back so nothing changed.
             self._write(path, text)
-            raise
-        log.info("failover pair {pair}: {n} synchronized changes written to {path}",
-                 pair=name, n=len(changes), path=path)
-        return {"pair": name, "server": self.admin.config.server.name, "applied": result["applied"],
-                "restart-required": result["restart-required"], "warnings": result["warnings"]}
+            return f
+
+        def applied(result: dict[str, Any]) -> dict[str, Any]:
+            log.info("failover pair {pair}: {n} synchronized changes written to {path}",
+                     pair=name, n=len(changes), path=path)
+            return {"pair": name, "server": self.admin.config.server.name, "applied": result["applied"],
+                    "restart-required": result["restart-required"], "warnings": result["warnings"]}
+
+        return self.admin.reload_checked(None).addCallbacks(applied, refused)
 
     # -- helpers -------------------------------------------------------------------
     def _partner_api(self, pair: FailoverPairConfig, role: Role) -> PartnerApi:
