@@ -55,7 +55,7 @@ def desc(cls: str) -> Entry:
     return Entry(dn="cn=x,ou=clients,dc=cnrd,dc=test", attributes={"description": [cls.encode()]})
 
 
-def make(tmp_path, extra="", bind=None):
+def make(tmp_path, extra="", bind=None, bound=True):
     path = tmp_path / "cnrd.ini"
     path.write_text(BASE_CONFIG + LDAP + extra)
     clock = Clock()
@@ -83,6 +83,8 @@ def make(tmp_path, extra="", bind=None):
     rt = Runtime(load(str(path)), clock, store=RecordingStore(), port_factory=port_factory,
                  interfaces=lambda c: [IFACE], commit_runner=run_now, ldap=ldap)
     rt.startService()
+    if bound:
+        clients[0].on_state(True, "dir")
     return rt, ports[0], clients, checks, path
 
 
@@ -103,6 +105,34 @@ def test_a_waiting_client_does_not_hold_up_others_and_is_answered_when_ldap_answ
     answered = [o for o in offers(port) if o.chaddr == mac(1)]
     assert len(answered) == 2 and all(o.options[15] == b"gold.example" for o in answered)
     assert rt.registry_health is not None and rt.registry_health.results["found"] == 1
+
+
+def test_requests_before_the_first_bind_wait_for_it(tmp_path):
+    rt, port, (client,), _, _ = make(tmp_path, bound=False)
+    port.on_batch([Rx(request(M.DISCOVER, mac(1)).serialize())], 0)
+    assert client.pending == {} and offers(port) == []
+    client.on_state(True, "dir")
+    client.pending[mac(1).hex(":")].callback(desc("gold"))
+    (offer,) = offers(port)
+    assert offer.options[15] == b"gold.example"
+
+
+def test_requests_before_a_first_bind_that_fails_get_the_default_class(tmp_path):
+    rt, port, (client,), _, _ = make(tmp_path, bound=False)
+    port.on_batch([Rx(request(M.DISCOVER, mac(1)).serialize())], 0)
+    client.on_state(False, "connection refused")
+    (offer,) = offers(port)
+    assert 15 not in offer.options and client.pending == {}
+
+
+def test_the_wait_for_the_first_bind_is_bounded_by_the_timeout(tmp_path):
+    rt, port, (client,), _, _ = make(tmp_path, bound=False)
+    port.on_batch([Rx(request(M.DISCOVER, mac(1)).serialize())], 0)
+    rt.reactor.advance(1.9)
+    assert offers(port) == []
+    rt.reactor.advance(0.2)  # [ldap dir] timeout is 2 s by default
+    assert len(offers(port)) == 1
+    assert rt.registry_health.results["timeout"] == 1
 
 
 def test_a_lookup_that_times_out_answers_with_the_default_class(tmp_path):
@@ -139,7 +169,7 @@ def test_ldap_down_is_degraded_not_unready_and_cached_clients_keep_their_class(t
 
 
 def test_one_log_line_per_outage(tmp_path, caplog_events):
-    rt, port, (client,), _, _ = make(tmp_path)
+    rt, port, (client,), _, _ = make(tmp_path, bound=False)
     client.on_state(False, "connection refused")
     client.on_state(False, "connection refused")
     client.on_state(False, "timed out")

@@ -6,7 +6,10 @@ path's lookups (``RequestPath.lookup``: an entry becomes a
 :class:`~cnrd.config.ClientConfig` through the server's query-dictionary),
 and :class:`~cnrd.dhcp.registry.RegistryHealth` (up or degraded, lookup
 results and times) for readiness and metrics.  An outage is logged once
-when it starts and once when it ends.
+when it starts and once when it ends.  Lookups asked while the first
+connection is still being made wait for it (up to the server's timeout)
+instead of failing at once: a server just started would otherwise give its
+first clients the default class for a whole lease.
 
 A reload that changes an ``[ldap]`` section first binds with the new
 settings (:meth:`LdapRegistry.check`): credentials the server rejects
@@ -17,10 +20,12 @@ only warns, since it may come back and the cache serves meanwhile.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -51,6 +56,15 @@ ClientFactory = Callable[[Any, Sequence[LdapConfig], Callable[[bool, str], None]
 BindCheck = Callable[[Any, LdapConfig, float], "Deferred[None]"]
 
 
+@dataclass
+class _Waiting:
+    """A lookup asked before the first bind settled."""
+
+    lookup_id: str
+    deferred: Deferred[Entry | None]
+    timer: IDelayedCall | None = None
+
+
 def _make_client(reactor: Any, servers: Sequence[LdapConfig], on_state: Callable[[bool, str], None]) -> _Client:
     return LdapClient(reactor, servers, on_state=on_state)
 
@@ -78,6 +92,11 @@ class LdapRegistry:
         self._running = False
         self.health = RegistryHealth()
         self._bad_entries: set[str] = set()  # DNs already logged as unusable
+        # Lookups asked before the client first bound or failed to: they
+        # wait for that (up to the timeout) rather than fail at once, so the
+        # clients of a server just started are not given the default class.
+        self._first: list[_Waiting] = []
+        self._settled = False
 
     @property
     def configured(self) -> bool:
@@ -95,6 +114,8 @@ class LdapRegistry:
             old.stop()
         self._servers = servers
         self.health = RegistryHealth()
+        self._release_first(LdapUnavailable(0, "the LDAP settings changed"))
+        self._settled = False
         if servers:
             self._client = self._factory(self.reactor, servers, self._on_state)
             if self._running:
@@ -115,6 +136,8 @@ class LdapRegistry:
         return self._client.stop()
 
     def _on_state(self, up: bool, detail: str) -> None:
+        self._settled = True
+        self._release_first(None if up else LdapUnavailable(0, detail))
         if not self.health.changed(up, detail, self.reactor.seconds()):
             return
         if up:
@@ -132,7 +155,10 @@ class LdapRegistry:
             return defer.fail(LdapUnavailable(0, "no LDAP server is configured"))
         server = client.server or self._servers[0]
         started = self.reactor.seconds()
-        d = client.lookup(lookup_id)
+        if not self._settled and self._running:
+            d = self._after_first_bind(lookup_id, server.timeout)
+        else:
+            d = client.lookup(lookup_id)
 
         def answered(entry: Entry | None) -> ClientConfig | None:
             self.health.observe(self.reactor.seconds() - started)
@@ -158,6 +184,28 @@ class LdapRegistry:
             return f
 
         return d.addCallbacks(answered, failed)
+
+    def _after_first_bind(self, lookup_id: str, timeout: float) -> Deferred[Entry | None]:
+        waiting = _Waiting(lookup_id, Deferred())
+
+        def expire() -> None:
+            self._first.remove(waiting)
+            waiting.deferred.errback(LdapTimeout(0, f"no LDAP server bound within {timeout:g} s of the start"))
+
+        waiting.timer = self.reactor.callLater(timeout, expire)
+        self._first.append(waiting)
+        return waiting.deferred
+
+    def _release_first(self, error: LdapError | None) -> None:
+        """The first bind settled: send the lookups that waited for it, or fail them."""
+        first, self._first = self._first, []
+        for waiting in first:
+            if waiting.timer is not None and waiting.timer.active():
+                waiting.timer.cancel()
+            if error is not None or self._client is None:
+                waiting.deferred.errback(error or LdapUnavailable(0, "no LDAP server is configured"))
+            else:
+                self._client.lookup(waiting.lookup_id).chainDeferred(waiting.deferred)
 
     # -- reload ---------------------------------------------------------------------------
     def check(self, old: Config, new: Config) -> Deferred[list[str]]:
