@@ -114,7 +114,7 @@ class LdapRegistry:
             old.stop()
         self._servers = servers
         self.health = RegistryHealth()
-        self._release_first(LdapUnavailable(0, "the LDAP settings changed"))
+        self._release_first(LdapUnavailable(-1, "the LDAP settings changed"))
         self._settled = False
         if servers:
             self._client = self._factory(self.reactor, servers, self._on_state)
@@ -137,7 +137,7 @@ class LdapRegistry:
 
     def _on_state(self, up: bool, detail: str) -> None:
         self._settled = True
-        self._release_first(None if up else LdapUnavailable(0, detail))
+        self._release_first(None if up else LdapUnavailable(-1, detail))
         if not self.health.changed(up, detail, self.reactor.seconds()):
             return
         if up:
@@ -152,7 +152,7 @@ class LdapRegistry:
         client = self._client
         if client is None:
             self.health.results["unavailable"] += 1
-            return defer.fail(LdapUnavailable(0, "no LDAP server is configured"))
+            return defer.fail(LdapUnavailable(-1, "no LDAP server is configured"))
         server = client.server or self._servers[0]
         started = self.reactor.seconds()
         if not self._settled and self._running:
@@ -190,7 +190,7 @@ class LdapRegistry:
 
         def expire() -> None:
             self._first.remove(waiting)
-            waiting.deferred.errback(LdapTimeout(0, f"no LDAP server bound within {timeout:g} s of the start"))
+            waiting.deferred.errback(LdapTimeout(-1, f"no LDAP server bound within {timeout:g} s of the start"))
 
         waiting.timer = self.reactor.callLater(timeout, expire)
         self._first.append(waiting)
@@ -203,7 +203,7 @@ class LdapRegistry:
             if waiting.timer is not None and waiting.timer.active():
                 waiting.timer.cancel()
             if error is not None or self._client is None:
-                waiting.deferred.errback(error or LdapUnavailable(0, "no LDAP server is configured"))
+                waiting.deferred.errback(error or LdapUnavailable(-1, "no LDAP server is configured"))
             else:
                 self._client.lookup(waiting.lookup_id).chainDeferred(waiting.deferred)
 
