@@ -300,7 +300,8 @@ class Slapd:
         ]
         return "\n".join(lines)
 
-    def _configure(self) -> None:
+    def configure(self) -> None:
+        """Write slapd.conf (and with ``tls`` the certificates) and check it with slaptest; :meth:`start` does it once."""
         self.directory.mkdir(parents=True, exist_ok=True)
         self.data_dir.mkdir(exist_ok=True)
         if self.tls and self.ca_file is None:
@@ -319,7 +320,7 @@ class Slapd:
         if self.running:
             return self
         if not self.conf.exists():
-            self._configure()
+            self.configure()
         self._log = open(self.log_path, "ab")
         argv = self._ns_argv(["slapd", "-d", "0", "-h", self.uri, "-f", self.conf])
         self._proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

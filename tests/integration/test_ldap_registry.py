@@ -28,7 +28,9 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -106,7 +108,7 @@ search-scope = onelevel
 search-filter = (macAddress=%s)
 query-dictionary = description=client-class, cn=host-name, ipHostNumber=reserved-address, ou=action
 timeout = 2s
-"""
+{tls}"""
 
 
 # -- reading what the client and the server say ------------------------------------------------
@@ -156,7 +158,13 @@ def ready(ns: Netns, token: str) -> tuple[int, dict]:
 class Net:
     """The server's namespace with its bridge, slapd and cnrd, and the clients' namespace."""
 
-    def __init__(self, lab: Lab) -> None:
+    def __init__(self, lab: Lab, *, tls: bool = False, ca_file: Path | None = None) -> None:
+        """``tls``: slapd offers StartTLS and cnrd must use it, checking the certificate
+        against ``ca_file`` (default: the CA that signed slapd's)."""
+        missing = missing_ldap_requirements()
+        if missing:  # never a skip: scripts/setup installs them, CI must have them
+            pytest.fail(f"the LDAP integration test needs {', '.join(missing)} (scripts/setup installs them)",
+                        pytrace=False)
         self.lab = lab
         self.srv = lab.netns("srv")
         self.br = lab.bridge(self.srv, "br0", addr=f"{SERVER_IP}/24")
@@ -165,12 +173,16 @@ class Net:
         token_file = lab.path("api-token")
         token_file.write_text(self.token + "\n")
         token_file.chmod(0o600)
-        self.slapd = Slapd(lab.path("ldap"), host="127.0.0.1", port=389, netns=self.srv)
+        self.slapd = Slapd(lab.path("ldap"), host="127.0.0.1", port=389, netns=self.srv, tls=tls)
+        tls_keys = ""
+        if tls:
+            self.slapd.configure()  # makes the certificates now: the config names the CA file
+            tls_keys = f"use-ssl = starttls\nca-file = {ca_file or self.slapd.ca_file}\n"
         self.password_file = lab.path("ldap-password")
         self.slapd.write_password_file(self.password_file)
         self.server = CnrdProcess(self.srv, CONFIG.format(
             iface=self.br, ttl=TTL, token=token_file, port=self.slapd.port, bind_dn=DHCP_DN,
-            password_file=self.password_file, base=CLIENTS,
+            password_file=self.password_file, base=CLIENTS, tls=tls_keys,
         ))
 
     def client_if(self) -> str:
@@ -180,10 +192,6 @@ class Net:
 
 @pytest.fixture
 def net(lab: Lab):
-    missing = missing_ldap_requirements()
-    if missing:
-        pytest.fail(f"the LDAP integration test needs {', '.join(missing)} (scripts/setup installs them)",
-                    pytrace=False)
     n = Net(lab)
     try:
         yield n
@@ -334,3 +342,41 @@ def test_reload_with_a_wrong_password_is_refused(net: Net) -> None:
     n.slapd.write_password_file(n.password_file)
     status, body = http(n.srv, "POST", "/api/v1/dhcp/reload", n.token, "{}")
     assert status == 200, (status, body)
+
+
+def test_starttls_with_the_directory_ca(lab: Lab) -> None:
+    """(e) use-ssl = starttls: cnrd checks slapd's certificate against ca-file, then looks clients up over TLS."""
+    n = Net(lab, tls=True)
+    try:
+        iface = n.client_if()
+        started(n, client_ldif(n.cli.mac(iface), "laptop-5", "guests"))
+        # slapd answers StartTLS with a certificate the fixture's CA signed
+        assert n.slapd.search("(cn=dhcp)", bind=(DHCP_DN, n.slapd.dhcp_password), starttls=True)
+        lease = dhclient(n.cli, iface)
+        assert 150 <= int(lease.address.rsplit(".", 1)[1]) <= 199, lease.address
+        assert lease_options(n.cli, iface)["domain-name"] == "guests.example"
+        assert wait_ldap_state(n, "up")["ldap"]["state"] == "up"
+    finally:
+        n.slapd.stop()
+
+
+def test_starttls_refuses_a_certificate_from_another_ca(lab: Lab) -> None:
+    """(e) A certificate the configured CA did not sign: degraded with the reason, clients get the defaults."""
+    other = lab.path("other-ca")
+    other.mkdir()
+    ca = other / "ca.crt"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", str(other / "ca.key"), "-out", str(ca), "-subj", "/CN=not the directory's CA"],
+                   capture_output=True, timeout=60, check=True)
+    n = Net(lab, tls=True, ca_file=ca)
+    try:
+        iface = n.client_if()
+        started(n, client_ldif(n.cli.mac(iface), "laptop-6", "guests"))
+        body = wait_ldap_state(n, "degraded")
+        assert re.search(r"certificate|tls|verif", body["ldap"].get("reason", ""), re.I), body
+        assert metric(n.srv, "cnrd_ldap_up") == 0
+        # client-lookup-failure = default: answered without its class rather than dropped
+        lease = dhclient(n.cli, iface)
+        assert lease_options(n.cli, iface)["domain-name"] == "lan.example", lease
+    finally:
+        n.slapd.stop()
