@@ -1,7 +1,8 @@
 """bench.ldapdelay, the proxy that makes an LDAP server answer late: the
 bytes pass unchanged both ways, each server PDU (RFC 4511 §5.1 framing) is
 held exactly the configured delay, in order, on a fake clock and a fake
-upstream."""
+upstream.  And bench.ldapburst's pure parts: the /metrics deltas it
+reports and the checks that make it refuse to report nothing."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pyasn1.codec.ber import encoder
 from pyasn1_modules import rfc2251
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
+from bench import ldapburst
 from bench.ldapdelay import DelayProxyFactory
 
 DELAY = 0.05
@@ -211,3 +213,61 @@ def test_unreachable_upstream_closes_the_client() -> None:
     rig = Rig()
     rig.up_factory.clientConnectionFailed(None, None)
     assert rig.client_t.disconnecting
+
+
+# -- bench.ldapburst's pure parts: what it reads out of /metrics and when it refuses to report --------
+METRICS_BEFORE = """\
+# HELP cnrd_ldap_lookups_total Client registry lookups sent to LDAP, by result
+# TYPE cnrd_ldap_lookups_total counter
+cnrd_ldap_lookups_total{result="found"} 5.0
+cnrd_ldap_lookups_total{result="timeout"} 1.0
+cnrd_ldap_lookup_seconds_bucket{le="0.05"} 4.0
+cnrd_ldap_lookup_seconds_bucket{le="0.1"} 5.0
+cnrd_ldap_lookup_seconds_bucket{le="+Inf"} 5.0
+cnrd_ldap_lookup_seconds_count 5.0
+cnrd_ldap_lookup_seconds_sum 0.2
+cnrd_ldap_up 1.0
+"""
+METRICS_AFTER = """\
+cnrd_ldap_lookups_total{result="found"} 105.0
+cnrd_ldap_lookups_total{result="timeout"} 1.0
+cnrd_ldap_lookup_seconds_bucket{le="0.05"} 4.0
+cnrd_ldap_lookup_seconds_bucket{le="0.1"} 95.0
+cnrd_ldap_lookup_seconds_bucket{le="+Inf"} 105.0
+cnrd_ldap_lookup_seconds_count 105.0
+cnrd_ldap_lookup_seconds_sum 7.2
+cnrd_ldap_up 1.0
+"""
+
+
+def test_metrics_deltas_by_result_and_histogram_bucket() -> None:
+    before, after = ldapburst.parse_metrics(METRICS_BEFORE), ldapburst.parse_metrics(METRICS_AFTER)
+    assert ldapburst.by_label(after, "cnrd_ldap_lookups_total", "result") == {"found": 105.0, "timeout": 1.0}
+    assert ldapburst.total(after, "cnrd_ldap_up") == 1.0
+    assert ldapburst.total(after, "cnrd_no_such_metric") is None
+    h = ldapburst.histogram_delta(before, after, "cnrd_ldap_lookup_seconds")
+    # 100 lookups in the interval: 90 in (0.05, 0.1], 10 above 0.1; 7.0 s in all
+    assert h["count"] == 100 and abs(h["mean_ms"] - 70.0) < 1e-9
+    assert h["buckets"] == {"0.05": 0.0, "0.1": 90.0, "+Inf": 10.0}
+    assert (h["p50_le_s"], h["p99_le_s"]) == ("0.1", "+Inf")
+
+
+def test_perfdhcp_macs_count_up_from_the_base() -> None:
+    macs = ldapburst.expected_macs("02:12:34:56:00:00", 300)
+    assert macs[0] == "02:12:34:56:00:00" and macs[255] == "02:12:34:56:00:ff" and macs[256] == "02:12:34:56:01:00"
+    assert len(set(macs)) == 300
+
+
+def _result(sent: int = 10, found: float = 10.0, pdus: int = 20, to_loaded: int = 10) -> dict:
+    run = {"label": "burst", "discover_sent": sent, "ldap_lookups": {"found": found, "timeout": 0.0},
+           "leases": {"to_loaded_macs": to_loaded}}
+    return {"runs": {"burst": run, "cached": {**run, "label": "cached", "ldap_lookups": {}}},
+            "proxy": {"pdus_down": pdus}}
+
+
+def test_the_harness_refuses_figures_that_measured_nothing() -> None:
+    assert ldapburst.check(_result()) == []
+    assert any("sent no DISCOVER" in w for w in ldapburst.check(_result(sent=0)))
+    assert any("did not move" in w for w in ldapburst.check(_result(found=0.0)))
+    assert any("proxy" in w for w in ldapburst.check(_result(pdus=0)))
+    assert any("MAC" in w for w in ldapburst.check(_result(to_loaded=0)))
