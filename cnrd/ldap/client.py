@@ -18,7 +18,8 @@ from typing import Any
 from twisted.internet import error as net_error
 from twisted.internet import ssl
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.protocol import Factory
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -68,6 +69,18 @@ def _prefixed(error: LdapError, where: str) -> LdapError:
     return LdapError(error.code, f"{where}: {error.reason}")
 
 
+class _OneConnection(Factory):
+    """Builds the one protocol of a connection attempt, without Twisted's per-attempt log lines."""
+
+    noisy = False  # a reconnecting client would log two lines a second while LDAP is down
+
+    def __init__(self, proto: LdapProtocol) -> None:
+        self.proto = proto
+
+    def buildProtocol(self, addr: Any) -> LdapProtocol:
+        return self.proto
+
+
 def open_session(reactor: Any, server: LdapConfig, timeout: float) -> Deferred[LdapProtocol]:
     """A connection to ``server``, through StartTLS if configured, bound; all within ``timeout``.
 
@@ -91,7 +104,7 @@ def open_session(reactor: Any, server: LdapConfig, timeout: float) -> Deferred[L
             proto.transport.abortConnection()  # type: ignore[attr-defined]
         return Failure(_as_ldap_error(failure, server, "connect and bind"))
 
-    d: Deferred[LdapProtocol] = connectProtocol(endpoint, proto)
+    d: Deferred[LdapProtocol] = endpoint.connect(_OneConnection(proto)).addCallback(lambda _: proto)
     d.addCallback(connected)
     d.addTimeout(timeout, reactor)
     d.addErrback(failed)
