@@ -106,7 +106,8 @@ def _reserve(state: ServerState, key: bytes, client: ClientConfig | None) -> Non
         # lease): the entry is wrong or stale; the client gets a pool address.
         state.log_event("client-reservation-conflict", {"address": want, "client": key.hex(":")})
         return
-    if table.pool_of(want) is None:
+    # As a [reservation] section: inside a scope's subnet, not its network or broadcast address.
+    if not any(sc.contains(want) and want not in (sc.network, sc.broadcast) for sc in state.config.scopes.values()):
         state.log_event("client-reservation-outside", {"address": want, "client": key.hex(":")})
         return
     state.ldap_reserved[key] = want

@@ -201,6 +201,24 @@ def test_a_reserved_address_another_reservation_holds_is_not_taken():
     assert s.table.reserved[held] == client_key(None, b"\x01" + bytes.fromhex("020000000050"))
 
 
+def test_a_reserved_address_outside_the_ranges_but_in_the_subnet_is_offered_like_a_reservation_section():
+    s = server_with()
+    want = ip_to_int("10.1.0.20")  # in 10.1.0.0/24, outside 10.1.0.100-109
+    assert s.registry is not None
+    s.registry.answered(lid(13), entry(13, reserved_address=want), 100)
+    reply = s.handle(request(M.DISCOVER, mac(13)), BCAST, 100)
+    assert reply is not None and reply.packet.yiaddr == want
+
+
+def test_a_reserved_address_outside_every_subnet_is_not_used():
+    s = server_with()
+    assert s.registry is not None
+    s.registry.answered(lid(14), entry(14, reserved_address=ip_to_int("192.0.2.7")), 100)
+    reply = s.handle(request(M.DISCOVER, mac(14)), BCAST, 100)
+    assert reply is not None and reply.packet.yiaddr != ip_to_int("192.0.2.7")
+    assert s.ldap_reserved == {}
+
+
 def test_failed_lookup_answers_as_default_or_drops_as_configured():
     s = server_with()
     s.handle(request(M.DISCOVER, mac(8)), BCAST, 100)
