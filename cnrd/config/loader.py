@@ -386,6 +386,8 @@ class _Builder:
                                      default=field_default(d, "client_cache_count")),
             client_lookup_failure=s.get("client-lookup-failure", _parse_word, ("default", "drop"),
                                         default=field_default(d, "client_lookup_failure")),
+            echo_client_id=s.get("echo-client-id", parse_bool, default=field_default(d, "echo_client_id")),
+            authoritative=s.get("authoritative", parse_bool, default=field_default(d, "authoritative")),
         )
 
     def _api(self) -> ApiConfig:

@@ -229,6 +229,11 @@ class ServerConfig:
     # A request whose LDAP lookup neither answered nor failed within the LDAP
     # server's timeout: "default" answers it as a client without entry, "drop" drops it.
     client_lookup_failure: str = "default"
+    # RFC 6842: replies carry the client's option 61 as received.
+    echo_client_id: bool = True
+    # NAK an INIT-REBOOT REQUEST from a client this server has no record of
+    # (RFC 2131 §4.3.2 has a server without a record stay silent).
+    authoritative: bool = False
 
 
 @dataclass(frozen=True)

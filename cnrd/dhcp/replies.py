@@ -80,7 +80,14 @@ def build_reply(
             opts[12] = req.host_name.encode()
     if p.giaddr and 82 in p.options:
         opts[82] = p.options[82]  # RFC 3046 §2.2: echo relay agent information
+    _echo_client_id(state, p, opts)
     return route(state, req, r, mtype, durable)
+
+
+def _echo_client_id(state: ServerState, p: DhcpPacket, opts: dict[int, bytes]) -> None:
+    """RFC 6842 §3: OFFER, ACK and NAK carry the client's identifier exactly as it sent it."""
+    if state.config.server.echo_client_id and 61 in p.options:
+        opts[61] = p.options[61]
 
 
 def nak(state: ServerState, req: Request, why: str) -> Reply:
@@ -92,6 +99,7 @@ def nak(state: ServerState, req: Request, why: str) -> Reply:
     r.options[56] = why.encode()
     if req.p.giaddr and 82 in req.p.options:
         r.options[82] = req.p.options[82]
+    _echo_client_id(state, req.p, r.options)
     return route(state, req, r, MessageType.NAK, False)
 
 

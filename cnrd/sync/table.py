@@ -183,6 +183,9 @@ SERVER_KEYS: dict[str, str] = {
     "client-cache-ttl": "client-class",
     "client-cache-count": "client-class",
     "client-lookup-failure": "client-class",
+    # How the service answers clients: either partner answers the same client.
+    "echo-client-id": "other",
+    "authoritative": "other",
 }
 
 #: Per-node configuration: section type -> its per-node keys, or None when the
