@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import configparser
 import urllib.parse
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import fields
-from typing import Any
 
+from cnrd.config.ldapsection import build_ldap
 from cnrd.config.model import (
     ApiConfig,
     ClientClassConfig,
@@ -30,17 +30,15 @@ from cnrd.config.model import (
     ServerConfig,
     field_default,
 )
+from cnrd.config.section import Section, parse_word
 from cnrd.config.values import (
-    MULTILINE_PARSERS,
     InvalidValue,
     format_range,
     parse_action,
     parse_bool,
     parse_class_lookup_id,
-    parse_dn,
     parse_duration,
     parse_hex,
-    parse_host,
     parse_http_url,
     parse_hw_address,
     parse_int,
@@ -51,10 +49,7 @@ from cnrd.config.values import (
     parse_name,
     parse_percent,
     parse_policy_option,
-    parse_query_dictionary,
     parse_range,
-    parse_search_filter,
-    parse_seconds,
     parse_size,
     parse_subnet,
     parse_time,
@@ -139,50 +134,6 @@ def parse_ini(text: str, path: str) -> configparser.ConfigParser:
     return parser
 
 
-class _Section:
-    """One INI section being converted: its raw values, and errors located to it.
-
-    ``name`` is the text after the type in the header; ``""`` for the unnamed
-    ``[server]`` and ``[api]``.
-    """
-
-    def __init__(self, path: str, header: str, kind: str, name: str,
-                 values: dict[str, str], allowed: Iterable[str]) -> None:
-        self.path = path
-        self.header = header
-        self.kind = kind
-        self.name = name
-        self.values = values
-        self.allowed = tuple(allowed)
-
-    def error(self, key: str | None, reason: str) -> ConfigError:
-        return ConfigError(self.path, self.header, key, reason)
-
-    def check_keys(self, extra: Callable[[str], bool] = lambda key: False) -> None:
-        """Refuse keys that are not attributes of this section type."""
-        for key in self.values:
-            if key not in self.allowed and not extra(key):
-                raise self.error(key, "unknown key" + suggest(key, self.allowed))
-
-    def get(self, key: str, parse: Callable[..., Any], *args: Any,
-            default: Any = None, required: bool = False) -> Any:
-        """The parsed value of ``key``, or ``default`` when absent."""
-        if key not in self.values:
-            if required:
-                raise self.error(key, "required key is missing")
-            return default
-        text = self.values[key]
-        # An indented line continues the previous value; that is only
-        # meaningful for lists, elsewhere it is an indentation mistake.
-        if "\n" in text and parse not in MULTILINE_PARSERS:
-            raise self.error(key, f"value continues on the next line ({text.split(chr(10))[1]!r}); "
-                                  "is that line indented by mistake?")
-        try:
-            return parse(text, *args)
-        except InvalidValue as e:
-            raise self.error(key, str(e)) from None
-
-
 def _parse_boundary(text: str) -> int:
     """failover-backup-allocation-boundary: an IPv4 address, or 0 for unset."""
     return 0 if text.strip() == "0" else parse_ipv4(text)
@@ -208,37 +159,6 @@ def _parse_api_base(text: str) -> str:
     return url.rstrip("/")
 
 
-def _parse_word(text: str, words: tuple[str, ...]) -> str:
-    """One of ``words`` (any case)."""
-    t = text.strip().lower()
-    if t not in words:
-        raise InvalidValue(f"bad value {text.strip()!r}{suggest(t, words)}; allowed: {', '.join(words)}")
-    return t
-
-
-def _read_secret(path: str) -> bytes:
-    """A password file's content without one trailing newline; InvalidValue when unreadable or empty."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise InvalidValue(f"cannot read {path}: {e.strerror or e}") from None
-    data = data.removesuffix(b"\n").removesuffix(b"\r")
-    if not data:
-        raise InvalidValue(f"{path} is empty")
-    return data
-
-
-def _check_readable(path: str) -> str:
-    """``path`` when it can be opened for reading; InvalidValue otherwise."""
-    try:
-        with open(path, "rb"):
-            pass
-    except OSError as e:
-        raise InvalidValue(f"cannot read {path}: {e.strerror or e}") from None
-    return path
-
-
 def _field_keys(cls: type, *, skip: Iterable[str] = ()) -> tuple[str, ...]:
     """INI keys for a dataclass: its field names with '_' written as '-'."""
     skipped = set(skip)
@@ -251,7 +171,7 @@ class _Builder:
     def __init__(self, path: str, parser: configparser.ConfigParser) -> None:
         self.path = path
         self.parser = parser
-        self.sections: dict[str, list[_Section]] = {kind: [] for kind in _SECTION_TYPES}
+        self.sections: dict[str, list[Section]] = {kind: [] for kind in _SECTION_TYPES}
         self.policies: dict[str, PolicyConfig] = {}
         self.scopes: dict[str, ScopeConfig] = {}
         self.reservations: dict[int, ReservationConfig] = {}
@@ -280,7 +200,7 @@ class _Builder:
         for s in self.sections["failover-pair"]:
             self._failover_pair(s, server)
         for s in self.sections["ldap"]:
-            self._ldap(s)
+            build_ldap(s, self.ldap)
         if self.ldap and not server.client_class:
             # Clients are looked up only with client-class on: the LDAP
             # servers would never be asked.
@@ -335,7 +255,7 @@ class _Builder:
                 raise ConfigError(self.path, header, None, "duplicate section")
             seen.add((kind, name))
             values = dict(self.parser.items(header))
-            self.sections[kind].append(_Section(self.path, header, kind, name or "", values, allowed[kind]))
+            self.sections[kind].append(Section(self.path, header, kind, name or "", values, allowed[kind]))
 
     def _server(self) -> ServerConfig:
         if not self.sections["server"]:
@@ -378,13 +298,13 @@ class _Builder:
             leasequery_allow=s.get("leasequery-allow", _parse_leasequery_allow, default=()),
             client_class=s.get("client-class", parse_bool, default=field_default(d, "client_class")),
             client_class_lookup_id=s.get("client-class-lookup-id", parse_class_lookup_id),
-            client_lookup_id=s.get("client-lookup-id", _parse_word, ("mac", "client-id"),
+            client_lookup_id=s.get("client-lookup-id", parse_word, ("mac", "client-id"),
                                    default=field_default(d, "client_lookup_id")),
             client_cache_ttl=s.get("client-cache-ttl", parse_duration, 0,
                                    default=field_default(d, "client_cache_ttl")),
             client_cache_count=s.get("client-cache-count", parse_int, 1, None,
                                      default=field_default(d, "client_cache_count")),
-            client_lookup_failure=s.get("client-lookup-failure", _parse_word, ("default", "drop"),
+            client_lookup_failure=s.get("client-lookup-failure", parse_word, ("default", "drop"),
                                         default=field_default(d, "client_lookup_failure")),
             echo_client_id=s.get("echo-client-id", parse_bool, default=field_default(d, "echo_client_id")),
             authoritative=s.get("authoritative", parse_bool, default=field_default(d, "authoritative")),
@@ -405,7 +325,7 @@ class _Builder:
             enabled=s.get("enabled", parse_bool, default=field_default(d, "enabled")),
         )
 
-    def _policy(self, s: _Section) -> None:
+    def _policy(self, s: Section) -> None:
         s.check_keys(lambda key: key.startswith("option."))
         d = PolicyConfig
         options: dict[int, bytes] = {}
@@ -433,14 +353,14 @@ class _Builder:
             options=options,
         )
 
-    def _policy_ref(self, s: _Section, key: str) -> str | None:
+    def _policy_ref(self, s: Section, key: str) -> str | None:
         """A reference to an existing policy, or None when the key is absent."""
         name: str | None = s.get(key, parse_name)
         if name is not None and name not in self.policies:
             raise s.error(key, f"unknown policy {name!r}" + suggest(name, self.policies))
         return name
 
-    def _scope(self, s: _Section) -> None:
+    def _scope(self, s: Section) -> None:
         s.check_keys()
         d = ScopeConfig
         network, prefix_len = s.get("subnet", parse_subnet, required=True)
@@ -513,7 +433,7 @@ class _Builder:
                                                 f"{format_range(other)} of scope {owner}")
             owned.extend((r, s.name) for r in scope.ranges)
 
-    def _reservation(self, s: _Section) -> None:
+    def _reservation(self, s: Section) -> None:
         s.check_keys()
         try:
             address = parse_ipv4(s.name)
@@ -547,7 +467,7 @@ class _Builder:
             host_name=s.get("host-name", parse_name),
         )
 
-    def _client_class(self, s: _Section) -> None:
+    def _client_class(self, s: Section) -> None:
         s.check_keys()
         self.client_classes[s.name] = ClientClassConfig(
             name=s.name,
@@ -556,7 +476,7 @@ class _Builder:
             action=s.get("action", parse_action),
         )
 
-    def _client(self, s: _Section) -> None:
+    def _client(self, s: Section) -> None:
         s.check_keys()
         try:
             hw = parse_hw_address(s.name)
@@ -576,7 +496,7 @@ class _Builder:
             action=s.get("action", parse_action),
         )
 
-    def _failover_pair(self, s: _Section, server: ServerConfig) -> None:
+    def _failover_pair(self, s: Section, server: ServerConfig) -> None:
         s.check_keys()
         d = FailoverPairConfig
         main = s.get("main", parse_ipv4, required=True)
@@ -642,48 +562,7 @@ class _Builder:
             api_token_file=api_token_file,
         )
 
-    def _ldap(self, s: _Section) -> None:
-        """An LDAP remote server holding client entries; its password file is read here."""
-        s.check_keys()
-        d = LdapConfig
-        preference = s.get("preference", parse_int, 1, None, default=field_default(d, "preference"))
-        for other in self.ldap.values():
-            if other.preference == preference:
-                raise s.error("preference", f"{preference} is also [ldap {other.name}]'s "
-                                            "(the order of the servers must be clear)")
-        username = s.get("username", parse_dn)
-        password_file = s.get("password-file", parse_name)
-        if username is not None and password_file is None:
-            raise s.error("password-file", "required with username (the bind password)")
-        if username is None and password_file is not None:
-            raise s.error("password-file", "given without username (an anonymous bind sends no password)")
-        password = s.get("password-file", lambda text: _read_secret(text.strip()), default=b"")
-        use_ssl = s.get("use-ssl", _parse_word, ("off", "starttls"), default=field_default(d, "use_ssl"))
-        ca_file = s.get("ca-file", lambda text: _check_readable(parse_name(text)))
-        if use_ssl == "starttls" and ca_file is None:
-            raise s.error("ca-file", "required with use-ssl = starttls (the CA that signs the server's certificate)")
-        if use_ssl == "off" and ca_file is not None:
-            raise s.error("ca-file", "given with use-ssl = off (no certificate is checked)")
-        self.ldap[s.name] = LdapConfig(
-            name=s.name,
-            hostname=s.get("hostname", parse_host, required=True),
-            search_path=s.get("search-path", parse_dn, required=True),
-            query_dictionary=s.get("query-dictionary", parse_query_dictionary, required=True),
-            port=s.get("port", parse_int, 1, 65535, default=field_default(d, "port")),
-            preference=preference,
-            username=username,
-            password_file=password_file,
-            password=password,
-            use_ssl=use_ssl,
-            ca_file=ca_file,
-            search_scope=s.get("search-scope", _parse_word, ("base", "onelevel", "subtree"),
-                               default=field_default(d, "search_scope")),
-            search_filter=s.get("search-filter", parse_search_filter, default=field_default(d, "search_filter")),
-            timeout=s.get("timeout", parse_seconds, 0.1, 60.0, default=field_default(d, "timeout")),
-            max_requests=s.get("max-requests", parse_int, 1, 10000, default=field_default(d, "max_requests")),
-        )
-
-    def _pair_apis(self, s: _Section) -> tuple[str | None, str | None, str | None]:
+    def _pair_apis(self, s: Section) -> tuple[str | None, str | None, str | None]:
         """main-api, backup-api and api-token-file: all three or none (sync and the comparison).
 
         The token file is read when the server starts (the admin API's
