@@ -575,6 +575,12 @@ def test_bad_log_setting() -> None:
           "did you mean 'failover-detail'")
 
 
+def test_no_success_messages_is_a_log_setting() -> None:
+    # CNR 7.2's name for hiding the lines of successful exchanges.
+    cfg = loads(MINIMAL + "log-settings = no-success-messages\n")
+    assert cfg.server.log_settings == frozenset({"no-success-messages"})
+
+
 def test_bad_api_listen() -> None:
     error(MINIMAL + "[api]\nlisten = 8067\n", "api", "listen", "host:port")
     error(MINIMAL + "[api]\nlisten = localhost:http\n", "api", "listen", "bad integer")

@@ -63,7 +63,7 @@ _FALSE = frozenset({"false", "no", "off", "disabled", "0"})
 
 LOG_SETTINGS = frozenset({
     "default", "failover-detail", "no-failover-conflict", "no-failover-activity",
-    "json", "incoming-packet-detail", "outgoing-packet-detail",
+    "json", "incoming-packet-detail", "outgoing-packet-detail", "no-success-messages",
 })
 
 ACTIONS = frozenset({"exclude"})
