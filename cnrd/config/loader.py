@@ -36,6 +36,7 @@ from cnrd.config.values import (
     format_range,
     parse_action,
     parse_bool,
+    parse_boot_field,
     parse_class_lookup_id,
     parse_duration,
     parse_hex,
@@ -159,6 +160,28 @@ def _parse_api_base(text: str) -> str:
     return url.rstrip("/")
 
 
+def _is_option_key(key: str) -> bool:
+    return key.startswith("option.")
+
+
+def _options(s: Section) -> dict[int, bytes]:
+    """The ``option.NAME`` keys of a policy, scope or reservation: code -> wire value, in file order."""
+    options: dict[int, bytes] = {}
+    option_keys: dict[int, str] = {}
+    for key, text in s.values.items():
+        if not _is_option_key(key):
+            continue
+        try:
+            code, value = parse_policy_option(key[len("option."):].strip(), text)
+        except InvalidValue as e:
+            raise s.error(key, str(e)) from None
+        if code in options:
+            raise s.error(key, f"option {code} is already set by {option_keys[code]}")
+        options[code] = value
+        option_keys[code] = key
+    return options
+
+
 def _field_keys(cls: type, *, skip: Iterable[str] = ()) -> tuple[str, ...]:
     """INI keys for a dataclass: its field names with '_' written as '-'."""
     skipped = set(skip)
@@ -228,8 +251,8 @@ class _Builder:
             "server": _field_keys(ServerConfig),
             "api": ("listen", "token-file", "enabled"),
             "policy": _field_keys(PolicyConfig, skip=("name", "options")),
-            "scope": ("subnet",) + _field_keys(ScopeConfig, skip=("name", "network", "prefix_len")),
-            "reservation": _field_keys(ReservationConfig, skip=("address",)),
+            "scope": ("subnet",) + _field_keys(ScopeConfig, skip=("name", "network", "prefix_len", "options")),
+            "reservation": _field_keys(ReservationConfig, skip=("address", "options")),
             "client": _field_keys(ClientConfig, skip=("hardware_address", "reserved_address")),
             "client-class": _field_keys(ClientClassConfig, skip=("name",)),
             "failover-pair": _field_keys(FailoverPairConfig, skip=("name",)),
@@ -326,21 +349,8 @@ class _Builder:
         )
 
     def _policy(self, s: Section) -> None:
-        s.check_keys(lambda key: key.startswith("option."))
+        s.check_keys(_is_option_key)
         d = PolicyConfig
-        options: dict[int, bytes] = {}
-        option_keys: dict[int, str] = {}
-        for key, text in s.values.items():
-            if not key.startswith("option."):
-                continue
-            try:
-                code, value = parse_policy_option(key[len("option."):].strip(), text)
-            except InvalidValue as e:
-                raise s.error(key, str(e)) from None
-            if code in options:
-                raise s.error(key, f"option {code} is already set by {option_keys[code]}")
-            options[code] = value
-            option_keys[code] = key
         self.policies[s.name] = PolicyConfig(
             name=s.name,
             lease_time=s.get("lease-time", parse_duration, 1, default=field_default(d, "lease_time")),
@@ -350,7 +360,10 @@ class _Builder:
             grace_period=s.get("grace-period", parse_duration, 0, default=field_default(d, "grace_period")),
             allow_client_lease_time=s.get("allow-client-lease-time", parse_bool,
                                           default=field_default(d, "allow_client_lease_time")),
-            options=options,
+            options=_options(s),
+            packet_siaddr=s.get("packet-siaddr", parse_ipv4),
+            packet_file_name=s.get("packet-file-name", parse_boot_field, 128),
+            packet_server_name=s.get("packet-server-name", parse_boot_field, 64),
         )
 
     def _policy_ref(self, s: Section, key: str) -> str | None:
@@ -361,7 +374,7 @@ class _Builder:
         return name
 
     def _scope(self, s: Section) -> None:
-        s.check_keys()
+        s.check_keys(_is_option_key)
         d = ScopeConfig
         network, prefix_len = s.get("subnet", parse_subnet, required=True)
         mask = netmask(prefix_len)
@@ -419,6 +432,7 @@ class _Builder:
             failover_backup_allocation_boundary=boundary,
             selection_tags=frozenset(s.get("selection-tags", parse_list, default=())),
             enabled=s.get("enabled", parse_bool, default=field_default(d, "enabled")),
+            options=_options(s),
         )
 
     def _check_range_overlaps(self) -> None:
@@ -434,7 +448,7 @@ class _Builder:
             owned.extend((r, s.name) for r in scope.ranges)
 
     def _reservation(self, s: Section) -> None:
-        s.check_keys()
+        s.check_keys(_is_option_key)
         try:
             address = parse_ipv4(s.name)
         except InvalidValue as e:
@@ -465,15 +479,21 @@ class _Builder:
             hardware_address=hw,
             client_id=client_id,
             host_name=s.get("host-name", parse_name),
+            options=_options(s),
         )
 
     def _client_class(self, s: Section) -> None:
         s.check_keys()
+        match = s.get("match-vendor-class", parse_name)
+        for other in self.client_classes.values():
+            if match is not None and other.match_vendor_class == match:
+                raise s.error("match-vendor-class", f"{match!r} is also [client-class {other.name}]'s")
         self.client_classes[s.name] = ClientClassConfig(
             name=s.name,
             policy=self._policy_ref(s, "policy"),
             selection_tags=frozenset(s.get("selection-tags", parse_list, default=())),
             action=s.get("action", parse_action),
+            match_vendor_class=match,
         )
 
     def _client(self, s: Section) -> None:

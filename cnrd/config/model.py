@@ -67,6 +67,11 @@ class PolicyConfig:
     grace_period: int = 300
     allow_client_lease_time: bool = True
     options: dict[int, bytes] = field(default_factory=dict)
+    # CNR's "packet boot file" attributes: the BOOTP header's siaddr (the
+    # next server), file and sname of OFFER, ACK and BOOTREPLY (RFC 2131 §2).
+    packet_siaddr: int | None = None
+    packet_file_name: str | None = None
+    packet_server_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,9 @@ class ScopeConfig:
     failover_backup_allocation_boundary: int | None = None
     selection_tags: frozenset[str] = frozenset()
     enabled: bool = True
+    # The scope's own ``option.*`` keys (CNR's embedded policy): over the
+    # policies' options for every client of the scope, under a reservation's.
+    options: dict[int, bytes] = field(default_factory=dict)
 
     @property
     def netmask(self) -> int:
@@ -112,6 +120,8 @@ class ReservationConfig:
     hardware_address: bytes | None = None  # chaddr bytes (6 for Ethernet)
     client_id: bytes | None = None
     host_name: str | None = None
+    # The reservation's own ``option.*`` keys: over its scope's and the policies'.
+    options: dict[int, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -135,6 +145,10 @@ class ClientClassConfig:
     policy: str | None = None
     selection_tags: frozenset[str] = frozenset()
     action: str | None = None
+    # A client that no client entry or lookup id puts in a class joins this
+    # one when its vendor class identifier (option 60) begins with this text
+    # ("PXEClient" for network-boot firmware, RFC 4578 §2).
+    match_vendor_class: str | None = None
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ __all__ = [
     "format_range",
     "parse_action",
     "parse_bool",
+    "parse_boot_field",
     "parse_class_lookup_id",
     "parse_dn",
     "parse_duration",
@@ -348,6 +349,22 @@ def parse_policy_option(name: str, text: str) -> tuple[int, bytes]:
     if code in SERVER_OPTIONS:
         raise InvalidValue(f"option {code} cannot be set in a policy: {SERVER_OPTIONS[code]}")
     return code, value
+
+
+def parse_boot_field(text: str, size: int) -> str:
+    """packet-file-name or packet-server-name: text for a BOOTP header field of ``size`` bytes.
+
+    RFC 2131 §2 has ``sname`` (64 bytes) and ``file`` (128 bytes) hold
+    null-terminated strings, so the text may fill all but one byte.
+    """
+    t = text.strip()
+    if not t:
+        raise InvalidValue("must not be empty")
+    if not t.isascii() or any(ord(c) < 32 or ord(c) == 127 for c in t):
+        raise InvalidValue(f"{t!r}: only printable ASCII fits a BOOTP header field")
+    if len(t) > size - 1:
+        raise InvalidValue(f"{len(t)} characters; the field holds {size - 1} (and its terminating NUL)")
+    return t
 
 
 # -- LDAP client registry ([ldap NAME] and the client-class [server] keys) ----

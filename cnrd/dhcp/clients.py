@@ -4,7 +4,9 @@ A request's client entry comes from, in order: a ``[client]`` section for
 its MAC, else the client registry (LDAP, :mod:`cnrd.dhcp.registry`) by
 ``[server] client-lookup-id``.  Its class is the one the entry names, else
 the one ``client-class-lookup-id`` reads from the request (an option's
-text, or a relay-agent sub-option).  ``client-class = false`` turns all of
+text, or a relay-agent sub-option), else the class whose
+``match-vendor-class`` begins the request's vendor class identifier
+(option 60: "PXEClient:Arch:00000:UNDI:002001" cannot be a class name).  ``client-class = false`` turns all of
 this off: every client is a client without entry.
 
 An entry from the registry may hold an address for its client
@@ -24,7 +26,9 @@ from cnrd.dhcp.registry import Outcome
 from cnrd.dhcp.state import ServerState
 from cnrd.leases.model import LeaseState
 
-__all__ = ["identify", "lookup_id", "class_name"]
+__all__ = ["identify", "lookup_id", "class_name", "vendor_class"]
+
+OPT_VENDOR_CLASS = 60
 
 
 def lookup_id(state: ServerState, p: DhcpPacket, cid: bytes | None) -> str:
@@ -81,7 +85,24 @@ def identify(state: ServerState, p: DhcpPacket, rx: RxInfo, key: bytes, cid: byt
         name = class_name(state, p)
         if name is not None:
             cls = state.classes.get(name)
+    if cls is None:
+        cls = vendor_class(state, p)
     return client, cls
+
+
+def vendor_class(state: ServerState, p: DhcpPacket) -> ClientClassConfig | None:
+    """The class whose ``match-vendor-class`` begins the request's option 60 (the longest such)."""
+    vendor = p.options.get(OPT_VENDOR_CLASS)
+    if not vendor:
+        return None
+    best = None
+    for cls in state.classes.values():
+        match = cls.match_vendor_class
+        if not match or not vendor.startswith(match.encode()):
+            continue
+        if best is None or len(match) > len(best.match_vendor_class or ""):
+            best = cls
+    return best
 
 
 def _reserve(state: ServerState, key: bytes, client: ClientConfig | None) -> None:

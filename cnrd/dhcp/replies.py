@@ -1,5 +1,13 @@
 """Building a reply's options and deciding where it goes (RFC 2131 §4.1, §4.3).
 
+A reply's options are layered, the later over the earlier for each option
+code: the scope's policy, the client's or its class's policy (when
+:func:`~cnrd.dhcp.selection.policy_for` picks another), the scope's own
+``option.*`` keys, then those of the reservation whose address the reply
+gives.  The boot fields (``packet-siaddr``, ``packet-file-name``,
+``packet-server-name``) come from the client's or class's policy, else the
+scope's policy.
+
 Pure module.
 """
 
@@ -7,6 +15,7 @@ from __future__ import annotations
 
 import struct
 
+from cnrd.config import PolicyConfig, ReservationConfig
 from cnrd.dhcp.model import BROADCAST, Reply, ScopeRuntime
 from cnrd.dhcp.packet import BROADCAST_FLAG, DhcpPacket, MessageType
 from cnrd.dhcp.selection import policy_for, server_id
@@ -16,6 +25,8 @@ from cnrd.leases.model import Lease
 __all__ = ["build_reply", "nak", "route"]
 
 _U32 = struct.Struct("!I")
+_VENDOR_CLASS = 60
+_PXE_CLIENT_ID = 97  # client machine identifier (RFC 4578 §2.2)
 
 # Options the server itself sets in every DHCP reply, never from a policy.
 _SERVER_SET = frozenset({1, 51, 52, 53, 54, 58, 59, 82})
@@ -64,24 +75,74 @@ def build_reply(
     if mtype != MessageType.NAK and scope is not None:
         opts[1] = _U32.pack(scope.config.netmask)
         policy = policy_for(state, req, scope)
+        configured = _options(state, req, scope, policy, yiaddr)
         prl = p.parameter_request_list
         if prl is None or mtype is None:
-            for code, value in policy.options.items():
+            for code, value in configured.items():
                 if code not in _SERVER_SET:
                     opts[code] = value
         else:
             for code in prl:
-                if code not in _SERVER_SET and code in policy.options:
-                    opts[code] = policy.options[code]
+                if code not in _SERVER_SET and code in configured:
+                    opts[code] = configured[code]
             for code in _ALWAYS_SENT:
-                if code in policy.options and code not in opts:
-                    opts[code] = policy.options[code]
+                if code in configured and code not in opts:
+                    opts[code] = configured[code]
+        _boot_fields(r, policy, scope.policy)
+        if _PXE_CLIENT_ID in p.options and _is_pxe(p):
+            # RFC 4578 §2.2: PXE firmware matches the reply on its machine identifier.
+            opts[_PXE_CLIENT_ID] = p.options[_PXE_CLIENT_ID]
         if req.host_name and 12 not in opts and (prl is None or 12 in prl):
             opts[12] = req.host_name.encode()
     if p.giaddr and 82 in p.options:
         opts[82] = p.options[82]  # RFC 3046 §2.2: echo relay agent information
     _echo_client_id(state, p, opts)
     return route(state, req, r, mtype, durable)
+
+
+def _options(state: ServerState, req: Request, scope: ScopeRuntime, policy: PolicyConfig,
+             yiaddr: int) -> dict[int, bytes]:
+    """The options configured for this client: reservation over scope over the chosen policy over the scope's."""
+    layers = []
+    if policy is not scope.policy:
+        layers.append(policy.options)
+    if scope.config.options:
+        layers.append(scope.config.options)
+    held = state.config.reservations.get(yiaddr) if yiaddr else None
+    if held is not None and held.options and _holds(held, req):
+        layers.append(held.options)
+    if not layers:
+        return scope.policy.options
+    merged = dict(scope.policy.options)
+    for layer in layers:
+        merged.update(layer)
+    return merged
+
+
+def _holds(reservation: ReservationConfig, req: Request) -> bool:
+    """True when ``reservation`` is this client's (its hardware address or client-id)."""
+    if reservation.client_id is not None:
+        return reservation.client_id == req.cid
+    return reservation.hardware_address == req.p.chaddr
+
+
+def _boot_fields(r: DhcpPacket, policy: PolicyConfig, scope_policy: PolicyConfig) -> None:
+    """siaddr, file and sname (RFC 2131 §2, Table 3): each from the chosen policy, else the scope's."""
+    siaddr = policy.packet_siaddr if policy.packet_siaddr is not None else scope_policy.packet_siaddr
+    file = policy.packet_file_name if policy.packet_file_name is not None else scope_policy.packet_file_name
+    sname = policy.packet_server_name if policy.packet_server_name is not None else scope_policy.packet_server_name
+    if siaddr is not None:
+        r.siaddr = siaddr
+    if file is not None:
+        r.file = file.encode("ascii")
+    if sname is not None:
+        r.sname = sname.encode("ascii")
+
+
+def _is_pxe(p: DhcpPacket) -> bool:
+    """True for PXE firmware: a vendor class identifier beginning "PXEClient" (RFC 4578 §2)."""
+    vendor = p.options.get(_VENDOR_CLASS)
+    return vendor is not None and vendor.startswith(b"PXEClient")
 
 
 def _echo_client_id(state: ServerState, p: DhcpPacket, opts: dict[int, bytes]) -> None:
