@@ -169,6 +169,12 @@ class Runtime(service.Service):
         self.started_at = 0.0
         # Log lines and traps read the running configuration at each event.
         self.events = logs.EventLogger(lambda: self._config.server.log_settings, reactor)
+        # One lease line per exchange: replies as they leave, releases and
+        # expiries as the table records them.
+        self.lease_log = logs.LeaseLogger(lambda: self._config.server.log_settings, via=self.path.via,
+                                          known=self._known)
+        self.path.on_sent = self.lease_log.sent
+        self.table.listeners.append(self.lease_log.lease_changed)
         self.traps = TrapDetector()
         self.notifier = TrapNotifier(reactor, lambda: self._config.server)
         self._pool: ThreadPool | None = None
@@ -237,6 +243,11 @@ class Runtime(service.Service):
     def now(self) -> int:
         """The server's clock in whole seconds (the failover sessions' time)."""
         return int(self.reactor.seconds())
+
+    def _known(self, address: int) -> tuple[str, bytes | None]:
+        """The host name and client identifier the table holds for ``address``."""
+        lease = self.table.get(address)
+        return ("", None) if lease is None else (lease.host_name, lease.client_id)
 
     def log_event(self, event: str, fields: dict[str, Any]) -> None:
         """An event of the core (DHCP server, failover sessions): a log line per log-settings, and maybe a trap."""

@@ -10,6 +10,9 @@ core (:class:`cnrd.dhcp.server.DhcpServer`).  Read top to bottom:
 4. commit the batch's lease changes once (one journal record, one fsync),
    and only then send the ACKs.
 
+Each reply put on the wire is told to ``on_sent`` (the lease line of the log,
+:class:`cnrd.ops.logs.LeaseLogger`).
+
 Requests that complete an exchange (REQUEST, and DECLINE, RELEASE, BOOTP,
 which change leases) are handled and committed before the batch's DISCOVERs,
 INFORMs and DHCPLEASEQUERYs are worked on: a burst of new clients (or of
@@ -38,9 +41,9 @@ from cnrd.config import ClientConfig
 
 from cnrd.dhcp.packet import DhcpPacket, MalformedPacket, MessageType, parse
 from cnrd.dhcp.server import DhcpServer, Reply, RxInfo
-from cnrd.text import int_to_ip, ip_to_int
+from cnrd.text import int_to_ip, ip_to_int, netmask
 
-__all__ = ["RequestPath", "ReplyPort", "Datagram", "Commit", "Lookup", "LAZY_COMMIT"]
+__all__ = ["RequestPath", "ReplyPort", "Datagram", "Commit", "Lookup", "Sent", "LAZY_COMMIT"]
 
 log = Logger(namespace="cnrd")
 
@@ -54,6 +57,8 @@ _NOT_FIRST = frozenset({MessageType.DISCOVER, MessageType.INFORM, MessageType.LE
 Commit = Callable[[Callable[[bool], None]], None]
 #: The client registry's entry for a lookup id (None: no entry); fails on error or timeout.
 Lookup = Callable[[str], "Deferred[ClientConfig | None]"]
+#: Told of each reply sent, with the request it answered when that is still at hand.
+Sent = Callable[[Reply, "DhcpPacket | None"], None]
 
 
 class Datagram(Protocol):
@@ -115,6 +120,8 @@ class RequestPath:
         self.port: ReplyPort | None = None
         # Asks the client registry (LDAP) for one lookup id; set while one runs.
         self.lookup: Lookup | None = None
+        # Told of each reply sent (the lease lines of the log); None: nobody.
+        self.on_sent: Sent | None = None
         self.malformed = 0
         self.awaiting = 0  # durable replies waiting for their commit
         self._lazy_commit: IDelayedCall | None = None
@@ -215,7 +222,7 @@ class RequestPath:
             if reply.durable:
                 durable.append(reply)
             else:
-                self.send(reply)
+                self.send(reply, packet)
         return durable
 
     def _commit_if_dirty(self) -> None:
@@ -235,8 +242,8 @@ class RequestPath:
             self.send(reply)
         self.after_send()
 
-    def send(self, reply: Reply) -> None:
-        """Serialize ``reply`` and put it on the wire the way its routing says."""
+    def send(self, reply: Reply, request: DhcpPacket | None = None) -> None:
+        """Serialize ``reply``, put it on the wire the way its routing says, and tell ``on_sent``."""
         port = self.port
         if port is None:
             return
@@ -252,3 +259,23 @@ class RequestPath:
                             src_ip=src)
         else:
             port.send(data, int_to_ip(reply.dst_ip), reply.dst_port, ifindex=reply.ifindex, src_ip=src)
+        if self.on_sent is not None:
+            self.on_sent(reply, request)
+
+    def via(self, reply: Reply) -> str:
+        """Where ``reply`` goes as dhcpd's log lines say it: the relay (giaddr), else our interface.
+
+        A reply unicast to ciaddr names no interface: the one whose subnet
+        holds the client's address is its link.
+        """
+        giaddr = reply.packet.giaddr
+        if giaddr:
+            return int_to_ip(giaddr)
+        interfaces = self.server.interfaces
+        iface = interfaces.get(reply.ifindex) if reply.ifindex is not None else None
+        if iface is None:
+            for candidate in interfaces.values():
+                if any((reply.dst_ip ^ a) & netmask(plen) == 0 for a, plen in candidate.addresses):
+                    iface = candidate
+                    break
+        return iface.name if iface is not None else int_to_ip(reply.dst_ip)

@@ -18,7 +18,14 @@ Two halves:
       no lines for binding conflicts between the partners (updates one side
       rejected);
   ``incoming-packet-detail``
-      a line for each request dropped, with the reason.
+      a line for each request dropped, with the reason;
+  ``no-success-messages``
+      no lease lines for successful exchanges (OFFER, ACK, INFORM answers,
+      BOOTREPLY, RELEASE, expiry); NAKs and DECLINEs still appear.
+
+* :class:`LeaseLogger` writes the lease lines (:mod:`cnrd.ops.leaselog`,
+  worded as ISC dhcpd's): one per reply the request path sends and per
+  release or expiry the lease table reports.
 
 * :func:`observer` writes twistd's log: the usual text lines, or one JSON
   object per line while log-settings has ``json``.  ``twistd cnrd`` installs
@@ -37,7 +44,7 @@ import sys
 from collections.abc import Callable, Mapping
 from collections.abc import Set as AbstractSet
 from types import FrameType
-from typing import IO, Any, cast
+from typing import IO, Any, Protocol, cast
 
 from constantly import NamedConstant  # type: ignore[import-untyped]  # constantly ships no type information
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
@@ -55,8 +62,10 @@ from twisted.logger import (
 from twisted.python import usage
 from twisted.python.logfile import LogFile
 
+from cnrd.dhcp.packet import DhcpPacket, MessageType
+from cnrd.ops.leaselog import LeaseLine, decline_line, expiry_line, release_line, reply_line
 from cnrd.ops.traps import reject_name
-from cnrd.text import int_to_ip
+from cnrd.text import int_to_ip, ip_to_int
 
 log = Logger(namespace="cnrd")
 
@@ -65,6 +74,7 @@ DETAIL = "failover-detail"  # shown only with failover-detail
 ACTIVITY = "failover-activity"  # hidden by no-failover-activity
 CONFLICT = "failover-conflict"  # hidden by no-failover-conflict
 PACKET_DETAIL = "incoming-packet-detail"  # shown only with incoming-packet-detail
+SUCCESS = "success"  # lease lines of successful exchanges, hidden by no-success-messages
 ALWAYS = "always"
 
 
@@ -78,6 +88,8 @@ def shown(category: str, settings: AbstractSet[str]) -> bool:
         return "no-failover-conflict" not in settings
     if category == PACKET_DETAIL:
         return "incoming-packet-detail" in settings
+    if category == SUCCESS:
+        return "no-success-messages" not in settings
     return True
 
 
@@ -149,6 +161,10 @@ class EventLogger:
         """Log one event from the DHCP server core or a failover peer."""
         if event == "dhcp-drop":
             self._drop(event, fields)
+        elif event == "dhcp-nak":
+            pass  # the request path's lease line tells of the NAK as it is sent
+        elif event == "dhcp-decline":
+            _emit(_decline(fields))
         elif event == "failover-state":
             level = LogLevel.warn if fields["to"] in _TROUBLE_STATES else LogLevel.info
             log.emit(level, "failover pair {pair}: state {old} -> {new} ({reason})", event=event,
@@ -177,6 +193,88 @@ class EventLogger:
                 self._normal_drops = 0
         elif shown(PACKET_DETAIL, settings):
             log.info("dropped request: {reason}", event=event, **fields)
+
+
+def _decline(fields: Mapping[str, Any]) -> LeaseLine:
+    """The lease line of the core's dhcp-decline event (its client is hex htype + chaddr)."""
+    address = fields.get("address", 0)
+    try:
+        hw = bytes.fromhex(str(fields.get("client", "")))[1:]
+        address = ip_to_int(address) if isinstance(address, str) else int(address)
+    except ValueError:
+        hw, address = b"", 0
+    cid = fields.get("client_id")
+    return decline_line(address, hw, cid if isinstance(cid, bytes) else None)
+
+
+def _emit(line: LeaseLine) -> None:
+    log.emit(LogLevel.info, line.format, **line.fields)
+
+
+class SentReply(Protocol):
+    """What a lease line reads of a reply the request path sent (:class:`cnrd.dhcp.model.Reply`)."""
+
+    @property
+    def packet(self) -> DhcpPacket: ...
+
+
+class LeaseRecord(Protocol):
+    """What a lease line reads of a changed lease (:class:`cnrd.leases.model.Lease`)."""
+
+    @property
+    def address(self) -> int: ...
+    @property
+    def hw(self) -> bytes: ...  # htype byte + chaddr
+    @property
+    def client_id(self) -> bytes | None: ...
+    @property
+    def host_name(self) -> str: ...
+
+
+# Replies that offer, grant or refuse a lease; lease query answers have no line.
+_LEASE_REPLIES = frozenset({bytes([MessageType.OFFER]), bytes([MessageType.ACK]), bytes([MessageType.NAK])})
+_NAK = bytes([MessageType.NAK])
+
+
+class LeaseLogger:
+    """The lease lines, one per exchange, per the log-settings in force at each.
+
+    ``via(reply)`` names where a reply went (the relay's address or the
+    interface); ``known(address)`` is the host name and client identifier
+    the server holds for an address (``("", None)`` when none).  Both are
+    asked only for a line that is shown: the request path is hot.
+    """
+
+    def __init__(self, settings: Callable[[], AbstractSet[str]], *, via: Callable[[Any], str],
+                 known: Callable[[int], tuple[str, bytes | None]]) -> None:
+        self.settings = settings
+        self.via = via
+        self.known = known
+
+    def sent(self, reply: SentReply, request: DhcpPacket | None = None) -> None:
+        """A reply went on the wire: its lease line (``request`` is what it answered, when known)."""
+        packet = reply.packet
+        kind = packet.options.get(53)
+        if kind is not None and kind not in _LEASE_REPLIES:
+            return
+        if kind != _NAK and "no-success-messages" in self.settings():
+            return
+        host_name, client_id = self.known(packet.yiaddr or packet.ciaddr) if kind != _NAK else ("", None)
+        line = reply_line(packet, self.via(reply), host_name=host_name, client_id=client_id, request=request)
+        if line is not None:
+            _emit(line)
+
+    def lease_changed(self, lease: LeaseRecord, what: str) -> None:
+        """A durable lease change (a :attr:`cnrd.leases.table.LeaseTable.listeners` entry): RELEASE, expiry."""
+        if what == "release":
+            make = release_line
+        elif what == "expire":
+            make = expiry_line
+        else:
+            return
+        if not shown(SUCCESS, self.settings()):
+            return
+        _emit(make(lease.address, lease.hw[1:], lease.client_id, lease.host_name))
 
 
 # -- the observer ----------------------------------------------------------------
