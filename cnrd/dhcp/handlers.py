@@ -21,6 +21,7 @@ from cnrd.dhcp.selection import (
     policy_for,
     reservation,
     scope_of_address,
+    scopes_containing,
     scopes_for,
     server_id,
 )
@@ -28,7 +29,7 @@ from cnrd.dhcp.state import Request, ServerState
 from cnrd.leases.model import FREE_STATES, Lease, LeaseFlag, LeaseState
 from cnrd.text import int_to_ip
 
-__all__ = ["discover", "request", "release", "decline", "inform", "bootp", "pick_address"]
+__all__ = ["discover", "request", "release", "decline", "inform", "bootp", "pick_address", "same_client"]
 
 # How long a declined address stays unavailable when its scope is gone.
 _DECLINE_HOLD_WITHOUT_SCOPE = 86400
@@ -147,6 +148,7 @@ def request(state: ServerState, req: Request) -> Reply | None:
 
 
 def _request_selecting(state: ServerState, req: Request, sid: int, want: int | None) -> Reply | None:
+    """A REQUEST naming a server: ours commits the binding or NAKs it (RFC 2131 §3.1 step 4, §4.3.2)."""
     table = state.table
     if sid not in state.our_ips and sid != server_id(state, req):
         # The client chose another server: our offer is free again (RFC 2131 §4.3.2).
@@ -160,23 +162,58 @@ def _request_selecting(state: ServerState, req: Request, sid: int, want: int | N
         state.drop("request-without-address")
         return None
     lease = table.get(address)
-    if lease is None or lease.key != req.key or lease.state not in (LeaseState.OFFERED, LeaseState.LEASED, *FREE_STATES):
-        return nak(state, req, "address not offered to this client")
-    scope = state.scopes.get(lease.scope)
+    scope = _scope_to_give(state, req, address, lease)
     if scope is None:
-        return nak(state, req, "address no longer available")
+        if scopes_containing(state, address) and not scope_of_address(address, scopes_for(state, req)):
+            return nak(state, req, "requested address is not on this network")
+        # Neither ours to give nor to refuse: another server on the link may
+        # hand out the rest of the subnet.
+        state.drop("request-outside-pools")
+        return None
     # The client chose us: answered whatever its hash (load balancing).
     ok, owner = admit(state, req, scope, "renew")
     if not ok:
         return None
-    # Under failover only a free address of our own may be bound: an
-    # offer that ran out may have left the client's name on the partner's.
+    mine = lease is not None and lease.key == req.key
+    if not mine and _bound_elsewhere(state, req, address, scope):
+        # RFC 2131 §4.3.2: the requested address is the chosen offer's
+        # yiaddr, and our offer to a client with a binding is that binding
+        # (§4.3.1), so a request for another address is not one we made.
+        return nak(state, req, "address not offered to this client")
+    if lease is not None and lease.state not in (LeaseState.OFFERED, LeaseState.LEASED, *FREE_STATES):
+        return nak(state, req, "address not available")
+    # With no offer on record (lost to a restart, or made by an earlier
+    # process) a free address of the client's pool is still ours to give;
+    # under failover only a free address of our own may be bound.
     if not table.is_available(address, req.key, req.hw_key, owner):
-        return nak(state, req, "address no longer available")
+        return nak(state, req, "address not offered to this client" if not mine else "address no longer available")
     return _ack(state, req, scope, address, "ack")
 
 
+def _scope_to_give(state: ServerState, req: Request, address: int, lease: Lease | None) -> ScopeRuntime | None:
+    """The scope ``address`` would be bound in for this client: its record's, else one of the client's network
+    whose pool (or reservations) holds it; None when it is in no pool of ours."""
+    if lease is not None and lease.key == req.key:
+        scope = state.scopes.get(lease.scope)
+        if scope is not None:
+            return scope
+    for scope in scopes_for(state, req):
+        if address in scope.pool or (address in state.table.reserved and scope.config.contains(address)):
+            return scope
+    return None
+
+
+def _bound_elsewhere(state: ServerState, req: Request, address: int, scope: ScopeRuntime) -> bool:
+    """True when the client holds or was offered another address of ``scope``'s network here."""
+    for lease in state.table.of_client(req.key):
+        if lease.address != address and lease.state in (LeaseState.OFFERED, LeaseState.LEASED) \
+                and scope.config.contains(lease.address):
+            return True
+    return False
+
+
 def _request_init_reboot(state: ServerState, req: Request, want: int) -> Reply | None:
+    """INIT-REBOOT: confirm the client's notion of its address (RFC 2131 §4.3.2)."""
     scopes = scopes_for(state, req)
     scope = scope_of_address(want, scopes)
     if scope is None:
@@ -187,22 +224,34 @@ def _request_init_reboot(state: ServerState, req: Request, want: int) -> Reply |
         return None
     table = state.table
     lease = table.get(want)
-    if lease is None or lease.key is None:
-        reserved = reservation(state, req, scopes)
-        if reserved is not None and reserved[0] == want:
-            return _ack(state, req, scope, want, "ack")
-        state.drop("init-reboot-unknown-client")  # RFC 2131 §4.3.2: no record, stay silent
-        return None
-    if lease.key != req.key:
-        if lease.state in FREE_STATES:
-            state.drop("init-reboot-unknown-client")
+    if lease is not None and lease.key == req.key:
+        if not table.is_available(want, req.key, req.hw_key) \
+                or lease.address not in scope.pool and want not in table.reserved:
+            return _nak_if_admitted(state, req, scope, "address no longer available")
+        if not admit(state, req, scope, "rebind")[0]:
             return None
-        return nak(state, req, "address belongs to another client")
-    if not table.is_available(want, req.key, req.hw_key) or lease.address not in scope.pool and want not in table.reserved:
-        return nak(state, req, "address no longer available")
+        return _ack(state, req, scope, want, "ack")
+    reserved = reservation(state, req, scopes)
+    if reserved is not None and reserved[0] == want and table.is_available(want, req.key, req.hw_key):
+        if not admit(state, req, scope, "rebind")[0]:
+            return None
+        return _ack(state, req, scope, want, "ack")
+    if table.of_client(req.key) or reserved is not None:
+        # We know this client, at another address: its notion is wrong.
+        return _nak_if_admitted(state, req, scope, "client's address here is another")
+    if state.config.server.authoritative:
+        return _nak_if_admitted(state, req, scope, "no record of this client")
+    # RFC 2131 §4.3.2: no record of this client, so stay silent (another
+    # server on the wire may know it).
+    state.drop("init-reboot-unknown-client")
+    return None
+
+
+def _nak_if_admitted(state: ServerState, req: Request, scope: ScopeRuntime, why: str) -> Reply | None:
+    """A NAK, when failover lets this server answer the client at all (else silence, counted)."""
     if not admit(state, req, scope, "rebind")[0]:
         return None
-    return _ack(state, req, scope, want, "ack")
+    return nak(state, req, why)
 
 
 def _request_renew(state: ServerState, req: Request) -> Reply | None:
@@ -269,12 +318,41 @@ def _ack(state: ServerState, req: Request, scope: ScopeRuntime, address: int, wh
 # -- RELEASE, DECLINE, INFORM ----------------------------------------------------
 
 
+def same_client(lease: Lease, req: Request) -> bool:
+    """True when ``req`` comes from the lease's client: its client-id when the lease has one, else chaddr.
+
+    RFC 2131 §4.2: a client-id, when the client sent one, is the client's
+    identity; the hardware address only stands in for a client without one.
+    """
+    if lease.client_id:
+        return req.cid == lease.client_id
+    return lease.hw == req.hw
+
+
+def _identity_mismatch(state: ServerState, req: Request, lease: Lease, what: str) -> None:
+    """Leave a RELEASE or DECLINE from another client unapplied: counted and logged with both identities."""
+    state.drop(f"{what}-identity-mismatch", {
+        "address": int_to_ip(lease.address),
+        "client": req.hw.hex(),
+        "client-id": req.cid.hex() if req.cid else "",
+        "lease-client": lease.hw.hex(),
+        "lease-client-id": lease.client_id.hex() if lease.client_id else "",
+    })
+
+
 def release(state: ServerState, req: Request) -> None:
-    """DHCPRELEASE (RFC 2131 §4.3.4): the client's lease becomes RELEASED; never answered."""
+    """DHCPRELEASE (RFC 2131 §4.3.4): the client's lease becomes RELEASED; never answered.
+
+    Only the lease's own client may release it (:func:`same_client`): a
+    release naming someone else's address leaves it with its client.
+    """
     address = req.p.ciaddr
     lease = state.table.get(address)
-    if lease is None or lease.key != req.key or lease.state is not LeaseState.LEASED:
+    if lease is None or lease.key is None or lease.state is not LeaseState.LEASED:
         state.drop("release-unknown-lease")
+        return
+    if not same_client(lease, req):
+        _identity_mismatch(state, req, lease, "release")
         return
     state.table.update(
         address, durable=True, event="release", now=req.now,
@@ -283,12 +361,19 @@ def release(state: ServerState, req: Request) -> None:
 
 
 def decline(state: ServerState, req: Request) -> None:
-    """DHCPDECLINE (RFC 2131 §4.3.3): the address is in use elsewhere, hold it UNAVAILABLE; never answered."""
+    """DHCPDECLINE (RFC 2131 §4.3.3): the address is in use elsewhere, hold it UNAVAILABLE; never answered.
+
+    Only the client the address was offered or leased to may decline it
+    (:func:`same_client`): anyone else could take addresses out of use.
+    """
     address = req.p.requested_address
     lease = state.table.get(address) if address else None
-    if address is None or lease is None or lease.key != req.key \
+    if address is None or lease is None or lease.key is None \
             or lease.state not in (LeaseState.LEASED, LeaseState.OFFERED):
         state.drop("decline-unknown-lease")
+        return
+    if not same_client(lease, req):
+        _identity_mismatch(state, req, lease, "decline")
         return
     scope = state.scopes.get(lease.scope)
     hold = scope.policy.unavailable_timeout if scope is not None else _DECLINE_HOLD_WITHOUT_SCOPE
@@ -301,16 +386,26 @@ def decline(state: ServerState, req: Request) -> None:
 
 
 def inform(state: ServerState, req: Request) -> Reply | None:
-    """DHCPINFORM (RFC 2131 §4.3.5): the scope's options for a client configured by hand."""
+    """DHCPINFORM (RFC 2131 §4.3.5): the scope's options for a client configured by hand.
+
+    The client names its address in ciaddr; the answer is an ACK without
+    yiaddr or lease times, sent to ciaddr (or the relay), and the lease
+    table is never consulted or changed.
+    """
+    address = req.p.ciaddr
+    if not address:
+        # The reply goes to ciaddr (§4.3.5, §4.1): without it there is no
+        # address to answer and none to pick the scope by.
+        state.drop("inform-without-ciaddr")
+        return None
     scopes = scopes_for(state, req)
-    address = req.p.ciaddr or req.rx.src_ip
-    scope = scope_of_address(address, scopes) if address else None
-    if scope is None:
-        scope = scopes[0] if scopes else None
+    scope = scope_of_address(address, scopes) or (scopes[0] if scopes else None)
     if scope is None:
         state.drop("no-scope")
         return None
-    if not admit(state, req, scope, "new")[0]:
+    # Load balancing splits broadcast INFORMs by hash (CNR 7.2); one sent
+    # to this server is answered by it.
+    if not admit(state, req, scope, "new" if broadcast(req) else "renew")[0]:
         return None
     state.counters.sent["ACK"] += 1
     return build_reply(state, req, MessageType.ACK, scope, 0, None, durable=False)

@@ -1,7 +1,8 @@
 """Which scope serves a request, under which policy, for how long, and as which server.
 
-Scope selection (RFC 2131 §4.3.1): the link is named by the subnet-selection
-option (RFC 3011), else the relay's giaddr, else the receiving interface's
+Scope selection (RFC 2131 §4.3.1): the link is named by the relay's
+link-selection sub-option (RFC 3527), else the subnet-selection option
+(RFC 3011), else the relay's giaddr, else the receiving interface's
 addresses; candidates are then filtered by the scope's flags and the client
 class's selection tags.  Policy lookup follows CNR's hierarchy (client, then
 client class, then scope), and failover's gate has the last word on whether
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from cnrd.config import PolicyConfig
 from cnrd.dhcp.model import BROADCAST, ScopeRuntime
+from cnrd.dhcp.packet import MalformedPacket
 from cnrd.dhcp.state import Request, ServerState
 from cnrd.leases.model import Lease, client_key
 
@@ -29,15 +31,67 @@ __all__ = [
     "admit",
     "broadcast",
     "server_id",
+    "own_address",
+    "relay_suboption",
+    "relay_unicast",
 ]
 
 # Bound on the address -> scopes cache: a relay network sends few distinct
 # link addresses, a flood of forged ones must not grow it without end.
 _SCOPE_CACHE_MAX = 4096
 
+# Relay agent information sub-options (option 82) the server acts on.
+SUBOPT_LINK_SELECTION = 5  # RFC 3527
+SUBOPT_FLAGS = 10  # RFC 5010
+SUBOPT_SERVER_ID_OVERRIDE = 11  # RFC 5107
+_FLAG_UNICAST = 0x80  # RFC 5010 §3: the high-order bit of the flags octet
+
+
+def relay_suboption(req: Request, code: int) -> bytes | None:
+    """The value of option 82 sub-option ``code`` in a relayed request, else None.
+
+    Only a relayed request (giaddr set) is believed: the sub-options this
+    server acts on steer scope selection and the server identifier, so a
+    client must not be able to supply them by sending option 82 itself.
+    """
+    if not req.p.giaddr:
+        return None
+    subs = req.p.relay_agent_info
+    if not subs:
+        return None
+    for sub, value in subs:
+        if sub == code:
+            return value
+    return None
+
+
+def _relay_address(req: Request, code: int) -> int | None:
+    """A sub-option holding one IPv4 address (RFC 3527 §3, RFC 5107 §4), as an int."""
+    value = relay_suboption(req, code)
+    if value is None:
+        return None
+    if len(value) != 4:
+        raise MalformedPacket(f"option 82 sub-option {code} must be 4 bytes, not {len(value)}")
+    return int.from_bytes(value, "big")
+
+
+def relay_unicast(req: Request) -> bool:
+    """True when the relay says the client sent its request unicast (RFC 5010 §3, the U flag)."""
+    value = relay_suboption(req, SUBOPT_FLAGS)
+    if value is None:
+        return False
+    if len(value) < 1:
+        raise MalformedPacket("option 82 sub-option 10 is empty")
+    return bool(value[0] & _FLAG_UNICAST)
+
 
 def link_address(req: Request) -> int | None:
-    """The address that names the client's subnet (RFC 2131 §4.3.1, RFC 3011), None for a local client."""
+    """The address that names the client's subnet (RFC 2131 §4.3.1, RFC 3527, RFC 3011), None for a local client."""
+    # The relay's link selection comes first: the relay knows the client's
+    # link, and RFC 3527 exists for the case where giaddr cannot name it.
+    link = _relay_address(req, SUBOPT_LINK_SELECTION)
+    if link is not None:
+        return link
     sel = req.p.subnet_selection
     if sel is not None:
         return sel
@@ -155,12 +209,28 @@ def admit(state: ServerState, req: Request, scope: ScopeRuntime, kind: str) -> t
 
 
 def broadcast(req: Request) -> bool:
-    """True for a request the client broadcast: relayed (giaddr set), or sent to 255.255.255.255."""
-    return bool(req.p.giaddr) or req.rx.dst_ip == BROADCAST
+    """True for a request the client broadcast: relayed (giaddr set) unless the relay flags it
+    unicast (RFC 5010), or sent to 255.255.255.255."""
+    if req.p.giaddr:
+        return not relay_unicast(req)
+    return req.rx.dst_ip == BROADCAST
 
 
 def server_id(state: ServerState, req: Request) -> int:
-    """Our address for the server-identifier option (0 when we have none on that link)."""
+    """The server-identifier option for replies to ``req`` (0 when we have none on that link).
+
+    A relay's server identifier override (RFC 5107 §4) wins: the client
+    then talks to the relay, which forwards to us; a REQUEST naming the
+    override names us.
+    """
+    override = _relay_address(req, SUBOPT_SERVER_ID_OVERRIDE)
+    if override:
+        return override
+    return own_address(state, req)
+
+
+def own_address(state: ServerState, req: Request) -> int:
+    """This server's own address for ``req``'s link: the source of replies (0 when none)."""
     if state.server_identifier:
         return state.server_identifier
     if req.rx.local_ip and req.rx.local_ip != BROADCAST:
