@@ -26,7 +26,9 @@ How the seed's four functions act here:
   compared one by one (by option code): *ensure* adds the options the target
   lacks, *replace* also gives the target the source's value of each option
   the source sets and keeps the target's other options, *exact* makes the
-  list the source's.
+  list the source's.  A policy's packet boot file properties (siaddr, file
+  and sname, which a policy may leave unset) are treated the same way, key
+  by key.
 
 Values are compared as text with continuation lines joined by a blank
 (lists read the same either way); an option's order in the file is not
@@ -45,7 +47,7 @@ from dataclasses import dataclass
 from cnrd.config import inifile
 from cnrd.config.values import InvalidValue, parse_hw_address, parse_ipv4, parse_list, parse_subnet
 from cnrd.dhcp.options import OPTIONS_BY_NAME
-from cnrd.sync.table import OPERATIONS, PAIR_TUNING, PER_NODE, SERVER_KEYS, TABLE_27_1
+from cnrd.sync.table import OPERATIONS, PAIR_TUNING, PER_NODE, POLICY_BOOT_FILE, SERVER_KEYS, TABLE_27_1
 from cnrd.text import hw_text, int_to_ip, netmask
 
 __all__ = [
@@ -267,6 +269,7 @@ class _Planner:
         src_objects = self.objects(self.src, "policy")
         tgt_objects = self.objects(self.tgt, "policy")
         other_fn, options_fn = self.fn("policy-other"), self.fn("policy-options")
+        boot_fn = self.fn("policy-bootfile")
         for ident in sorted(set(src_objects) | set(tgt_objects)):
             if ident not in tgt_objects:
                 name, keys = src_objects[ident]
@@ -278,9 +281,11 @@ class _Planner:
             else:
                 name, tgt = tgt_objects[ident]
                 src = src_objects[ident][1]
-                plain = {k for k in set(src) | set(tgt) if not k.startswith(_OPTION_PREFIX)}
+                plain = {k for k in set(src) | set(tgt)
+                         if not k.startswith(_OPTION_PREFIX) and k not in POLICY_BOOT_FILE}
                 self.properties("policy", name, src, tgt, plain, other_fn)
                 self.options(name, src, tgt, options_fn)
+                self.boot_file(name, src, tgt, boot_fn)
 
     def options(self, name: str, src: dict[str, str], tgt: dict[str, str], function: str) -> None:
         """A policy's option list, entry by entry (the seed's exception to replace)."""
@@ -302,6 +307,15 @@ class _Planner:
                     # the target takes the source's spelling so the two read alike.
                     self.emit("policy", name, tkey, function, tgt[tkey], None)
                     self.emit("policy", name, skey, function, None, src[skey])
+
+    def boot_file(self, name: str, src: dict[str, str], tgt: dict[str, str], function: str) -> None:
+        """A policy's packet boot file properties, key by key as its option list."""
+        for key in sorted(POLICY_BOOT_FILE & (set(src) | set(tgt))):
+            if key not in src:
+                if function == "exact":
+                    self.emit("policy", name, key, function, tgt[key], None)
+            elif key not in tgt or function != "ensure":
+                self.emit("policy", name, key, function, tgt.get(key), src[key])
 
     # -- the pair's scopes ------------------------------------------------
 

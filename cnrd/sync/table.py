@@ -21,6 +21,9 @@ DHCP Server: all other properties          no chg.  replace   replace  ``[server
 LDAP Remote Server                         ensure   replace   exact    ``[ldap NAME]``
 Policy: Option List Properties             ensure   replace   exact    ``[policy NAME]`` ``option.*`` keys, one
                                                                        entry per option code
+Policy: Packet Boot File Properties        ensure   replace   exact    ``[policy NAME]`` ``packet-siaddr``,
+                                                                       ``packet-file-name``,
+                                                                       ``packet-server-name``, one entry each
 Policy: all other properties               replace  replace   exact    ``[policy NAME]`` other keys
 Client                                     replace  replace   exact    ``[client MAC]``
 Client-Class                               replace  replace   exact    ``[client-class NAME]``
@@ -34,8 +37,7 @@ Seed rows cnrd has nothing for (:data:`NOT_APPLICABLE` says why for each):
 DHCP Listener Configuration (cnrd's listener is ``[server] interfaces``,
 which names this host's network interfaces and so is per-node), Trap
 Configuration (cnrd's only trap setting is ``[server] trap-webhook``, where
-this node posts its own traps: per-node), Policy Packet Boot File
-Properties, DNS Update Configuration (cnrd has no such objects yet; it
+this node posts its own traps: per-node), DNS Update Configuration (cnrd has no such objects yet; it
 joins this table when it lands), VPN, Key, Extensions, Extension Point,
 and Option Information (custom and vendor option lists).  Of Table 27-2, ``failover-bulking`` has no cnrd key and
 ``recover`` is cnrd's ``[server] failover-recover``, the time *this* server
@@ -61,6 +63,7 @@ __all__ = [
     "OPERATIONS",
     "PAIR_TUNING",
     "PER_NODE",
+    "POLICY_BOOT_FILE",
     "SERVER_KEYS",
     "TABLE_27_1",
     "Row",
@@ -103,6 +106,10 @@ TABLE_27_1: dict[str, Row] = {
         "Policy: Option List Properties",
         "ensure", "replace", "exact",
         "[policy NAME] option.* keys, compared option by option"),
+    "policy-bootfile": Row(
+        "Policy: Packet Boot File Properties",
+        "ensure", "replace", "exact",
+        "[policy NAME] packet-siaddr, packet-file-name, packet-server-name, compared key by key"),
     "policy-other": Row(
         "Policy: All other properties",
         "replace", "replace", "exact",
@@ -118,8 +125,6 @@ TABLE_27_1: dict[str, Row] = {
 #: Seed rows with no cnrd counterpart, and why.
 NOT_APPLICABLE: dict[str, str] = {
     "DHCP Listener Configuration": "cnrd listens on [server] interfaces, this host's interface names: per-node",
-    "Policy: Packet Boot File Properties": "cnrd policies have no packet-file-name/packet-server-name "
-                                           "(boot file options 66/67 are option list entries)",
     "DNS Update Configuration": "cnrd does no DNS updates yet; the row joins the table when it lands",
     "Trap Configuration": "cnrd's only trap setting is [server] trap-webhook, where this node posts "
                           "its own traps: per-node",
@@ -133,6 +138,9 @@ NOT_APPLICABLE: dict[str, str] = {
     "Table 27-2 failover-bulking": "cnrd has no such key",
     "Table 27-2 recover": "[server] failover-recover is the time this server lost its lease data: per-node",
 }
+
+#: A policy's packet boot file properties (the BOOTP header's siaddr, file and sname).
+POLICY_BOOT_FILE = frozenset({"packet-siaddr", "packet-file-name", "packet-server-name"})
 
 #: The pair's failover tuning keys (Table 27-2 that cnrd has): always replaced.
 PAIR_TUNING = frozenset({"failover-poll-interval", "failover-poll-timeout"})

@@ -172,12 +172,15 @@ SEED: dict[str, tuple[str, str, str] | None] = {
     "pair: failover tuning (27-2)": ("replace", "replace", "replace"),
     "pair: all other properties": ("no change", "replace", "replace"),
     "policy: option list": ("ensure", "replace", "exact"),
+    "policy: packet boot file": ("ensure", "replace", "exact"),
     "policy: all other properties": ("replace", "replace", "exact"),
     "policy": ("replace", "replace", "exact"),
     "client": ("replace", "replace", "exact"),
     "client-class": ("replace", "replace", "exact"),
     "scope of the pair": ("exact", "exact", "exact"),
+    "scope option of the pair": ("exact", "exact", "exact"),
     "reservation in a scope of the pair": ("exact", "exact", "exact"),
+    "reservation option in a scope of the pair": ("exact", "exact", "exact"),
     "scope outside the pair": None,
     "reservation outside the pair": None,
     "another pair": None,
@@ -191,12 +194,16 @@ PROBES: dict[str, tuple[tuple[str, str | None], str | None, dict[str, str] | str
     "pair: failover tuning (27-2)": (("failover-pair", "p"), "failover-poll-interval", "5", "7"),
     "pair: all other properties": (("failover-pair", "p"), "mclt", "60", "90"),
     "policy: option list": (("policy", "default"), "option.routers", "10.1.0.1", "10.1.0.2"),
+    "policy: packet boot file": (("policy", "default"), "packet-file-name", "pxelinux.0", "grubx64.efi"),
     "policy: all other properties": (("policy", "default"), "grace-period", "60", "90"),
     "policy": (("policy", "gold"), None, {"lease-time": "1h"}, {"lease-time": "2h"}),
     "client": (("client", "02:00:00:00:00:01"), None, {"host-name": "a"}, {"action": "exclude"}),
     "client-class": (("client-class", "cc"), None, {"action": "exclude"}, {"selection-tags": "x"}),
     "scope of the pair": (("scope", "lan2"), None, {"subnet": "10.2.0.0/24", "ranges": "10.2.0.10-10.2.0.20"},
                           {"subnet": "10.2.0.0/24", "ranges": "10.2.0.30"}),
+    "scope option of the pair": (("scope", "lan"), "option.routers", "10.1.0.1", "10.1.0.2"),
+    "reservation option in a scope of the pair": (("reservation", "10.1.0.60"), "option.routers",
+                                                  "10.1.0.1", "10.1.0.2"),
     "reservation in a scope of the pair": (("reservation", "10.1.0.50"), None,
                                            {"hardware-address": "02:00:00:00:00:50"},
                                            {"hardware-address": "02:00:00:00:00:51"}),
@@ -233,6 +240,10 @@ def _case(probe: str, presence: str) -> tuple[Values, Values]:
     src, tgt = node("main", "10.98.0.1"), node("backup", "10.98.0.2")
     if presence == "equal":
         t = s
+    if sid == ("reservation", "10.1.0.60"):
+        # The reservation is on both sides; only its option differs.
+        for side in (src, tgt):
+            side[sid] = {"hardware-address": "02:00:00:00:00:60"}
     for side, value, present in ((src, s, presence != "only on target"), (tgt, t, presence != "only on source")):
         if not present:
             if key is not None:
@@ -246,7 +257,12 @@ def _case(probe: str, presence: str) -> tuple[Values, Values]:
             side.setdefault(sid, {})[key] = value
         if sid == ("scope", "lan2"):
             side[("failover-pair", "p")]["scopes"] = "lan, lan2"
+
     return src, tgt
+
+
+def sid_kind(probe: str) -> str:
+    return PROBES[probe][0][0]
 
 
 def _probe_value(values: Values, probe: str) -> object:
@@ -267,7 +283,10 @@ def test_table_27_1(probe: str, operation: str, presence: str) -> None:
     functions = SEED[probe]
     function = functions[OPERATIONS.index(operation)] if functions else None
     key = PROBES[probe][1]
-    expected = _outcome(function, presence, key is None or key.startswith("option."))
+    # A policy's options and boot file properties are collection entries; a
+    # scope's or reservation's are properties of an object synchronized exactly.
+    entry = key is not None and sid_kind(probe) == "policy" and key.startswith(("option.", "packet-"))
+    expected = _outcome(function, presence, key is None or entry)
     changes = plan(read_values(src_text), read_values(tgt_text), pair="p", operation=operation)
     text = apply(tgt_text, changes)
     loads(text)  # the result is a configuration cnrd runs
@@ -308,8 +327,9 @@ def test_every_section_type_the_loader_knows_has_a_place_in_the_table() -> None:
 
     planned = {"server", "failover-pair", "policy", "client", "client-class", "scope", "reservation", "ldap"}
     assert set(loader._SECTION_TYPES) == planned | {"api"}
-    assert set(TABLE_27_1) == {"server-tuning", "server-other", "policy-options", "policy-other", "client",
-                               "client-class", "scopes", "ldap"}
+    assert set(TABLE_27_1) == {"server-tuning", "server-other", "policy-options", "policy-bootfile",
+                               "policy-other", "client", "client-class", "scopes", "ldap"}
+    assert "Policy: Packet Boot File Properties" not in NOT_APPLICABLE
     for row in ("VPN", "Key", "Extensions", "Extension Point", "DHCP Listener Configuration",
                 "DNS Update Configuration", "Trap Configuration"):
         assert row in NOT_APPLICABLE
