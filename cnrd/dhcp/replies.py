@@ -18,7 +18,7 @@ import struct
 from cnrd.config import PolicyConfig, ReservationConfig
 from cnrd.dhcp.model import BROADCAST, Reply, ScopeRuntime
 from cnrd.dhcp.packet import BROADCAST_FLAG, DhcpPacket, MessageType
-from cnrd.dhcp.selection import policy_for, server_id
+from cnrd.dhcp.selection import own_address, policy_for, server_id
 from cnrd.dhcp.state import Request, ServerState
 from cnrd.leases.model import Lease
 
@@ -174,7 +174,9 @@ def route(state: ServerState, req: Request, r: DhcpPacket, mtype: int | None, du
     max_size -= _IP_UDP_HEADERS
     sport = state.config.server.server_port
     cport = state.config.server.client_port
-    src = server_id(state, req) or None
+    # The server identifier may be a relay's override (RFC 5107): the
+    # datagram still leaves from our own address.
+    src = own_address(state, req) or None
     if p.giaddr:
         if mtype == MessageType.NAK:
             r.flags |= BROADCAST_FLAG
