@@ -22,7 +22,7 @@ from twisted.internet.task import Clock
 from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 
 from cnrd.app.runtime import Runtime
-from cnrd.config import Config, loads
+from cnrd.config import loads
 from cnrd.dhcp.packet import DhcpPacket
 from cnrd.dhcp.packet import MessageType as M
 from cnrd.dhcp.packet import ip_to_int
@@ -168,13 +168,13 @@ def running(settings: frozenset[str] = frozenset(), text: str = BASE_CONFIG) -> 
         ports.append(FakePort(*a, **kw))
         return ports[-1]
 
-    svc = Runtime(loads(text), clock, store=RecordingStore(), port_factory=factory, interfaces=lambda c: [IFACE],
+    if settings:
+        text = text.replace("[server]\n", f"[server]\nlog-settings = {', '.join(sorted(settings))}\n", 1)
+    config = loads(text)
+    assert config.server.log_settings == settings
+    svc = Runtime(config, clock, store=RecordingStore(), port_factory=factory, interfaces=lambda c: [IFACE],
                   commit_runner=run_now)
     svc.startService()
-    if settings:
-        # Set as the admin API does, whatever the loader accepts today.
-        config: Config = svc.config
-        svc.reconfigure(replace(config, server=replace(config.server, log_settings=settings)))
     return svc, ports[0], clock
 
 
@@ -275,3 +275,14 @@ def test_relayed_lines_are_via_giaddr(lines):
     assert port.sent[-1][1].message_type == M.OFFER
     assert [e["via"] for e in lines] == ["10.98.1.1"]
     assert texts(lines)[0].endswith(" via 10.98.1.1 lease 3600 s")
+
+
+def test_no_success_messages_set_at_run_time_applies_from_the_next_line(lines):
+    # The admin API replaces the configuration in force; each line reads it.
+    svc, port, clock = running()
+    dora(port, HW)
+    config = svc.config
+    svc.reconfigure(replace(config, server=replace(config.server, log_settings=frozenset({"no-success-messages"}))))
+    dora(port, mac(0x11))
+    assert [(e["kind"], e["hw"]) for e in lines] == [("DHCPOFFER", "02:00:00:00:00:10"),
+                                                     ("DHCPACK", "02:00:00:00:00:10")]
