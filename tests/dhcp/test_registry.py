@@ -8,11 +8,11 @@ from cnrd.config import ClientConfig, loads
 from cnrd.dhcp.packet import MessageType as M
 from cnrd.dhcp.packet import ip_to_int
 from cnrd.dhcp.registry import ClientRegistry, Outcome, RegistryHealth
-from cnrd.dhcp.server import DhcpServer
+from cnrd.dhcp.server import DhcpServer, RxInfo
 from cnrd.leases.model import client_key
 from cnrd.leases.table import LeaseTable
 
-from tests.dhcp.helpers import BASE_CONFIG, BCAST, IFACE, mac, request
+from tests.dhcp.helpers import BASE_CONFIG, BCAST, IFACE, SERVER_IP, mac, request
 
 LDAP = """
 [policy gold]
@@ -252,8 +252,9 @@ def test_client_class_lookup_id_from_a_relay_agent_suboption():
     config = replace(config, server=replace(config.server, client_class_lookup_id=("relay-agent", 2)))
     s = DhcpServer(config, LeaseTable())
     s.set_interfaces([IFACE])
-    relayed = request(M.DISCOVER, mac(11), giaddr=ip_to_int("10.1.0.1"), o82=b"\x01\x02ab\x02\x04gold")
-    reply = s.handle(relayed, BCAST, 100)
+    relay = ip_to_int("10.1.0.254")
+    relayed = request(M.DISCOVER, mac(11), giaddr=relay, o82=b"\x01\x02ab\x02\x04gold")
+    reply = s.handle(relayed, RxInfo(2, SERVER_IP, SERVER_IP, relay, 67), 100)
     assert reply is not None and reply.packet.options[15] == b"gold.example"
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import struct
 
 from cnrd.dhcp.packet import MessageType as M
@@ -130,11 +132,20 @@ def test_init_reboot_unknown_client_silent():
     assert server.counters.drops["init-reboot-unknown-client"] == 1
 
 
-def test_init_reboot_address_of_other_client_naks():
-    server, _ = make_server()
+def test_init_reboot_address_of_other_client_naks_when_authoritative():
+    server, config = make_server()
+    server.configure(replace(config, server=replace(config.server, authoritative=True)))
     _, ack = dora(server, mac(1))
     r = server.handle(request(M.REQUEST, mac(2), o50=u32(ack.packet.yiaddr)), BCAST, NOW)
     assert r.packet.message_type == M.NAK
+
+
+def test_init_reboot_of_a_client_without_record_is_silent_by_default():
+    # RFC 2131 §4.3.2: "If the DHCP server has no record of this client, then
+    # it MUST remain silent"; [server] authoritative is off by default.
+    server, _ = make_server()
+    _, ack = dora(server, mac(1))
+    assert server.handle(request(M.REQUEST, mac(2), o50=u32(ack.packet.yiaddr)), BCAST, NOW) is None
 
 
 def test_renewing_extends_and_replies_unicast_to_ciaddr():
