@@ -45,6 +45,9 @@ class Pool:
         self.ranges = tuple(sorted(ranges, key=lambda r: r.first))
         self.first_available = first_available
         self.size = sum(len(r) for r in self.ranges)
+        # Seconds a lease that ran out stays its client's before the address
+        # may go to another (the scope policy's grace-period).
+        self.grace = 0
         self._firsts = [r.first for r in self.ranges]
         self._lasts = [r.last for r in self.ranges]
         self._range_index = 0
@@ -238,6 +241,9 @@ class LeaseTable:
         self._dirty: dict[int, Lease] = {}
         self._events: list[LeaseEvent] = []
         self.reserved: dict[int, bytes] = {}  # address -> client key
+        # EXPIRED addresses still in their pool's grace period: their client's
+        # alone until it ends (the expiry heap has an entry for that moment).
+        self._in_grace: set[int] = set()
         # Called with (lease, what) for every durable change not made on the
         # partner's word: the failover peers turn them into binding updates.
         self.listeners: list[Callable[[Lease, str], None]] = []
@@ -304,6 +310,8 @@ class LeaseTable:
                 if lease.state is LeaseState.OFFERED:
                     # Offers are not durable promises: after a restart the address is free again.
                     lease.state, lease.flags = _withdrawn(lease)
+                elif lease.state is LeaseState.EXPIRED:
+                    self._hold_for_grace(lease, now)
                 self._insert(lease)
         finally:
             self._bulk = False
@@ -333,7 +341,7 @@ class LeaseTable:
     def _classify(self, pool: Pool, lease: Lease) -> None:
         """Put ``lease.address`` in the right free set of ``pool`` for its state."""
         address = lease.address
-        if address in self.reserved:
+        if address in self.reserved or address in self._in_grace:
             pool.remove_free(address)
             pool.remove_backup(address)
         elif lease.state is LeaseState.BACKUP:
@@ -418,6 +426,8 @@ class LeaseTable:
             return owner in (None, "backup", "any")
         if lease.state not in FREE_STATES:
             return False
+        if address in self._in_grace:
+            return mine
         pool = self.pool_of(address)
         if pool is not None and not pool.reusable(lease.state):
             return mine  # expired/released, partner not told yet: only its own client
@@ -514,6 +524,8 @@ class LeaseTable:
         old_key = lease.key
         for name, value in fields.items():
             setattr(lease, name, value)
+        if lease.state is not LeaseState.EXPIRED and self._in_grace:
+            self._in_grace.discard(address)
         new_key = lease.key
         if old_key != new_key:
             if old_key is not None:
@@ -550,8 +562,45 @@ class LeaseTable:
         state, flags = _withdrawn(lease)
         self.update(address, durable=False, state=state, flags=flags, expiration=0)
 
+    def due(self, now: int) -> bool:
+        """Whether something in the expiry heap may have run out by ``now`` (O(1)).
+
+        The request path asks this before each request so an address comes
+        back the moment its lease, offer or unavailable hold ends, without a
+        walk of the pool on every allocation.
+        """
+        heap = self._expiry
+        return bool(heap) and heap[0] < (now + 1) << 32
+
+    def _grace(self, lease: Lease) -> int:
+        pool = self.pools.get(lease.scope)
+        if pool is None or lease.address not in pool:
+            pool = self.pool_of(lease.address)
+        return pool.grace if pool is not None else 0
+
+    def _hold_for_grace(self, lease: Lease, now: int) -> bool:
+        """Keep an EXPIRED ``lease`` its client's until its grace period ends; False when it has."""
+        if not 0 < lease.expiration < Lease.INFINITE:
+            return False
+        end = lease.expiration + self._grace(lease)
+        if end <= now:
+            return False
+        self._in_grace.add(lease.address)
+        entry = end << 32 | lease.address
+        if self._bulk:
+            self._expiry.append(entry)
+        else:
+            heapq.heappush(self._expiry, entry)
+        return True
+
     def expire(self, now: int) -> list[Lease]:
-        """Move every lease, offer and unavailable hold that ran out by ``now`` on; returns them."""
+        """Move every lease, offer and unavailable hold that ran out by ``now`` on; returns them.
+
+        A lease that ran out becomes EXPIRED (durable, told to a failover
+        partner) and stays its client's for the pool's grace period; then
+        the address may go to others (under failover, once the partner has
+        acknowledged the expiry: :meth:`Pool.reusable`).
+        """
         changed: list[Lease] = []
         heap = self._expiry
         limit = (now + 1) << 32
@@ -559,20 +608,33 @@ class LeaseTable:
             entry = heapq.heappop(heap)
             when, address = entry >> 32, entry & 0xFFFFFFFF
             lease = self.leases.get(address)
-            if lease is None or lease.expiration != when:
+            if lease is None:
+                continue
+            if address in self._in_grace:
+                # The grace period's end, or an entry from before a reload
+                # changed it: look again by the lease's own fields.
+                self._in_grace.discard(address)
+                if not self._hold_for_grace(lease, now):
+                    pool = self.pool_of(address)
+                    if pool is not None:
+                        self._classify(pool, lease)
+                continue
+            if lease.state not in _TIMED or lease.expiration != when:
                 continue  # superseded by a later change
             if lease.state is LeaseState.LEASED:
                 self.update(address, durable=True, event="expire", now=now, state=LeaseState.EXPIRED)
+                if self._hold_for_grace(lease, now):
+                    pool = self.pool_of(address)
+                    if pool is not None:
+                        self._classify(pool, lease)
             elif lease.state is LeaseState.OFFERED:
                 # The client never asked for it: free again, nothing to persist.
                 self.withdraw_offer(address)
-            elif lease.state is LeaseState.UNAVAILABLE:
+            else:  # UNAVAILABLE
                 self.update(
                     address, durable=True, event="available", now=now,
                     state=LeaseState.AVAILABLE, expiration=0, hw=b"", client_id=None,
                 )
-            else:
-                continue
             changed.append(lease)
         return changed
 
