@@ -24,13 +24,16 @@ from cnrd.dhcp.clients import identify
 from cnrd.dhcp.handlers import bootp, decline, discover, inform, release, request
 from cnrd.dhcp.leasequery import handle_leasequery
 from cnrd.dhcp.model import BROADCAST, Counters, Gate, Interface, Reply, RxInfo, ScopeRuntime
-from cnrd.dhcp.packet import BOOTREQUEST, DhcpPacket, MalformedPacket, MessageType
+from cnrd.dhcp.packet import BOOTREQUEST, OPT_CLIENT_ID, DhcpPacket, MalformedPacket, MessageType
 from cnrd.dhcp.registry import ClientRegistry
 from cnrd.dhcp.state import LogEvent, Request, ServerState
 from cnrd.leases.model import Lease, client_key
 from cnrd.leases.table import LeaseTable, Pool
 
 __all__ = ["DhcpServer", "BROADCAST", "Counters", "Gate", "Interface", "Reply", "RxInfo", "ScopeRuntime"]
+
+# RFC 1542 §4.1.1: the most relay agents a request may have passed through.
+_MAX_HOPS = 16
 
 # The name each known message type is counted under in counters.received.
 _RECEIVED_NAMES = {int(t): t.name for t in MessageType}
@@ -61,6 +64,7 @@ class DhcpServer(ServerState):
                 pool.failover = sc.name in self.gates
                 table.add_pool(pool)
             pool.backup_boundary = sc.failover_backup_allocation_boundary
+            pool.grace = policy.grace_period
             self.scopes[sc.name] = ScopeRuntime(sc, policy, pool)
         for name in [n for n in table.pools if n not in self.scopes]:
             del table.pools[name]
@@ -123,10 +127,29 @@ class DhcpServer(ServerState):
         if p.hlen > 16 or p.hlen == 0 and mtype != MessageType.LEASEQUERY:
             self.drop("bad-hlen")
             return None
+        # RFC 1542 §4.1.1: relay agents discard a request whose hops exceeds
+        # 16, so one that arrives with more has looped or was forged.
+        if p.hops > _MAX_HOPS:
+            self.drop("too-many-hops")
+            return None
+        # RFC 2132 §9.14: option 61 is at least 2 bytes; a shorter one would
+        # make unrelated clients share one lease key.
+        cid_raw = p.options.get(OPT_CLIENT_ID)
+        if cid_raw is not None and len(cid_raw) < 2:
+            self.drop("bad-client-id")
+            return None
         self.counters.received[_RECEIVED_NAMES.get(mtype, "OTHER") if mtype is not None else "BOOTP"] += 1
         if not self.enabled:
             self.drop("dhcp-disabled")
             return None
+        # A leasequery's giaddr is its requestor's address (RFC 4388 §6.1), not a relay's.
+        if p.giaddr and mtype != MessageType.LEASEQUERY and self._spoofed_giaddr(p.giaddr, rx):
+            self.drop("giaddr-spoofed")
+            return None
+        if self.table.due(now):
+            # Leases, offers and holds that ran out go back to their pools
+            # now, not at the next sweep (the changes commit with this batch).
+            self.table.expire(now)
         if mtype == MessageType.LEASEQUERY:
             return handle_leasequery(self, p, rx, now)
         if p.giaddr == 0 and rx.ifindex not in self.interfaces and self.interfaces:
@@ -162,6 +185,30 @@ class DhcpServer(ServerState):
             return inform(self, req)
         self.drop("unsupported-message-type", {"type": mtype})
         return None
+
+    def _spoofed_giaddr(self, giaddr: int, rx: RxInfo) -> bool:
+        """Whether a request's giaddr names a relay agent that cannot have sent it.
+
+        A relay agent puts one of its own addresses in giaddr (RFC 1542
+        §4.1.1) and sends from an address of its own, and replies go back to
+        giaddr (RFC 2131 §4.1).  So giaddr must not be one of this server's
+        addresses (the reply would loop back to us); and a request that came
+        with source 0.0.0.0, or broadcast on a link whose own subnet holds
+        giaddr, was sent by a host on that link, not relayed: a client there
+        is heard directly and has no relay to name.
+        """
+        if giaddr in self.our_ips:
+            return True
+        if rx.src_ip == 0:
+            return True
+        if rx.dst_ip == BROADCAST:
+            iface = self.interfaces.get(rx.ifindex)
+            if iface is not None:
+                for address, prefix in iface.addresses:
+                    mask = (0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF
+                    if giaddr & mask == address & mask:
+                        return True
+        return False
 
     # -- time --------------------------------------------------------------
     def expire(self, now: int) -> int:
