@@ -15,9 +15,11 @@ class MalformedPacket(ValueError):
     valid for its option (RFC 2131 §2, RFC 2132).
 
     The server drops such packets and counts them; ``reason`` is a short,
-    log-friendly phrase (no packet bytes, so logging it cannot be abused).
+    log-friendly phrase (no packet bytes, so logging it cannot be abused);
+    ``drop`` the name the drop is counted under (``counters.drops``).
     """
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, drop: str = "malformed") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.drop = drop

@@ -132,11 +132,11 @@ def _parse_options(data: bytes, pos: int, end: int, options: dict[int, bytes]) -
         if code == OPT_END:
             return
         if pos + 1 >= end:
-            raise MalformedPacket(f"option {code} has no length byte")
+            raise MalformedPacket(f"option {code} has no length byte", "truncated-option")
         start = pos + 2
         pos = start + data[pos + 1]
         if pos > end:
-            raise MalformedPacket(f"option {code} runs past the end of the packet")
+            raise MalformedPacket(f"option {code} runs past the end of the packet", "option-overrun")
         value = data[start:pos]
         old = options.get(code)
         options[code] = value if old is None else old + value
@@ -453,20 +453,22 @@ def parse(data: bytes) -> DhcpPacket:
     """Decode one DHCPv4/BOOTP message (RFC 2131 §2, RFC 2132, RFC 3396).
 
     Raises MalformedPacket (only) for: fewer than 236 bytes, op not 1/2,
-    hlen > 16, an option running past the end of its area, or option 52 not
-    one byte of 1..3.  Typed option values are checked by the accessors.
+    hlen > 16, an option cut short or running past the end of its area, or
+    option 52 not one byte of 1..3 or pointing at file/sname fields that do
+    not hold options; its ``drop`` names which.  Typed option values are
+    checked by the accessors.
     """
     if type(data) is not bytes:
         data = bytes(data)  # so option values are bytes, not memoryview slices
     n = len(data)
     if n < HEADER_SIZE:
-        raise MalformedPacket(f"packet too short ({n} bytes)")
+        raise MalformedPacket(f"packet too short ({n} bytes)", "truncated-packet")
     (op, htype, hlen, hops, xid, secs, flags, ciaddr, yiaddr, siaddr, giaddr,
      chaddr, sname, file) = _HEADER.unpack_from(data)
     if op != BOOTREQUEST and op != BOOTREPLY:
         raise MalformedPacket(f"bad op {op}")
     if hlen > 16:
-        raise MalformedPacket(f"bad hlen {hlen}")
+        raise MalformedPacket(f"bad hlen {hlen}", "bad-hlen")
 
     options: dict[int, bytes] = {}
     has_cookie = data[236:240] == MAGIC_COOKIE
@@ -475,14 +477,20 @@ def parse(data: bytes) -> DhcpPacket:
         overload = options.pop(OPT_OVERLOAD, None)
         if overload is not None:
             if len(overload) != 1 or not 1 <= overload[0] <= 3:
-                raise MalformedPacket("bad option 52 (overload)")
+                raise MalformedPacket("bad option 52 (overload)", "bad-overload")
             # RFC 3396 §7: concatenate in the order options, file, sname.
-            if overload[0] & 1:
-                _parse_options(file, 0, 128, options)
-                file = b""
-            if overload[0] & 2:
-                _parse_options(sname, 0, 64, options)
-                sname = b""
+            # Counted apart from a bad options area: what option 52 points
+            # at is the header's file/sname bytes, the classic place for
+            # garbage a parser trusts.
+            try:
+                if overload[0] & 1:
+                    _parse_options(file, 0, 128, options)
+                    file = b""
+                if overload[0] & 2:
+                    _parse_options(sname, 0, 64, options)
+                    sname = b""
+            except MalformedPacket as e:
+                raise MalformedPacket(f"option 52 points at garbage: {e.reason}", "bad-overload") from None
             # An option 52 inside file/sname is meaningless; drop it.
             options.pop(OPT_OVERLOAD, None)
     return DhcpPacket(
