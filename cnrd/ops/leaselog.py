@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cnrd.dhcp.packet import DhcpPacket, MessageType
-from cnrd.text import hw_text, int_to_ip
+from cnrd.text import int_to_ip
 
 __all__ = ["LeaseLine", "EVENT", "reply_line", "release_line", "decline_line", "expiry_line", "client_text",
            "INFINITE"]
@@ -62,8 +62,8 @@ class LeaseLine:
 
 
 def client_text(hw: bytes) -> str:
-    """A hardware address (chaddr, without the type byte) as the line shows it."""
-    return hw_text(hw) if hw else _NO_IDENTIFIER
+    """A hardware address (chaddr, without the type byte) as the line shows it: ``02:00:00:00:00:10``."""
+    return hw.hex(":") if hw else _NO_IDENTIFIER
 
 
 def _printable(name: str) -> str:
@@ -79,7 +79,7 @@ def _fields(kind: str, address: int, hw: bytes, client_id: bytes | None, host_na
         "kind": kind,
         "address": int_to_ip(address),
         "hw": client_text(hw),
-        "client_id": hw_text(client_id) if client_id else None,
+        "client_id": client_id.hex(":") if client_id else None,
         "host_name": _printable(host_name) if host_name else None,
         "via": via,
         "lease_time": lease_time,
