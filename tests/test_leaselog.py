@@ -286,3 +286,11 @@ def test_no_success_messages_set_at_run_time_applies_from_the_next_line(lines):
     dora(port, mac(0x11))
     assert [(e["kind"], e["hw"]) for e in lines] == [("DHCPOFFER", "02:00:00:00:00:10"),
                                                      ("DHCPACK", "02:00:00:00:00:10")]
+
+
+def test_a_host_name_with_braces_is_written_as_sent(lines):
+    # The line reaches Twisted as text: a client's "{...}" must not be read as a field.
+    svc, port, clock = running()
+    dora(port, HW, o12=b"{kind}{0}")
+    assert texts(lines)[-1].startswith("DHCPACK on ") and "({kind}{0}) via eth1" in texts(lines)[-1]
+    assert json.loads(logs.json_line(lines[-1]))["host_name"] == "{kind}{0}"
