@@ -20,7 +20,9 @@ wire); link selection picks the scope and the reply still goes to giaddr
 with option 82 whole; the override is option 54 and a REQUEST naming it is
 ACKed; a relayed DHCPINFORM is answered to giaddr without lease times and
 adds no lease, one without ciaddr is dropped and counted in /metrics; a
-DHCPRELEASE from another client-id is counted and leaves the lease.
+DHCPRELEASE from another client-id is counted and leaves the lease; a
+dhclient INIT-REBOOTing to a server that lost its records gets no answer,
+or a NAK when ``[server] authoritative = true``.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from scapy.layers.dhcp import BOOTP
 from scapy.utils import rdpcap
 
 from tests.integration.cnrd_proc import CnrdProcess
-from tests.integration.lab import Lab, Netns, _dhclient_run, dhclient, dhcrelay, wait_for
+from tests.integration.lab import Lab, Netns, _dhclient_run, _dhclient_stop_daemon, dhclient, dhcrelay, wait_for
 
 SRV_IP, RELAY_UP, RELAY_DOWN = "10.98.0.1", "10.98.0.3", "10.99.0.1"
 SR_LAN, SR_GIADDR = "10.98.0.5", "10.96.0.1"
@@ -309,3 +311,51 @@ def test_scripted_relay_link_selection_override_and_inform(site):
     after = site.leases_by_address()
     assert "10.96.0.77" not in after
     assert {a: (l.state, l.hw) for a, l in after.items()} == {a: (l.state, l.hw) for a, l in before.items()}
+
+
+@pytest.mark.parametrize("authoritative", [False, True])
+def test_init_reboot_unknown_to_a_fresh_server_is_nak_only_when_authoritative(site, authoritative):
+    """RFC 2131 §4.3.2 with a real dhclient: it INIT-REBOOTs with a lease from a server
+    that has since lost its records.  Not authoritative: no answer (the client
+    falls back to DISCOVER after its reboot timeout); authoritative: a NAK."""
+    old = site.cnrd.start()
+    _, cif = site.lab.link(site.srv, site.far, a_bridge="br0")
+    conf = site.lab.path("dhclient-reboot.conf")
+    conf.write_text("reboot 4;\n")  # how long dhclient waits in INIT-REBOOT before DISCOVER
+    first = _dhclient_run(site.far, cif, ("-cf", str(conf)), 20)
+    assert first.ok and _in(first.address, "10.98.0.0/24"), first.output
+    _dhclient_stop_daemon(site.far, cif)
+    old.stop()
+    fresh = CnrdProcess(site.srv, CONFIG.format(iface="br0").replace(
+        "[server]\n", f"[server]\nauthoritative = {'true' if authoritative else 'false'}\n"), name="fresh")
+    site.cnrd = fresh
+    capture = site.lab.path("reboot.pcap")
+    dump = site.srv.popen("tcpdump", "-i", "br0", "-U", "-n", "-w", capture, "udp", "port", "67",
+                          name="tcpdump")
+    fresh.start()
+    again = _dhclient_run(site.far, cif, ("-cf", str(conf)), 30)
+    assert again.ok, again.output
+    assert re.search(rf"^DHCPREQUEST for {re.escape(first.address)} ", again.output, re.M), again.output
+    silent = metric(site.srv, "cnrd_dhcp_drops_total", "init-reboot-unknown-client")
+    wait_for(lambda: len(rdpcap(str(capture))) >= 2, 10, what="packets captured")
+    site.srv.stop(dump)
+    naks = 0
+    reboot_requests = 0
+    for pkt in rdpcap(str(capture)):
+        if BOOTP not in pkt:
+            continue
+        raw = bytes(pkt[BOOTP])
+        opts = _raw_options(raw)
+        if raw[0] == 1 and opts.get(53) == b"\x03" and 54 not in opts and raw[12:16] == bytes(4):
+            reboot_requests += 1
+        if raw[0] == 2 and opts.get(53) == b"\x06":
+            naks += 1
+    assert reboot_requests >= 1  # the INIT-REBOOT REQUEST (no server id, no ciaddr) is on the wire
+    if authoritative:
+        assert naks >= 1 and "DHCPNAK" in again.output, again.output
+        assert silent == 0
+    else:
+        assert naks == 0 and "DHCPNAK" not in again.output, again.output
+        assert silent >= reboot_requests
+    # Either way the client ends bound through DISCOVER.
+    assert "DHCPDISCOVER" in again.output and _in(again.address, "10.98.0.0/24")
