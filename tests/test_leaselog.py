@@ -294,3 +294,14 @@ def test_a_host_name_with_braces_is_written_as_sent(lines):
     dora(port, HW, o12=b"{kind}{0}")
     assert texts(lines)[-1].startswith("DHCPACK on ") and "({kind}{0}) via eth1" in texts(lines)[-1]
     assert json.loads(logs.json_line(lines[-1]))["host_name"] == "{kind}{0}"
+
+
+def test_text_lines_keep_twisteds_time_stamps():
+    # The stamp is worked out once a second; it must be the one twistd writes.
+    from twisted.logger import formatTime, timeFormatRFC3339
+
+    from cnrd.ops.logs import _StampCache
+
+    stamp = _StampCache()
+    for when in (0.0, 0.999, 1.0, 1_764_900_000.25, 1_764_900_000.999, 1_764_900_001.0, 1_764_899_999.5, None):
+        assert stamp(when) == formatTime(when, timeFormatRFC3339)

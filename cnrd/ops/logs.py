@@ -343,9 +343,32 @@ def json_line(event: LogEvent) -> str:
     return json.dumps(out, ensure_ascii=False, allow_nan=False) + "\n"
 
 
+class _StampCache:
+    """twistd's time stamps (RFC 3339, whole seconds), worked out once per second.
+
+    With a lease line for every exchange the stamp was the dearest part of
+    a text line; every line of one second has the same one.
+    """
+
+    def __init__(self) -> None:
+        self._last: tuple[int, str] = (-1, "")  # one attribute: a reader never sees half an update
+
+    def __call__(self, when: float | None) -> str:
+        if when is None:
+            return formatTime(when, timeFormatRFC3339)
+        second = math.floor(when)
+        last = self._last
+        if last[0] != second:
+            last = self._last = (second, formatTime(second, timeFormatRFC3339))
+        return last[1]
+
+
+_stamp = _StampCache()
+
+
 def _text_line(event: LogEvent) -> str | None:
     """twistd's own format (as textFileLogObserver writes it)."""
-    return formatEventAsClassicLogText(event, formatTime=lambda t: formatTime(t, timeFormatRFC3339))
+    return formatEventAsClassicLogText(event, formatTime=_stamp)
 
 
 def observer(out: IO[str], settings: Callable[[], AbstractSet[str]]) -> ILogObserver:
