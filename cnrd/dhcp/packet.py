@@ -462,7 +462,7 @@ def parse(data: bytes) -> DhcpPacket:
         data = bytes(data)  # so option values are bytes, not memoryview slices
     n = len(data)
     if n < HEADER_SIZE:
-        raise MalformedPacket(f"packet too short ({n} bytes)", "truncated-packet")
+        raise MalformedPacket(f"packet too short ({n} bytes)")
     (op, htype, hlen, hops, xid, secs, flags, ciaddr, yiaddr, siaddr, giaddr,
      chaddr, sname, file) = _HEADER.unpack_from(data)
     if op != BOOTREQUEST and op != BOOTREPLY:

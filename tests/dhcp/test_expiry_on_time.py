@@ -21,8 +21,7 @@ from cnrd.dhcp.packet import ip_to_int
 from cnrd.failover import wire
 from cnrd.failover.states import S
 from cnrd.leases.model import LeaseState, client_key
-
-from tests.dhcp.helpers import BCAST, SERVER_IP, make_server, mac, request, u32
+from tests.dhcp.helpers import BCAST, SERVER_IP, mac, make_server, request, u32
 
 NOW = 1_000_000
 ONLY = ip_to_int("10.1.0.100")
@@ -176,7 +175,7 @@ def test_failover_expired_lease_is_free_for_others_only_after_the_partner_acks()
 def test_failover_expired_lease_stays_held_while_the_partner_is_out_of_touch():
     from tests.failover.test_recovery import Clients, normal_pair
 
-    main, backup, link = normal_pair()
+    main, _, link = normal_pair()
     clients = Clients()
     addr = clients.dora(main, 1, link.now)
     assert addr is not None
