@@ -17,9 +17,9 @@ after the hardware address as dhcpd puts it; the client identifier is
 cnrd's addition (dhcpd leaves it out, but it is what identifies a client
 that sends one); ``via`` is the relay's address (giaddr) or the interface.
 
-Pure formatting: a :class:`LeaseLine` is a Twisted log format with its
-fields, so the text line is formatted only when an observer writes it and
-the JSON line carries the same fields (:func:`cnrd.ops.logs.json_line`).
+Pure formatting: a :class:`LeaseLine` is a format with its fields; the
+caller builds one only for a line the log-settings show, and the JSON line
+carries the same fields (:func:`cnrd.ops.logs.json_line`).
 """
 
 from __future__ import annotations

@@ -261,7 +261,7 @@ class LeaseLogger:
         kind = packet.options.get(53)
         if kind is not None and kind not in _LEASE_REPLIES:
             return
-        if kind != _NAK and "no-success-messages" in self.settings():
+        if kind != _NAK and not shown(SUCCESS, self.settings()):
             return
         host_name, client_id = self.known(packet.yiaddr or packet.ciaddr) if kind != _NAK else ("", None)
         line = reply_line(packet, self.via(reply), host_name=host_name, client_id=client_id, request=request)
