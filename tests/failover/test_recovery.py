@@ -200,9 +200,12 @@ def test_partner_down_refused_in_touch_and_uses_partner_pool_only_after_mclt():
     backup.session.tick(link.now)
     extra = clients.dora(backup, 40, link.now)
     assert extra is not None and extra not in share
-    # the address the main's client had stays with that client until MCLT past its expiration
+    # the address the main's client had stays with that client until MCLT past
+    # its expiration: expired by now (requests expire what is due), never free
     lease = backup.table.get(m_addr)
-    assert lease.state is LeaseState.LEASED
+    assert lease.state in (LeaseState.LEASED, LeaseState.EXPIRED)
+    assert m_addr not in got and extra != m_addr
+    assert not backup.table.is_available(m_addr, b"\x00\x01" + mac(99))
     audit(clients, [backup], link.now, both=False)
 
 
