@@ -199,7 +199,7 @@ class RequestPath:
                 packet = parse(rx.data)
             except MalformedPacket as e:
                 self.malformed += 1
-                self.server.counters.drops["malformed"] += 1
+                self.server.counters.drops[e.drop] += 1  # by class: truncated-option, bad-hlen ...
                 log.debug("malformed packet from {src}: {reason}", src=rx.src_ip, reason=e.reason)
                 continue
             info = RxInfo(rx.ifindex, ip_to_int(rx.local_ip), ip_to_int(rx.dst_ip), ip_to_int(rx.src_ip),
