@@ -39,6 +39,7 @@ import datetime
 import enum
 import json
 import math
+import os
 import signal
 import sys
 from collections.abc import Callable, Mapping
@@ -371,15 +372,59 @@ def _text_line(event: LogEvent) -> str | None:
     return formatEventAsClassicLogText(event, formatTime=_stamp)
 
 
-def observer(out: IO[str], settings: Callable[[], AbstractSet[str]]) -> ILogObserver:
-    """A log observer writing to ``out``: twistd's text lines, or JSON lines while ``settings()`` has json."""
+# syslog priorities (sd-daemon(3) prefixes) for twisted.logger's levels.
+_JOURNAL_PRIORITY = {LogLevel.debug: 7, LogLevel.info: 6, LogLevel.warn: 4, LogLevel.error: 3,
+                     LogLevel.critical: 2}
+
+
+def journal_line(event: LogEvent) -> str | None:
+    """A line for journald's stdout stream: its ``<priority>`` prefix, the system, the text; no time stamp.
+
+    journald stamps each line itself and takes the priority from the prefix
+    (sd-daemon(3)); a second time stamp would only repeat it.
+    """
+    text = formatEvent(event)
+    if not text:
+        return None
+    level = event.get("log_level")
+    prio = _JOURNAL_PRIORITY.get(level, 6) if isinstance(level, NamedConstant) else 6
+    system = event.get("log_system") or event.get("log_namespace") or "-"
+    failure = event.get("log_failure")
+    if failure is not None:
+        try:
+            text += "\n" + failure.getTraceback()
+        except Exception:
+            text += "\n" + repr(failure)
+    # One journal entry per line: continuation lines keep the priority.
+    return "".join(f"<{prio}>[{system}] {part}\n" for part in text.split("\n"))
+
+
+def journal_stream(out: IO[str], env: Mapping[str, str] | None = None) -> bool:
+    """Whether ``out`` is the journald stream systemd connected (``$JOURNAL_STREAM`` names its device:inode)."""
+    value = (os.environ if env is None else env).get("JOURNAL_STREAM", "")
+    dev, _, ino = value.partition(":")
+    if not (dev.isdigit() and ino.isdigit()):
+        return False
+    try:
+        st = os.fstat(out.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return (st.st_dev, st.st_ino) == (int(dev), int(ino))
+
+
+def observer(out: IO[str], settings: Callable[[], AbstractSet[str]], *, journal: bool = False) -> ILogObserver:
+    """A log observer writing to ``out``: twistd's text lines, or JSON lines while ``settings()`` has json.
+
+    ``journal``: text lines in journald's form (:func:`journal_line`).
+    """
+    text_line = journal_line if journal else _text_line
 
     def fmt(event: LogEvent) -> str | None:
         try:
             as_json = "json" in settings()
         except Exception:  # the log must keep working whatever the settings source does
             as_json = False
-        return json_line(event) if as_json else _text_line(event)
+        return json_line(event) if as_json else text_line(event)
 
     return FileLogObserver(out, fmt)
 
@@ -403,14 +448,21 @@ class _TwistdLog:
 
     logfile = ""
     nodaemon = False
+    max_size = 10 << 20
+    max_files = 10
     settings: Callable[[], AbstractSet[str]] = SettingsSource()
 
 
 _twistd = _TwistdLog()
 
 
-def use_for_twistd(options: usage.Options, settings: Callable[[], AbstractSet[str]]) -> bool:
+def use_for_twistd(options: usage.Options, settings: Callable[[], AbstractSet[str]], *,
+                   max_size: int = 10 << 20, max_files: int = 10) -> bool:
     """Have twistd log through :func:`observer`; call from the plugin's ``postOptions``.
+
+    A log file is rotated when it reaches ``max_size`` bytes, keeping
+    ``max_files`` rotated files (0: all of them), as ``[server] log-max-size``
+    and ``log-max-files`` say.
 
     Sets twistd's ``--logger`` to :func:`twistd_observer`, unless the
     operator chose ``--logger`` or ``--syslog`` (then twistd logs as told,
@@ -422,6 +474,7 @@ def use_for_twistd(options: usage.Options, settings: Callable[[], AbstractSet[st
         return False
     _twistd.logfile = parent.get("logfile") or ""
     _twistd.nodaemon = bool(parent.get("nodaemon"))
+    _twistd.max_size, _twistd.max_files = max_size, max_files
     # twistd resolves the name itself after our postOptions (namedAny).
     parent["logger"] = f"{__name__}.twistd_observer"
     return True
@@ -429,10 +482,11 @@ def use_for_twistd(options: usage.Options, settings: Callable[[], AbstractSet[st
 
 def twistd_observer() -> ILogObserver:
     """twistd's ``--logger`` factory: :func:`observer` on the file twistd itself would use."""
-    return observer(_open_twistd_log(_twistd.logfile, _twistd.nodaemon), _twistd.settings)
+    out = _open_twistd_log(_twistd.logfile, _twistd.nodaemon, _twistd.max_size, _twistd.max_files)
+    return observer(out, _twistd.settings, journal=journal_stream(out))
 
 
-def _open_twistd_log(logfile: str, nodaemon: bool) -> IO[str]:
+def _open_twistd_log(logfile: str, nodaemon: bool, max_size: int = 10 << 20, max_files: int = 10) -> IO[str]:
     # The choice twistd makes without --logger (UnixAppLogger): stdout when
     # not daemonizing and no file is named, else the file (twistd.log by
     # default), rotated on SIGUSR1.
@@ -440,7 +494,7 @@ def _open_twistd_log(logfile: str, nodaemon: bool) -> IO[str]:
         if not nodaemon:
             sys.exit("Daemons cannot log to stdout, exiting!")
         return sys.stdout
-    out = LogFile.fromFullPath(logfile or "twistd.log")
+    out = open_log_file(logfile or "twistd.log", max_size, max_files)
 
     def rotate(signum: int, frame: FrameType | None) -> None:
         # twistd's --logger factory is called without arguments, so the
@@ -453,3 +507,12 @@ def _open_twistd_log(logfile: str, nodaemon: bool) -> IO[str]:
     signal.signal(signal.SIGUSR1, rotate)
     # FileLogObserver only writes and flushes, which LogFile does.
     return cast(IO[str], out)
+
+
+def open_log_file(path: str, max_size: int, max_files: int) -> LogFile:
+    """``path`` as a log file rotated at ``max_size`` bytes, keeping ``max_files`` old ones (0: all).
+
+    Rotated files are ``path.1`` (newest) up to ``path.N``; the oldest goes.
+    """
+    out: LogFile = LogFile.fromFullPath(path, rotateLength=max_size, maxRotatedFiles=max_files or None)
+    return out
