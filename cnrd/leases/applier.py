@@ -1,7 +1,7 @@
 """The lease journal's applier: a process of its own that copies the journal into LMDB.
 
 Started by :class:`cnrd.leases.journal.JournaledStore` as
-``python -m cnrd.leases.applier DATA_DIR MAP_SIZE EVENT_HISTORY INTERVAL``.
+``python -m cnrd.leases.applier DATA_DIR MAP_SIZE EVENT_HISTORY INTERVAL [EVENT_HISTORY_AGE]``.
 Every INTERVAL seconds it applies, in one synced LMDB transaction, the
 journal records that follow LMDB's ``journal/applied`` number (read inside
 that transaction, so the server's own applies never collide with ours).  It
@@ -42,9 +42,9 @@ def _lower_priority() -> None:
             pass
 
 
-def run(path: str, map_size: int, event_history: int, interval: float) -> None:
+def run(path: str, map_size: int, event_history: int, interval: float, event_history_age: int = 0) -> None:
     """Apply until standard input closes, then apply the rest and return."""
-    inner = LmdbLeaseStore(path, map_size=map_size, event_history=event_history)
+    inner = LmdbLeaseStore(path, map_size=map_size, event_history=event_history, event_history_age=event_history_age)
     journal = Journal(os.path.join(path, "journal"), readonly=True)
     try:
         epoch = stored_epoch(inner.get_state)
@@ -64,12 +64,13 @@ def run(path: str, map_size: int, event_history: int, interval: float) -> None:
 
 def main(argv: list[str]) -> int:
     """The applier process's entry point; returns its exit status."""
-    if len(argv) != 4:
-        print("usage: python -m cnrd.leases.applier DATA_DIR MAP_SIZE EVENT_HISTORY INTERVAL", file=sys.stderr)
+    if len(argv) not in (4, 5):
+        print("usage: python -m cnrd.leases.applier DATA_DIR MAP_SIZE EVENT_HISTORY INTERVAL [EVENT_HISTORY_AGE]",
+              file=sys.stderr)
         return 2
     _lower_priority()
     try:
-        run(argv[0], int(argv[1]), int(argv[2]), float(argv[3]))
+        run(argv[0], int(argv[1]), int(argv[2]), float(argv[3]), int(argv[4]) if len(argv) == 5 else 0)
     except Exception as e:  # noqa: BLE001 -- reported to the server through stderr
         print(f"lease journal applier: {e}", file=sys.stderr)
         return 1

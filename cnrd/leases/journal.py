@@ -44,7 +44,7 @@ from twisted.logger import Logger
 from cnrd.leases.lmdb_store import LmdbLeaseStore, StateReader
 from cnrd.leases.model import Lease, LeaseEvent
 from cnrd.leases.ring import DEFAULT_SIZE, Journal
-from cnrd.leases.store import PackedBatch, StoreError
+from cnrd.leases.store import HistoryQuery, PackedBatch, StoreError
 
 log = Logger(namespace="cnrd.store")
 
@@ -75,16 +75,16 @@ class StoreSettings(Protocol):
 def open_store(server: StoreSettings) -> "JournaledStore | LmdbLeaseStore":
     """The server's lease store per its ``[server]`` settings (data-dir,
     lease-db-size, event-history, lease-journal)."""
-    size, history = server.lease_db_size, server.event_history
+    size, history, age = server.lease_db_size, server.event_history, 0
     if server.lease_journal:
-        return JournaledStore(server.data_dir, map_size=size, event_history=history)
+        return JournaledStore(server.data_dir, map_size=size, event_history=history, event_history_age=age)
     jpath = os.path.join(server.data_dir, "journal")
     if os.path.exists(jpath):
         # Turned off after running with it: opening applies what LMDB has
         # not got yet, closing leaves nothing pending; then it can go.
         JournaledStore(server.data_dir, map_size=size, event_history=history).close()
         os.unlink(jpath)
-    return LmdbLeaseStore(server.data_dir, map_size=size, event_history=history)
+    return LmdbLeaseStore(server.data_dir, map_size=size, event_history=history, event_history_age=age)
 
 
 def stored_epoch(get_state: StateReader) -> int:
@@ -164,12 +164,15 @@ class JournaledStore:
     """
 
     def __init__(self, path: str, map_size: int = 4 << 30, event_history: int = 100000, *,
-                 readonly: bool = False, journal_size: int = DEFAULT_SIZE, apply_interval: float = APPLY_INTERVAL) -> None:
+                 readonly: bool = False, journal_size: int = DEFAULT_SIZE, apply_interval: float = APPLY_INTERVAL,
+                 event_history_age: int = 0) -> None:
         self.path = path
         self.map_size = map_size
         self.event_history = event_history
+        self.event_history_age = event_history_age
         self.apply_interval = apply_interval
-        self.inner = LmdbLeaseStore(path, map_size=map_size, event_history=event_history, readonly=readonly)
+        self.inner = LmdbLeaseStore(path, map_size=map_size, event_history=event_history, readonly=readonly,
+                                    event_history_age=event_history_age)
         jpath = os.path.join(path, "journal")
         self.readonly = readonly
         # commit_packed may run on the commit thread while a read flushes on the reactor
@@ -246,7 +249,7 @@ class JournaledStore:
     # -- the applier process -------------------------------------------------------
     def _applier_argv(self) -> list[str]:
         return [sys.executable, "-m", "cnrd.leases.applier", self.path, str(self.map_size),
-                str(self.event_history), repr(self.apply_interval)]
+                str(self.event_history), repr(self.apply_interval), str(self.event_history_age)]
 
     def _start_applier(self) -> None:
         env = dict(os.environ)
@@ -377,6 +380,10 @@ class JournaledStore:
     def events(self, after: int = 0, limit: int = 1000) -> list[tuple[int, LeaseEvent]]:
         self.flush()
         return self.inner.events(after, limit)
+
+    def history(self, query: HistoryQuery) -> list[tuple[int, LeaseEvent]]:
+        self.flush()
+        return self.inner.history(query)
 
     def get_state(self, key: str) -> bytes | None:
         overlay = self._overlay

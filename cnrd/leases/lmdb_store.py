@@ -12,8 +12,20 @@ One LMDB environment in the server's data-dir with four named databases:
 ``events``
     8-byte big-endian sequence -> :meth:`LeaseEvent.pack`; bounded to
     ``event_history`` entries (the oldest are pruned in the same transaction).
+``history``
+    4-byte address + 8-byte time + 8-byte sequence -> b"": the events of one
+    address in time order, so a history query for an address reads only
+    that address's entries, not the whole event log.
+``history-hw``
+    hardware-address length byte + htype/chaddr + 8-byte time + 8-byte
+    sequence -> b"": the same by the client's hardware address.
 ``state``
     UTF-8 key -> bytes, for small values (failover state, start times).
+
+Both history indexes are kept in the transaction that appends or prunes
+the event.  A store written before they existed gets them built from its
+events when first opened writable (state key ``history/indexed``); opened
+read-only without them, a history query scans the events instead.
 
 The environment is opened with ``sync=True``: each :meth:`commit` ends with
 an fsync of the data file, so a lease is on disk when ``commit`` returns.
@@ -31,10 +43,13 @@ from collections.abc import Callable, Iterable, Iterator
 import lmdb
 
 from cnrd.leases.model import Lease, LeaseEvent
-from cnrd.leases.store import PackedBatch, StoreError
+from cnrd.leases.store import HistoryQuery, PackedBatch, StoreError, select_history
 
 _ADDR = struct.Struct("!I")
 _SEQ = struct.Struct("!Q")
+_TSEQ = struct.Struct("!QQ")  # time, sequence: the tail of a history index key
+_MAX_SEQ = (1 << 64) - 1
+INDEXED_KEY = "history/indexed"
 
 #: Reads one state value as the current write transaction sees it (None: unset).
 StateReader = Callable[[str], bytes | None]
@@ -44,7 +59,8 @@ class LmdbLeaseStore:
     """A durable :class:`~cnrd.leases.store.LeaseStore` in an LMDB environment."""
 
     def __init__(
-        self, path: str, map_size: int = 4 << 30, event_history: int = 100000, *, readonly: bool = False
+        self, path: str, map_size: int = 4 << 30, event_history: int = 100000, *, readonly: bool = False,
+        event_history_age: int = 0,
     ) -> None:
         try:
             if not readonly:
@@ -73,6 +89,20 @@ class LmdbLeaseStore:
             self._env.close()
             raise StoreError(f"cannot open lease store in {path}: {e}") from e
         self._history = event_history
+        self._history_age = event_history_age
+        self._by_address: lmdb._Database | None = None
+        self._by_hw: lmdb._Database | None = None
+        try:
+            self._by_address = self._env.open_db(b"history", create=not readonly)
+            self._by_hw = self._env.open_db(b"history-hw", create=not readonly)
+        except lmdb.NotFoundError:
+            # Read-only, written by a cnrd without the indexes: queries scan.
+            self._by_address = self._by_hw = None
+        except lmdb.Error as e:
+            self._env.close()
+            raise StoreError(f"cannot open lease store in {path}: {e}") from e
+        if not readonly:
+            self._build_indexes()
 
     def load(self) -> Iterator[Lease]:
         with self._env.begin(db=self._leases, buffers=True) as txn:
@@ -134,25 +164,114 @@ class LmdbLeaseStore:
             # have appended events since this one last wrote.
             cur = txn.cursor(db=self._events)
             seq = _SEQ.unpack(cur.key())[0] if cur.last() else 0
+            newest = 0
             for event in batch.events:
                 seq += 1
                 put(_SEQ.pack(seq), event, db=self._events)
+                newest = max(newest, self._index(txn, seq, event))
             if seq > self._history:
-                self._prune(txn, seq - self._history)
+                self._prune(txn, lambda s, t: s <= seq - self._history)
+            if self._history_age:
+                # Relative to the newest event written, not a clock: the
+                # store reads none, and an idle server then keeps its last
+                # history rather than losing it while nothing happens.
+                self._prune(txn, lambda s, t: t < newest - self._history_age)
         for k, v in batch.state.items():
             if v is None:
                 txn.delete(k.encode(), db=self._state)
             else:
                 put(k.encode(), v, db=self._state)
 
-    def _prune(self, txn: lmdb.Transaction[bytes], below: int) -> None:
+    def _index_keys(self, seq: int, event: bytes | memoryview) -> tuple[int, bytes, bytes | None]:
+        """(time, address index key, hardware index key or None) of one packed event."""
+        time, address, hw = LeaseEvent.index_fields(event)
+        tail = _TSEQ.pack(max(time, 0), seq)
+        hw_key = bytes((len(hw),)) + hw + tail if hw and len(hw) < 256 else None
+        return time, _ADDR.pack(address) + tail, hw_key
+
+    def _index(self, txn: lmdb.Transaction[bytes], seq: int, event: bytes | memoryview) -> int:
+        """Add one event to the history indexes; returns its time."""
+        time, by_address, by_hw = self._index_keys(seq, event)
+        txn.put(by_address, b"", db=self._by_address)
+        if by_hw is not None:
+            txn.put(by_hw, b"", db=self._by_hw)
+        return time
+
+    def _prune(self, txn: lmdb.Transaction[bytes], old: Callable[[int, int], bool]) -> None:
+        """Drop the oldest events while ``old(sequence, time)`` says so, with their index entries."""
         cur = txn.cursor(db=self._events)
-        limit = _SEQ.pack(below)
         # Bounded per commit so one commit never does unbounded work.
         for _ in range(10000):
-            if not cur.first() or cur.key() > limit:
+            if not cur.first():
                 break
+            seq = _SEQ.unpack(cur.key())[0]
+            time, by_address, by_hw = self._index_keys(seq, cur.value())
+            if not old(seq, time):
+                break
+            txn.delete(by_address, db=self._by_address)
+            if by_hw is not None:
+                txn.delete(by_hw, db=self._by_hw)
             cur.delete()
+
+    def _build_indexes(self) -> None:
+        """Index the events of a store written before the history indexes existed (once)."""
+        try:
+            with self._env.begin(write=True) as txn:
+                if txn.get(INDEXED_KEY.encode(), db=self._state) is not None:
+                    return
+                for key, value in txn.cursor(db=self._events):
+                    self._index(txn, _SEQ.unpack(key)[0], value)
+                txn.put(INDEXED_KEY.encode(), b"1", db=self._state)
+        except lmdb.Error as e:
+            self._env.close()
+            raise StoreError(f"cannot index the lease history in {self.path}: {e}") from e
+
+    def history(self, query: HistoryQuery) -> list[tuple[int, LeaseEvent]]:
+        """One page of the lease history: by an index when the query names an address or a
+        hardware address (reads that one's entries only), else a scan of the events."""
+        if query.address is not None and self._by_address is not None:
+            return self._history_by(self._by_address, _ADDR.pack(query.address), query)
+        if query.hw is not None and self._by_hw is not None and 0 < len(query.hw) < 256:
+            return self._history_by(self._by_hw, bytes((len(query.hw),)) + query.hw, query)
+        with self._env.begin(db=self._events, buffers=True) as txn:
+            return select_history(((_SEQ.unpack(k)[0], LeaseEvent.unpack(v)) for k, v in txn.cursor()), query)
+
+    def _history_by(self, db: lmdb._Database, prefix: bytes, query: HistoryQuery) -> list[tuple[int, LeaseEvent]]:
+        lo = prefix + _TSEQ.pack(max(query.since or 0, 0), 0)
+        hi = prefix + _TSEQ.pack(max(query.until, 0) if query.until is not None else _MAX_SEQ, _MAX_SEQ)
+        out: list[tuple[int, LeaseEvent]] = []
+        with self._env.begin(buffers=True) as txn:
+            cur = txn.cursor(db=db)
+            events = self._events
+            if not query.newest_first:
+                start = lo
+                if query.after is not None and query.after[1] < _MAX_SEQ:
+                    start = max(lo, prefix + _TSEQ.pack(max(query.after[0], 0), query.after[1] + 1))
+                ok = cur.set_range(start)
+                step = cur.next
+            else:
+                start = hi
+                if query.after is not None:
+                    t, s = max(query.after[0], 0), query.after[1]
+                    if s == 0 and t == 0:
+                        return out
+                    start = min(hi, prefix + (_TSEQ.pack(t, s - 1) if s else _TSEQ.pack(t - 1, _MAX_SEQ)))
+                ok = cur.set_range(start)
+                if not ok:
+                    ok = cur.last()
+                elif bytes(cur.key()) > start:
+                    ok = cur.prev()
+                step = cur.prev
+            while ok and len(out) < query.limit:
+                key = bytes(cur.key())
+                if key < lo or key > hi:
+                    break
+                seq = _TSEQ.unpack_from(key, len(prefix))[1]
+                value = txn.get(_SEQ.pack(seq), db=events)
+                if value is not None:
+                    out.append((seq, LeaseEvent.unpack(value)))
+                ok = step()
+        return out
 
     def events(self, after: int = 0, limit: int = 1000) -> list[tuple[int, LeaseEvent]]:
         out: list[tuple[int, LeaseEvent]] = []
@@ -203,3 +322,15 @@ class LmdbLeaseStore:
 
     def close(self) -> None:
         self._env.close()
+
+    # -- backup (cnrd/leases/backup.py) --------------------------------------------
+    def copy_to_fd(self, fd: int) -> None:
+        """Write a compacted copy of the environment to the open file ``fd``.
+
+        LMDB copies inside one read transaction: the copy is the state after
+        one commit, and writers go on meanwhile (py-lmdb releases the GIL).
+        """
+        try:
+            self._env.copyfd(fd, compact=True)
+        except lmdb.Error as e:
+            raise StoreError(f"cannot copy the lease store in {self.path}: {e}") from e

@@ -206,7 +206,14 @@ _intern = sys.intern
 
 @dataclass(frozen=True, slots=True)
 class LeaseEvent:
-    """One change to a lease, kept in the event history (and, with failover, sent as BNDUPD)."""
+    """One change to a lease, kept in the event history (and, with failover, sent as BNDUPD).
+
+    ``source`` says who made the change: ``""`` this server (a client's
+    request, an expiry), ``"partner"`` the failover partner (a binding
+    update received from it), ``"operator"`` an admin command.  ``hw`` is
+    the client's htype byte + chaddr, so the history can be asked by
+    hardware address even for a client known by its client-id.
+    """
 
     time: int
     address: int
@@ -214,22 +221,60 @@ class LeaseEvent:
     key: bytes  # client key, b"" when none
     expiration: int
     what: str  # "ack", "renew", "release", "decline", "expire", "bootp", ...
+    source: str = ""
+    hw: bytes = b""
 
+    # Version 1 (stores written before the source field): time, address,
+    # state, expiration, what-length, then what and the key.  Its first byte
+    # is the top byte of a big-endian epoch time, always 0 for any time
+    # before the year 2^56 s, so a record starting with 2 is version 2:
+    # version, the same fields, source and hw lengths, then what, source,
+    # hw, key.
     _HEAD = struct.Struct("!qIBqB")
+    _HEAD2 = struct.Struct("!BqIBqBBB")
+    _VERSION2 = 2
 
     def pack(self) -> bytes:
-        """Serialise for the store's event history."""
+        """Serialise for the store's event history (version 2)."""
         what = self.what.encode()
-        return self._HEAD.pack(self.time, self.address, int(self.state), self.expiration, len(what)) + what + self.key
+        source = self.source.encode()
+        return b"".join((
+            self._HEAD2.pack(self._VERSION2, self.time, self.address, int(self.state), self.expiration,
+                             len(what), len(source), len(self.hw)),
+            what, source, self.hw, self.key,
+        ))
 
     @classmethod
     def unpack(cls, data: bytes | memoryview) -> "LeaseEvent":
-        """Inverse of :meth:`pack`."""
+        """Inverse of :meth:`pack`; reads version 1 records too."""
+        if data[0] == cls._VERSION2:
+            _, time, addr, state, exp, wlen, slen, hlen = cls._HEAD2.unpack_from(data)
+            off = cls._HEAD2.size
+            what = str(data[off : off + wlen], "utf-8")
+            off += wlen
+            source = str(data[off : off + slen], "utf-8")
+            off += slen
+            hw = bytes(data[off : off + hlen])
+            key = bytes(data[off + hlen :])
+            return cls(time, addr, _STATES[state], key, exp, what, source, hw)
         time, addr, state, exp, wlen = cls._HEAD.unpack_from(data)
         off = cls._HEAD.size
         what = str(data[off : off + wlen], "utf-8")
         key = bytes(data[off + wlen :])
-        return cls(time, addr, _STATES[state], key, exp, what)
+        # Version 1 kept no hardware address; a client known by it has it in its key.
+        hw = key[1:] if key[:1] == b"\x00" else b""
+        return cls(time, addr, _STATES[state], key, exp, what, "", hw)
+
+    @classmethod
+    def index_fields(cls, data: bytes | memoryview) -> tuple[int, int, bytes]:
+        """(time, address, hw) of a packed event, for the store's history indexes."""
+        if data[0] == cls._VERSION2:
+            _, time, addr, _, _, wlen, slen, hlen = cls._HEAD2.unpack_from(data)
+            off = cls._HEAD2.size + wlen + slen
+            return time, addr, bytes(data[off : off + hlen])
+        time, addr, _, _, wlen = cls._HEAD.unpack_from(data)
+        key = bytes(data[cls._HEAD.size + wlen :])
+        return time, addr, key[1:] if key[:1] == b"\x00" else b""
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ Pure module.
 
 from __future__ import annotations
 
+import heapq
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -121,6 +122,53 @@ _NONE16 = 0xFFFF
 _NONE32 = 0xFFFFFFFF
 
 
+@dataclass(frozen=True)
+class HistoryQuery:
+    """Which lease events a history query wants, one page at a time.
+
+    ``address`` and ``hw`` (htype byte + chaddr) narrow it to one address
+    or one client's hardware; ``since``/``until`` bound the event time
+    (inclusive, epoch seconds).  Entries come ordered by (time, sequence),
+    oldest first unless ``newest_first``; ``after`` is the (time, sequence)
+    of the previous page's last entry, and the page continues past it.
+    """
+
+    address: int | None = None
+    hw: bytes | None = None
+    since: int | None = None
+    until: int | None = None
+    after: tuple[int, int] | None = None
+    limit: int = 100
+    newest_first: bool = False
+
+    def matches(self, seq: int, event: LeaseEvent) -> bool:
+        """Whether one event belongs to the query (its page position aside from ``after``)."""
+        if self.address is not None and event.address != self.address:
+            return False
+        if self.hw is not None and event.hw != self.hw:
+            return False
+        if self.since is not None and event.time < self.since:
+            return False
+        if self.until is not None and event.time > self.until:
+            return False
+        if self.after is not None:
+            pos = (event.time, seq)
+            return pos < self.after if self.newest_first else pos > self.after
+        return True
+
+
+def select_history(events: Iterable[tuple[int, LeaseEvent]], query: HistoryQuery) -> list[tuple[int, LeaseEvent]]:
+    """The page of ``query`` among ``events`` by a scan (stores without an index, and unit tests)."""
+    hits = ((seq, e) for seq, e in events if query.matches(seq, e))
+
+    def order(item: tuple[int, LeaseEvent]) -> tuple[int, int]:
+        return item[1].time, item[0]
+
+    if query.newest_first:
+        return heapq.nlargest(query.limit, hits, key=order)
+    return heapq.nsmallest(query.limit, hits, key=order)
+
+
 class LeaseStore(Protocol):
     """Durable leases, lease events and small state values."""
 
@@ -145,6 +193,10 @@ class LeaseStore(Protocol):
         """Events with sequence number greater than ``after``, oldest first."""
         ...
 
+    def history(self, query: HistoryQuery) -> list[tuple[int, LeaseEvent]]:
+        """(sequence, event) pairs of one page of the lease history; see :class:`HistoryQuery`."""
+        ...
+
     def get_state(self, key: str) -> bytes | None:
         """A state value set by :meth:`commit`."""
         ...
@@ -165,12 +217,13 @@ class LeaseStore(Protocol):
 class MemoryLeaseStore:
     """A :class:`LeaseStore` in a dict, for unit tests; same contract as LMDB's."""
 
-    def __init__(self, event_history: int = 100000) -> None:
+    def __init__(self, event_history: int = 100000, event_history_age: int = 0) -> None:
         self._leases: dict[int, bytes] = {}
         self._events: dict[int, bytes] = {}
         self._state: dict[str, bytes] = {}
         self._seq = 0
         self._history = event_history
+        self._history_age = event_history_age
         self.commits = 0
         self.closed = False
 
@@ -196,6 +249,12 @@ class MemoryLeaseStore:
             self._events[self._seq] = event
         while len(self._events) > self._history:
             del self._events[min(self._events)]
+        if self._history_age and batch.events:
+            newest = max(LeaseEvent.index_fields(e)[0] for e in batch.events)
+            for seq in sorted(self._events):
+                if LeaseEvent.index_fields(self._events[seq])[0] >= newest - self._history_age:
+                    break
+                del self._events[seq]
         for k, v in batch.state.items():
             if v is None:
                 self._state.pop(k, None)
@@ -206,6 +265,9 @@ class MemoryLeaseStore:
     def events(self, after: int = 0, limit: int = 1000) -> list[tuple[int, LeaseEvent]]:
         keys = sorted(k for k in self._events if k > after)[:limit]
         return [(k, LeaseEvent.unpack(self._events[k])) for k in keys]
+
+    def history(self, query: HistoryQuery) -> list[tuple[int, LeaseEvent]]:
+        return select_history(((k, LeaseEvent.unpack(v)) for k, v in self._events.items()), query)
 
     def get_state(self, key: str) -> bytes | None:
         return self._state.get(key)

@@ -312,12 +312,15 @@ class LeaseTable:
         event: str | None = None,
         now: int = 0,
         from_partner: bool = False,
+        source: str = "",
         **fields: object,
     ) -> Lease:
         """Change (or create) the record for ``address`` and keep every index right.
 
         ``durable`` marks it for the next commit; ``event`` appends a lease
-        event (the history, and with failover the binding update).
+        event (the history, and with failover the binding update) whose
+        source is ``source`` (``"operator"`` for admin commands), or
+        ``"partner"`` for a change ``from_partner``.
         """
         lease = self.leases.get(address)
         old_state = None if lease is None else lease.state
@@ -355,7 +358,8 @@ class LeaseTable:
                     listener(lease, event or "")
         if event is not None:
             self._events.append(
-                LeaseEvent(now, address, lease.state, new_key or b"", lease.expiration, event)
+                LeaseEvent(now, address, lease.state, new_key or b"", lease.expiration, event,
+                           "partner" if from_partner else source, lease.hw)
             )
         return lease
 
