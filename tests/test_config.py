@@ -9,6 +9,7 @@ import pytest
 
 from cnrd import config
 from cnrd.config import ConfigError, Range, load, loads
+from cnrd.config.listen import Listen
 
 ETC = Path(__file__).resolve().parent.parent / "etc"
 FILE = "etc/x.ini"
@@ -232,7 +233,9 @@ scopes = b
     assert s.safe_period == 86400 and s.expiry_interval == 60
     assert s.lease_db_size == 512 << 20 and s.event_history == 0
     assert (s.gc_freeze_interval, s.gc_full_interval) == (30, 0)
-    assert c.api == config.ApiConfig("::1", 9000, "/etc/cnrd/token", False)
+    # host:port is the older form of an endpoint description: tcp6 for an IPv6 host.
+    assert c.api == config.ApiConfig(Listen("tcp6:9000:interface=\\:\\:1", "tcp6", "::1", 9000),
+                                     "/etc/cnrd/token", enabled=False)
     pol = c.policies["short"]
     assert (pol.lease_time, pol.offer_timeout, pol.unavailable_timeout, pol.grace_period) == \
         (5400, 120, 604800, 0)

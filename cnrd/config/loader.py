@@ -15,6 +15,7 @@ import urllib.parse
 from collections.abc import Iterable
 from dataclasses import fields
 
+from cnrd.config.apisection import API_KEYS, build_api
 from cnrd.config.ldapsection import build_ldap
 from cnrd.config.model import (
     ApiConfig,
@@ -45,7 +46,6 @@ from cnrd.config.values import (
     parse_int,
     parse_ipv4,
     parse_list,
-    parse_listen,
     parse_log_settings,
     parse_name,
     parse_percent,
@@ -249,7 +249,7 @@ class _Builder:
         """Sort sections by type, checking headers and names."""
         allowed = {
             "server": _field_keys(ServerConfig),
-            "api": ("listen", "token-file", "enabled"),
+            "api": API_KEYS,
             "policy": _field_keys(PolicyConfig, skip=("name", "options")),
             "scope": ("subnet",) + _field_keys(ScopeConfig, skip=("name", "network", "prefix_len", "options")),
             "reservation": _field_keys(ReservationConfig, skip=("address", "options")),
@@ -334,19 +334,7 @@ class _Builder:
         )
 
     def _api(self) -> ApiConfig:
-        if not self.sections["api"]:
-            return ApiConfig()
-        s = self.sections["api"][0]
-        s.check_keys()
-        d = ApiConfig
-        host, port = s.get("listen", parse_listen,
-                           default=(field_default(d, "listen_host"), field_default(d, "listen_port")))
-        return ApiConfig(
-            listen_host=host,
-            listen_port=port,
-            token_file=s.get("token-file", parse_name),
-            enabled=s.get("enabled", parse_bool, default=field_default(d, "enabled")),
-        )
+        return build_api(self.sections["api"][0]) if self.sections["api"] else ApiConfig()
 
     def _policy(self, s: Section) -> None:
         s.check_keys(_is_option_key)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
+from cnrd.config.listen import DEFAULT_API_LISTEN, Listen
 from cnrd.leases.model import Range
 from cnrd.text import netmask
 
@@ -191,12 +192,25 @@ class FailoverPairConfig:
 
 @dataclass(frozen=True)
 class ApiConfig:
-    """The admin HTTP API."""
+    """The admin HTTP API: where it listens and the tokens it accepts."""
 
-    listen_host: str = "127.0.0.1"
-    listen_port: int = 8067
+    listen: Listen = DEFAULT_API_LISTEN
     token_file: str | None = None
+    # A second token that may only read (GET and HEAD); None: no such token.
+    read_token_file: str | None = None
     enabled: bool = True
+    # Where /metrics is served on its own, without the API; None: on the API's listener.
+    metrics_listen: Listen | None = None
+
+    @property
+    def listen_host(self) -> str | None:
+        """The interface of a TCP or TLS listener ("" is every address); None for a Unix socket."""
+        return self.listen.host
+
+    @property
+    def listen_port(self) -> int | None:
+        """The port of a TCP or TLS listener; None for a Unix socket."""
+        return self.listen.port
 
 
 @dataclass(frozen=True)
