@@ -1,8 +1,9 @@
 """Sends traps out: a warning log line and, when ``[server] trap-webhook`` is set, a JSON POST.
 
 The thin adapter under :mod:`cnrd.ops.traps` (which decides what is a trap).  A
-POST runs in the background with a timeout and never blocks or fails the
-server: whatever happens to it is logged and counted.
+POST (treq, over Twisted's Agent: http and, with twisted[tls], https with the
+system's trusted CAs) runs in the background with a timeout and never blocks
+or fails the server: whatever happens to it is logged and counted.
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ import json
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
+from treq.client import HTTPClient
 from twisted.internet import defer, protocol
-from twisted.internet.interfaces import IConsumer, IPushProducer, IReactorTime
+from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent
+from twisted.web.client import Agent, HTTPConnectionPool
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgent, IBodyProducer, IResponse
-from zope.interface import implementer
+from twisted.web.iweb import IAgent, IResponse
 
 from cnrd import __version__
 from cnrd.ops.traps import Trap, payload, safe_url
@@ -58,28 +59,6 @@ class _Drain(protocol.Protocol):
             # The timeout: drop the connection.  A response body's transport
             # is a producer (Response.deliverBody), typed as a plain ITransport.
             cast(IPushProducer, self.transport).stopProducing()
-
-
-@implementer(IBodyProducer)
-class _Body:
-    """A request body already in memory."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self.length = len(data)
-
-    def startProducing(self, consumer: IConsumer) -> defer.Deferred[None]:
-        consumer.write(self._data)
-        return defer.succeed(None)
-
-    def pauseProducing(self) -> None:
-        pass
-
-    def resumeProducing(self) -> None:
-        pass
-
-    def stopProducing(self) -> None:
-        pass
 
 
 class TrapNotifier:
@@ -129,11 +108,13 @@ class TrapNotifier:
             self._failed(url, f"{self.in_flight} webhook requests still outstanding")
             return defer.succeed(False)
         try:
-            data = json.dumps(body).encode()
-            agent = self._agent or Agent(self.reactor, connectTimeout=self.timeout)
+            client = HTTPClient(self._agent or self._make_agent())
+            # No redirects: a trap goes where the operator said, not where an answer points.
+            # application/json has no charset parameter (RFC 8259 §11): the body is sent as is.
             headers = Headers({b"content-type": [b"application/json"],
                                b"user-agent": [f"cnrd/{__version__}".encode()]})
-            d = defer.maybeDeferred(agent.request, b"POST", url.encode("ascii"), headers, _Body(data))
+            d = defer.maybeDeferred(client.post, url, data=json.dumps(body).encode(), headers=headers,
+                                    allow_redirects=False)
         except Exception as e:  # a bad URL or a missing TLS library: counted, never raised
             self._failed(url, str(e) or type(e).__name__)
             return defer.succeed(False)
@@ -153,6 +134,11 @@ class TrapNotifier:
             return False
 
         return status.addBoth(done)
+
+    def _make_agent(self) -> IAgent:
+        # One connection per POST: traps are rare, and no idle socket outlives its trap.
+        pool = HTTPConnectionPool(self.reactor, persistent=False)
+        return Agent(self.reactor, connectTimeout=self.timeout, pool=pool)
 
     @staticmethod
     def _read(response: IResponse) -> defer.Deferred[int]:
