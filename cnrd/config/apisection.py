@@ -21,7 +21,8 @@ def build_api(s: Section) -> ApiConfig:
     d = ApiConfig
     listen = s.get("listen", parse_endpoint, default=field_default(d, "listen"))
     metrics_listen = s.get("metrics-listen", parse_endpoint)
-    if metrics_listen is not None and metrics_listen.description == listen.description:
+    # Port 0 is a different free port each time, so two such listeners never collide.
+    if metrics_listen is not None and metrics_listen.description == listen.description and listen.port != 0:
         raise s.error("metrics-listen", "is the same as listen (leave it out to serve /metrics on the API)")
     token_file = s.get("token-file", parse_name)
     read_token_file = s.get("read-token-file", parse_name)
