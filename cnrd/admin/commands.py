@@ -33,6 +33,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from cnrd import __version__
+from cnrd.admin.history import LeaseCommands
 from cnrd.admin.mismatch import unchecked_status
 from cnrd.admin.reload import plan_reload
 from cnrd.admin.values import (
@@ -95,6 +96,8 @@ class Admin:
         # pair name -> {API key: JSON value} set through the API that takes
         # effect only at the next start (role changes).
         self.pending: dict[str, dict[str, Any]] = {}
+        # The lease history and the lease commands (force-available, delete).
+        self.lease_commands = LeaseCommands(runtime, lambda: self.local_tz)
 
     # -- helpers -------------------------------------------------------------
     @property

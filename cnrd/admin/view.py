@@ -19,6 +19,7 @@ from cnrd.config import Config
 from cnrd.dhcp.registry import RegistryHealth
 from cnrd.dhcp.server import DhcpServer
 from cnrd.failover.session import FailoverSession
+from cnrd.leases.store import LeaseStore
 from cnrd.leases.table import LeaseTable
 
 __all__ = ["RunningServer"]
@@ -34,6 +35,10 @@ class RunningServer(Protocol):
     @property
     def table(self) -> LeaseTable:
         """The lease table, for queries."""
+
+    @property
+    def store(self) -> LeaseStore:
+        """The lease store, for the lease history (its events)."""
 
     @property
     def server(self) -> DhcpServer:

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 
 __all__ = ["value_text", "format_table", "format_fields", "format_related_servers", "format_status",
-           "format_reload", "format_pair", "format_sync", "RELATED_FIELDS", "SYNC_COLUMNS", "PAIR_COLUMNS", "LEASE_COLUMNS", "SCOPE_COLUMNS"]
+           "format_reload", "format_pair", "format_sync", "RELATED_FIELDS", "SYNC_COLUMNS", "PAIR_COLUMNS", "LEASE_COLUMNS", "SCOPE_COLUMNS",
+           "HISTORY_COLUMNS", "format_history", "format_holder", "format_lease_command"]
 
 
 def value_text(value: Any) -> str:
@@ -169,4 +170,37 @@ def format_sync(r: dict[str, Any]) -> str:
             items = r.get(key) or []
             if items:
                 out += f"{title}:\n" + "".join(f"  {item}\n" for item in items)
+    return out
+
+
+# -- lease history and lease commands ------------------------------------------------
+HISTORY_COLUMNS = (("TIME", "time"), ("STATE", "state"), ("EVENT", "event"), ("HARDWARE-ADDRESS", "hardware-address"),
+                   ("CLIENT-ID", "client-id"), ("EXPIRES", "expires"), ("SOURCE", "source"), ("SERVER", "server"))
+
+
+def format_history(events: Sequence[dict[str, Any]], with_address: bool) -> str:
+    """``lease ADDR history`` / ``history``: one line per change, oldest first."""
+    if not events:
+        return "no history\n"
+    columns = ((("ADDRESS", "address"),) if with_address else ()) + HISTORY_COLUMNS
+    return format_table(events, columns)
+
+
+def format_holder(r: dict[str, Any]) -> str:
+    """``lease ADDR history --at T``: who held the address then, and the change that made it so."""
+    holder = r.get("holder")
+    if holder:
+        who = holder.get("hardware-address") or f"client-id {holder.get('client-id')}"
+        head = f"{r.get('address')} at {r.get('at')}: held by {who} (server {holder.get('server')})\n"
+    else:
+        head = f"{r.get('address')} at {r.get('at')}: held by no client\n"
+    events = r.get("history") or []
+    return head + (format_table(events, HISTORY_COLUMNS) if events else "(no recorded change before that time)\n")
+
+
+def format_lease_command(verb: str, r: dict[str, Any]) -> str:
+    """``lease ADDR force-available|delete``: what the address was and is now."""
+    out = f"{r.get('address')}: {verb} done, {r.get('was')} -> {r.get('state')}\n"
+    if r.get("failover") and r.get("state") == "reset":
+        out += "(failover: available once the partner acknowledges the update)\n"
     return out

@@ -312,16 +312,18 @@ class LeaseTable:
         event: str | None = None,
         now: int = 0,
         from_partner: bool = False,
-        source: str = "",
         **fields: object,
     ) -> Lease:
         """Change (or create) the record for ``address`` and keep every index right.
 
         ``durable`` marks it for the next commit; ``event`` appends a lease
         event (the history, and with failover the binding update) whose
-        source is ``source`` (``"operator"`` for admin commands), or
-        ``"partner"`` for a change ``from_partner``.
+        source is the ``source`` keyword (``"operator"`` for admin commands),
+        or ``"partner"`` for a change ``from_partner``.  ``source`` is read
+        from ``fields`` rather than named: callers pass their decisions'
+        field dicts straight through.
         """
+        source = str(fields.pop("source", ""))
         lease = self.leases.get(address)
         old_state = None if lease is None else lease.state
         if lease is None:
