@@ -22,7 +22,8 @@ from cnrd.config.listen import Listen, parse_endpoint
 from cnrd.ctl.client import Client, find_target
 from cnrd.ctl.errors import ApiError, UsageError
 from tests.adminkit import STANDALONE, TOKEN, Server
-from tests.test_api import V1, Client as HttpClient
+from tests.test_api import V1
+from tests.test_api import Client as HttpClient
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using readBody with a transport:DeprecationWarning")
 
