@@ -22,7 +22,7 @@ __all__ = ["ReloadPlan", "plan_reload", "field_diff", "SERVER_RESTART", "PAIR_RE
 # [server] settings fixed for the life of the process: sockets, the store,
 # threads.  A reload reports them as restart-required and keeps the old value.
 SERVER_RESTART = ("interfaces", "data_dir", "server_port", "client_port", "lease_db_size", "event_history",
-                  "commit_thread", "lease_journal")
+                  "event_history_age", "commit_thread", "lease_journal", "log_max_size", "log_max_files")
 # What identifies a failover relationship (and our role in it) or its
 # sockets: changing it means a new failover session, so only at the next start.
 PAIR_RESTART = ("main", "backup", "failover", "failover_main_server", "failover_backup_server", "port",

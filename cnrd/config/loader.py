@@ -309,8 +309,12 @@ class _Builder:
             # LMDB cannot work below a few pages; 1 MiB is a sane floor.
             lease_db_size=s.get("lease-db-size", parse_size, 1 << 20, default=field_default(d, "lease_db_size")),
             event_history=s.get("event-history", parse_int, 0, None, default=field_default(d, "event_history")),
+            event_history_age=s.get("event-history-age", parse_duration, 0,
+                                    default=field_default(d, "event_history_age")),
             stats_interval=s.get("stats-interval", parse_duration, 0,
                                  default=field_default(d, "stats_interval")),
+            log_max_size=s.get("log-max-size", parse_size, 1 << 10, default=field_default(d, "log_max_size")),
+            log_max_files=s.get("log-max-files", parse_int, 0, None, default=field_default(d, "log_max_files")),
             commit_thread=s.get("commit-thread", parse_bool, default=field_default(d, "commit_thread")),
             lease_journal=s.get("lease-journal", parse_bool, default=field_default(d, "lease_journal")),
             gc_freeze_interval=s.get("gc-freeze-interval", parse_duration, 0,

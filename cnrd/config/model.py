@@ -236,7 +236,10 @@ class ServerConfig:
     expiry_interval: int = 10  # seconds between expiry sweeps
     lease_db_size: int = 4 << 30  # LMDB map size in bytes
     event_history: int = 100000  # lease events kept in the store
+    event_history_age: int = 0  # seconds a lease event is kept (0: no age limit, event-history's count only)
     stats_interval: int = 60  # seconds between counter summaries in the log (0: never)
+    log_max_size: int = 10 << 20  # bytes a log file grows to before it is rotated
+    log_max_files: int = 10  # rotated log files kept (0: no limit)
     commit_thread: bool = False  # fsync the lease store on a worker thread
     lease_journal: bool = True  # group commits go to a write-ahead journal, LMDB behind it
     gc_freeze_interval: int = 10  # seconds between freezes of what survived young GC (0: CPython's own GC)

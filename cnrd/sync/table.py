@@ -173,7 +173,10 @@ SERVER_KEYS: dict[str, str] = {
     "expiry-interval": "other",  # when leases expire is the service's behaviour
     "lease-db-size": "per-node",  # this node's storage
     "event-history": "per-node",  # this node's storage
+    "event-history-age": "per-node",  # this node's storage
     "stats-interval": "per-node",  # this node's log
+    "log-max-size": "per-node",  # this node's log file
+    "log-max-files": "per-node",  # this node's log file
     "commit-thread": "per-node",  # this node's threads, chosen for its disks and CPUs
     "lease-journal": "per-node",  # this node's storage
     "gc-freeze-interval": "per-node",  # this process's memory, sized for its host
