@@ -8,6 +8,8 @@ API's.
 
 from __future__ import annotations
 
+import io
+import json
 import os
 
 import pytest
@@ -170,6 +172,12 @@ async def test_unix_socket_with_cnrctls_client(tmp_path, started):
     assert status == 200 and got["dhcp-enabled"] is True
     status, _, got = await threads.deferToThread(client.call, "POST", "/dhcp/stop")
     assert (status, got) == (200, {"dhcp-enabled": False}) and not server.dhcp.server.enabled
+    out = io.BytesIO()
+    written = await threads.deferToThread(client.download, "/dhcp", out)
+    assert written == len(out.getvalue()) > 0 and json.loads(out.getvalue())["dhcp-enabled"] is False
+    with pytest.raises(ApiError) as info:
+        await threads.deferToThread(client.download, "/no-such-route", io.BytesIO())
+    assert (info.value.status, info.value.reason) == (404, "no such route")
     (tmp_path / "wrong").write_text("wrong-" + TOKEN + "\n")
     wrong = Client(find_target(f"unix:{sock}", None, None, env={"CNRCTL_TOKEN_FILE": str(tmp_path / "wrong")}))
     with pytest.raises(ApiError) as info:

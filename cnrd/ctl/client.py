@@ -12,15 +12,17 @@ import os
 import socket
 import ssl
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO, TypeVar
 
 from cnrd import __version__
 from cnrd.config import ConfigError, InvalidValue, load, parse_bool
 from cnrd.config.inifile import read_values
 from cnrd.config.listen import DEFAULT_API_LISTEN, Listen, parse_endpoint
 from cnrd.ctl.errors import ApiError, UsageError
+
+T = TypeVar("T")
 
 __all__ = ["DEFAULT_CONFIG", "PREFIX", "ApiError", "Client", "Target", "find_target"]
 
@@ -224,12 +226,48 @@ class Client:
             headers["Content-Type"] = "application/json"
         elif method in ("POST", "PATCH", "PUT"):
             data = b""
+        connection, response = self._send(method, path, data, headers, query)
+        try:
+            status, raw = response.status, self._guard(response.read)
+        finally:
+            connection.close()
+        return self._answer(url, status, raw, ok)
+
+    def download(self, path: str, out: BinaryIO, query: dict[str, str] | None = None) -> int:
+        """GET ``path`` and copy the answer's body into ``out`` 1 MiB at a time; returns the bytes written.
+
+        ApiError (with the JSON error's text) for a status other than 200.
+        """
+        headers = {"Authorization": f"Bearer {self.target.token}", "User-Agent": f"cnrctl/{__version__}"}
+        url = self.target.base + path + ("?" + urllib.parse.urlencode(query) if query else "")
+        connection, response = self._send("GET", path, None, headers, query)
+        try:
+            if response.status != 200:
+                self._answer(url, response.status, self._guard(lambda: response.read(64 * 1024)), (200,))
+            written = 0
+            while chunk := self._guard(lambda: response.read(1 << 20)):
+                out.write(chunk)
+                written += len(chunk)
+            return written
+        finally:
+            connection.close()
+
+    def _send(self, method: str, path: str, data: bytes | None, headers: dict[str, str],
+              query: dict[str, str] | None) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """The request sent and the answer's status and headers read; ApiError for what went wrong."""
         connection, prefix = self._connection()
         target = prefix + path + ("?" + urllib.parse.urlencode(query) if query else "")
         try:
-            connection.request(method, target, body=data, headers=headers)
-            response = connection.getresponse()
-            status, raw = response.status, response.read()
+            self._guard(lambda: connection.request(method, target, body=data, headers=headers))
+            return connection, self._guard(connection.getresponse)
+        except BaseException:
+            connection.close()
+            raise
+
+    def _guard(self, step: Callable[[], T]) -> T:
+        """``step()``, with every network failure turned into an ApiError that says what to check."""
+        try:
+            return step()
         except ssl.SSLCertVerificationError as e:
             raise ApiError(f"cannot verify the certificate of the cnrd API at {self.target.base} "
                            f"({e.verify_message or e.reason}); give the CA that signs it with --cacert FILE "
@@ -245,8 +283,10 @@ class Client:
         except (OSError, http.client.HTTPException) as e:
             raise ApiError(f"no answer from the cnrd API at {self.target.base} "
                            f"({getattr(e, 'strerror', None) or e or type(e).__name__})") from None
-        finally:
-            connection.close()
+
+    @staticmethod
+    def _answer(url: str, status: int, raw: bytes, ok: Sequence[int]) -> tuple[int, bytes, Any]:
+        """(status, raw, parsed JSON); ApiError with the server's reason for a status not in ``ok``."""
         try:
             parsed = json.loads(raw) if raw.strip() else None
         except ValueError:
