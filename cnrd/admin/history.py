@@ -38,6 +38,7 @@ HISTORY_PAGE = 100
 # What a forced address may be: not free already, and not a reservation's.
 _FORCEABLE = frozenset({LeaseState.LEASED, LeaseState.EXPIRED, LeaseState.RELEASED, LeaseState.UNAVAILABLE,
                         LeaseState.RESET, LeaseState.OFFERED})
+_MAX_EPOCH = (1 << 62)
 _SOURCES = {"": "dhcp", "partner": "partner", "operator": "operator"}
 
 
@@ -54,7 +55,8 @@ def _args(query: Mapping[str, list[str]], allowed: tuple[str, ...]) -> dict[str,
 
 def _cursor(text: str) -> tuple[int, int]:
     time, dot, seq = text.partition(".")
-    if not dot or not time.isascii() or not seq.isascii() or not time.isdigit() or not seq.isdigit():
+    if not dot or not time.isascii() or not seq.isascii() or not time.isdigit() or not seq.isdigit() \
+            or int(time) > _MAX_EPOCH or int(seq) > _MAX_EPOCH:
         raise AdminError(400, f"bad cursor {text!r} (use the next value of the previous page)")
     return int(time), int(seq)
 
@@ -72,6 +74,8 @@ class LeaseCommands:
     def _when(self, name: str, text: str) -> int:
         t = text.strip()
         if t.isascii() and t.isdigit():
+            if len(t) > 12:  # (beyond any calendar's year 9999, and the store's 64-bit keys)
+                raise AdminError(400, f"{name}: {t!r} is too far in the future")
             return int(t)  # epoch seconds
         try:
             return parse_when(t, self.runtime.now(), self.local_tz())
