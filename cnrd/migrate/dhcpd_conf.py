@@ -68,7 +68,7 @@ def _text(st: list[Token]) -> str:
 
 
 def _prefix_of(mask: int) -> int:
-    prefix = bin(mask).count("1")
+    prefix = mask.bit_count()
     if mask != (0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF:
         raise ValueError(f"{int_to_ip(mask)} is not a contiguous netmask")
     return prefix

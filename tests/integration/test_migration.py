@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.cnrd_proc import REPO, CnrdProcess
-from tests.integration.lab import (dhclient, dhclient_renew, isc_dhcpd, isc_lease_states, perfdhcp,
+from tests.integration.lab import (dhclient, dhclient_release, dhclient_renew, isc_dhcpd, isc_lease_states, perfdhcp,
                                    random_mac_base, read_log, udhcpc, wait_for)
 from tests.integration.test_failover_pair import reached, state_lines
 
@@ -39,7 +39,7 @@ default-lease-time 3600; max-lease-time 3600;
 option domain-name-servers 10.98.0.1;
 subnet 10.98.0.0 netmask 255.255.255.0 {
   option routers 10.98.0.1;
-  pool { range 10.98.0.100 10.98.0.199; }
+  pool { range 10.98.0.10 10.98.0.250; }
 }
 """
 
@@ -55,7 +55,7 @@ failover peer "examplepair" {
 }
 subnet 10.98.0.0 netmask 255.255.255.0 {
   option routers 10.98.0.1;
-  pool { failover peer "examplepair"; range 10.98.0.100 10.98.0.199; }
+  pool { failover peer "examplepair"; range 10.98.0.10 10.98.0.250; }
 }
 """
 
@@ -103,7 +103,7 @@ def net(lab):
     return lab, srv, sif, bk, bif, rl, clients
 
 
-def give_isc_clients(rl, clients, n_perf: int) -> dict[str, str]:
+def give_isc_clients(rl, clients, n_perf: int, rate: int = 20) -> dict[str, str]:
     """Real clients on ISC: dhclient on each client namespace, udhcpc on the last, perfdhcp through the relay."""
     got = {}
     for c, cif in clients[:-1]:
@@ -113,7 +113,7 @@ def give_isc_clients(rl, clients, n_perf: int) -> dict[str, str]:
     c, cif = clients[-1]
     lease = udhcpc(c, cif)
     got[lease.address] = "udhcpc"
-    res = perfdhcp(rl, "10.98.0.3", "10.98.0.1", rate=20, duration=3, clients=n_perf, mac_base=random_mac_base())
+    res = perfdhcp(rl, "10.98.0.3", "10.98.0.1", rate=rate, duration=3, clients=n_perf, mac_base=random_mac_base())
     assert res.do.received > 0
     return got
 
@@ -122,8 +122,14 @@ def test_import_leases_dhcpd_wrote_then_serve_them(net):
     lab, srv, sif, _, _, rl, clients = net
     isc = isc_dhcpd(srv, ISC_STANDALONE, sif)
     give_isc_clients(rl, clients, n_perf=30)
+    # one client lets its address go: dhcpd appends a later block for it, no longer active
+    c1, c1if = clients[1]
+    released = dhclient_release(c1, c1if).released
+    wait_for(lambda: isc_lease_states(isc.lease_file).get(released) not in (None, "active"), 10,
+             what="the release in dhcpd's lease file")
     srv.stop(isc, signal.SIGTERM)
     held = active(isc.lease_file)
+    assert released not in held
     assert len(held) >= 10, held  # the three real clients and most of perfdhcp's
     blocks = isc.lease_file.read_text().count("\nlease ")
     ours = CnrdProcess(srv, convert(lab, ISC_STANDALONE, "cnrd", sif), name="cnrd")
@@ -137,6 +143,9 @@ def test_import_leases_dhcpd_wrote_then_serve_them(net):
           f"skipped {report['skipped']} in {took:.2f} s")
     assert report["imported"] == len(held)
     assert report["skipped"]["malformed"] == 0 and report["skipped"]["outside-scope"] == 0
+    # the released address: its earlier active block superseded, the current one not leased
+    assert report["superseded"] >= 1 and report["skipped"]["not-leased"] == 1
+    assert [r["address"] for r in report["records"]] == [released]
     ours.start()
     assert ours.leased() == held  # every active lease, each with its client's MAC
     # while it runs, the store is refused
@@ -166,7 +175,7 @@ def test_migrate_by_failover_then_swap_roles(net):
         print(f"{t[step] - t['start']:7.2f} s  {step}")
 
     isc = isc_dhcpd(srv, ISC_STANDALONE, sif)
-    give_isc_clients(rl, clients, n_perf=40)
+    give_isc_clients(rl, clients, n_perf=200, rate=100)
     held = active(isc.lease_file)
     mark(f"ISC dhcpd alone holds {len(held)} active leases from real clients")
     assert len(held) >= 10
