@@ -200,3 +200,21 @@ def test_query_for_one_address_among_100000_events(tmp_path: object, capsys: pyt
                   f"(index); a full scan of the log: {scan * 1000:.0f} ms")
     finally:
         s.close()
+
+
+@pytest.mark.parametrize("journal", [True, False])
+def test_event_history_age_from_the_config_reaches_the_store(tmp_path: object, journal: bool) -> None:
+    from cnrd.config import loads
+    from cnrd.leases.journal import open_store
+
+    config = loads(f"[server]\nname = t\ndata-dir = {tmp_path}\nlease-db-size = 64M\nevent-history-age = 250\n"
+                   f"lease-journal = {'true' if journal else 'false'}\n")
+    store = open_store(config.server)
+    try:
+        if isinstance(store, JournaledStore):
+            # The applier process prunes LMDB too: it must be told the age.
+            assert store._applier_argv()[-1] == "250"
+        store.commit([], _holders())
+        assert [e.time for _, e in store.history(HistoryQuery())] == [1300, 1400, 1500]
+    finally:
+        store.close()

@@ -69,13 +69,15 @@ class StoreSettings(Protocol):
     @property
     def event_history(self) -> int: ...
     @property
+    def event_history_age(self) -> int: ...
+    @property
     def lease_journal(self) -> bool: ...
 
 
 def open_store(server: StoreSettings) -> "JournaledStore | LmdbLeaseStore":
     """The server's lease store per its ``[server]`` settings (data-dir,
-    lease-db-size, event-history, lease-journal)."""
-    size, history, age = server.lease_db_size, server.event_history, 0
+    lease-db-size, event-history, event-history-age, lease-journal)."""
+    size, history, age = server.lease_db_size, server.event_history, server.event_history_age
     if server.lease_journal:
         return JournaledStore(server.data_dir, map_size=size, event_history=history, event_history_age=age)
     jpath = os.path.join(server.data_dir, "journal")
