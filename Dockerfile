@@ -75,9 +75,11 @@ VOLUME /var/lib/cnrd
 WORKDIR /var/lib/cnrd
 USER cnrd
 EXPOSE 67/udp 647/tcp 8067/tcp
-# Ready = serving DHCP and no failover pair in STARTUP/RECOVER*/POTENTIAL-CONFLICT:
-# GET /api/v1/ready where [api] listen of /etc/cnrd/cnrd.ini says, with the
-# token from its token-file (python3 and urllib; no curl in the image).
+# Healthy = alive: GET /api/v1/health where [api] listen of /etc/cnrd/cnrd.ini
+# says (python3's standard library; no curl in the image, no token needed).
+# Not /ready: a server waiting out MCLT in RECOVER-WAIT is doing its job, and
+# an orchestrator restarting it would only start the wait again.  Load
+# balancers and alerts ask /ready (cnrd-healthcheck --ready); docs/containers.md.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 CMD ["cnrd-healthcheck"]
 # twistd runs as PID 1 and handles SIGTERM itself: the reactor stops, the
 # lease store is drained and closed, and the process exits at once.
