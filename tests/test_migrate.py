@@ -18,7 +18,6 @@ import pytest
 from cnrd.config import loads
 from cnrd.config.model import ConfigError
 from cnrd.leases.model import Lease, LeaseState
-from cnrd.leases.store import MemoryLeaseStore
 from cnrd.migrate import cli
 from cnrd.migrate.dhcpd_conf import ConvertOptions, convert_dhcpd_conf
 from cnrd.migrate.isc_leases import parse_date, read_isc_leases

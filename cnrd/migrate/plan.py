@@ -79,8 +79,8 @@ class ImportReport:
 
     def text(self) -> str:
         """The report as lines for an operator."""
-        lines = [f"imported {self.imported} ({self.leased} leased, {self.unavailable} unavailable); "
-                 f"{self.superseded} earlier records replaced by later ones in the file"]
+        lines = [(f"imported {self.imported} ({self.leased} leased, {self.unavailable} unavailable); "
+                  f"{self.superseded} earlier records replaced by later ones in the file")]
         lines.append("skipped " + ", ".join(f"{r} {n}" for r, n in self.counts().items()))
         lines += [f"  line {s.line}: {s.address or '?'}: {s.reason}: {s.detail}" for s in self.skipped]
         return "\n".join(lines)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["ForeignLease", "Malformed", "NEVER"]
+__all__ = ["NEVER", "ForeignLease", "Malformed"]
 
 #: An ``end`` that never comes (ISC's ``ends never``, Kea's infinite lifetime).
 NEVER = -1

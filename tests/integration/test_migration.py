@@ -29,9 +29,19 @@ from pathlib import Path
 import pytest
 
 from tests.integration.cnrd_proc import REPO, CnrdProcess
-from tests.integration.lab import (dhclient, dhclient_release, dhclient_renew, isc_dhcpd, isc_lease_states, perfdhcp,
-                                   random_mac_base, read_log, udhcpc, wait_for)
-from tests.integration.test_failover_pair import reached, state_lines
+from tests.integration.lab import (
+    dhclient,
+    dhclient_release,
+    dhclient_renew,
+    isc_dhcpd,
+    isc_lease_states,
+    perfdhcp,
+    random_mac_base,
+    read_log,
+    udhcpc,
+    wait_for,
+)
+from tests.integration.test_failover_pair import state_lines
 
 ISC_STANDALONE = """
 authoritative;
@@ -64,7 +74,7 @@ def cnrd_import(*args: str) -> subprocess.CompletedProcess[str]:
     """``cnrd-import`` as the console script runs it (its module's main)."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
     return subprocess.run([sys.executable, "-m", "cnrd.migrate.cli", *args], capture_output=True, text=True,
-                          env=env, timeout=60)
+                          env=env, timeout=60, check=False)
 
 
 def convert(lab, conf_text: str, name: str, iface: str) -> str:
