@@ -192,28 +192,35 @@ class DhcpServer(ServerState):
         A relay agent puts one of its own addresses in giaddr (RFC 1542
         §4.1.1) and sends from an address of its own, and replies go back to
         giaddr (RFC 2131 §4.1).  So giaddr must not be one of this server's
-        addresses (the reply would loop back to us); and a request that came
-        with source 0.0.0.0, or broadcast on a link whose own subnet holds
-        giaddr, was sent by a host on that link, not relayed: a client there
-        is heard directly and has no relay to name.
+        addresses (the reply would loop back to us), nor come with source
+        0.0.0.0.  A request broadcast on one of our links is from a host on
+        that link: a relay there may broadcast (RFC 1542 §4.1.1 lets it, and
+        a relay that reaches both failover partners that way is common), but
+        its giaddr is then an address of that link; a giaddr inside the
+        subnet of another link we serve is a host asking for that link's
+        addresses, which it is not on.
         """
         if giaddr in self.our_ips:
             return True
         if rx.src_ip == 0:
             return True
-        if rx.dst_ip == BROADCAST:
-            iface = self.interfaces.get(rx.ifindex)
-            if iface is not None:
-                for address, prefix in iface.addresses:
-                    mask = (0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF
-                    if giaddr & mask == address & mask:
-                        return True
+        if rx.dst_ip == BROADCAST and rx.ifindex in self.interfaces:
+            here = self.interfaces[rx.ifindex].addresses
+            if any(_in_subnet(giaddr, a, n) for a, n in here):
+                return False
+            return any(_in_subnet(giaddr, a, n) for i in self.interfaces.values() if i.index != rx.ifindex
+                       for a, n in i.addresses)
         return False
 
     # -- time --------------------------------------------------------------
     def expire(self, now: int) -> int:
         """Reclaim leases, offers and unavailable holds that ran out; returns how many."""
         return len(self.table.expire(now))
+
+
+def _in_subnet(address: int, network: int, prefix: int) -> bool:
+    mask = (0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF
+    return address & mask == network & mask
 
 
 def _reservation_key(hw: bytes | None, client_id: bytes | None) -> bytes:

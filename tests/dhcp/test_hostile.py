@@ -34,10 +34,11 @@ import struct
 
 import pytest
 
-from cnrd.dhcp.packet import MAGIC_COOKIE, MalformedPacket, parse
+from cnrd.dhcp.packet import MAGIC_COOKIE, MalformedPacket, ip_to_int, parse
 from cnrd.dhcp.packet import MessageType as M
 from tests.adminkit import STANDALONE, Server
-from tests.dhcp.helpers import mac, request
+from cnrd.dhcp.server import Interface
+from tests.dhcp.helpers import IFACE, mac, request
 from tests.test_service import Rx
 
 _HEADER = struct.Struct("!BBBBIHHIIII16s64s128s")
@@ -172,10 +173,21 @@ def test_giaddr_spoofing_the_servers_own_address(srv):
     refused(srv, rx, "giaddr-spoofed")
 
 
-def test_giaddr_spoofing_a_local_subnet_by_broadcast_on_that_link(srv):
-    # A host on 10.1.0.0/24 broadcasting a "relayed" request for its own link.
-    rx = Rx(raw(DISCOVER + b"\xff", hops=1, giaddr=ON_LINK), src_ip="10.1.0.254", src_port=67)
+def test_giaddr_spoofing_another_local_subnet_by_broadcast(srv):
+    # A host on eth1's link (10.1.0.0/24) broadcasting a "relayed" request
+    # that names an address of eth2's subnet, to get an address there.
+    srv.dhcp.server.set_interfaces([IFACE, Interface("eth2", 3, ((ip_to_int("10.2.0.1"), 24),))])
+    rx = Rx(raw(DISCOVER + b"\xff", hops=1, giaddr=ip_to_int("10.2.0.77")), src_ip="10.1.0.254", src_port=67)
     refused(srv, rx, "giaddr-spoofed")
+
+
+def test_a_relay_broadcasting_on_its_own_link_is_served(srv):
+    # RFC 1542 §4.1.1 lets a relay broadcast; one on the servers' link does
+    # so to reach both failover partners.
+    rx = Rx(raw(DISCOVER + b"\xff", hops=1, giaddr=ON_LINK), src_ip="10.1.0.254", src_port=67)
+    srv.port.on_batch([rx], 0)
+    assert [p.message_type for _, p, *_ in srv.port.sent] == [M.OFFER]
+    assert srv.dhcp.server.counters.drops["giaddr-spoofed"] == 0
 
 
 def test_giaddr_from_an_unconfigured_source(srv):
