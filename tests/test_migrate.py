@@ -192,6 +192,12 @@ subnet 10.1.0.0 netmask 255.255.255.0 { pool { failover peer "p"; range 10.1.0.1
     assert "mclt is set on dhcpd's primary only" in ini
 
 
+def test_dhcpd_conf_option_lists_of_names():
+    ini = convert_dhcpd_conf('option domain-search "a.example", "b.example";\n'
+                             'subnet 10.1.0.0 netmask 255.255.255.0 { range 10.1.0.5 10.1.0.9; }')
+    assert loads(ini).policies["default"].options[119] == b"\x01a\x07example\x00\x01b\x07example\x00"
+
+
 def test_dhcpd_conf_syntax_error_names_the_line():
     with pytest.raises(ValueError, match="line 2"):
         convert_dhcpd_conf('subnet 10.1.0.0 netmask 255.255.255.0 {\n range 10.1.0.5 10.1.0.9\n}')

@@ -136,7 +136,8 @@ def _config(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cnrd-import", description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p = argparse.ArgumentParser(prog="cnrd-import", description="ISC dhcpd and Kea leases into a stopped cnrd "
+                                "server's store, and a dhcpd.conf into a cnrd INI (see docs/migration.md).")
     p.add_argument("--version", action="version", version=f"cnrd-import (cnrd) {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     lp = sub.add_parser("leases", help="import leases into a stopped server's store")

@@ -125,7 +125,8 @@ class _Converter:
         if len(st) > 2 and st[2].is_("word", "code"):
             _note(target, st, "option definitions have no cnrd equivalent")
             return
-        value = ", ".join(t.value for t in st[2:] if t.kind != ",") if st[2].kind != "string" else st[2].value
+        # A list (addresses, or quoted names for domain-search) is comma separated in both files.
+        value = ", ".join(t.value for t in st[2:] if t.kind != ",")
         if name == "subnet-mask" and scope is not None:
             try:
                 if _prefix_of(ip_to_int(value)) == scope.prefix:
