@@ -87,7 +87,6 @@ def server(tmp_path):
 
 # Every route that needs the token, with a body that would be accepted.
 AUTH_ROUTES = [
-    ("GET", V1 + "/ready", None),
     ("GET", V1 + "/dhcp", None),
     ("POST", V1 + "/dhcp/reload", None),
     ("POST", V1 + "/dhcp/stop", None),
@@ -118,8 +117,10 @@ async def test_token_is_required(server, serve, method, path, body):
         status, _, got = await api.call(method, path, body, auth=bad)
         assert status == 401, bad
         assert got["error"].startswith("malformed Authorization header")
-    status, _, got = await api.call(method, path, body, token="wrong-" + TOKEN)
-    assert (status, got) == (403, {"error": "wrong API token"})
+    # RFC 6750 §3.1: a token that is not the API's is invalid_token, with a 401.
+    status, headers, got = await api.call(method, path, body, token="wrong-" + TOKEN)
+    assert (status, got) == (401, {"error": "wrong API token"})
+    assert headers.getRawHeaders("www-authenticate") == ['Bearer realm="cnrd", error="invalid_token"']
     assert server.dhcp.config is before and server.dhcp.server.enabled
 
 
@@ -140,12 +141,13 @@ async def test_status_stop_start_and_ready(server, serve):
     assert set(got) == {"version", "server", "uptime-seconds", "dhcp-enabled", "leases", "counters", "commits"}
     assert got["leases"] == 1 and got["counters"]["sent"] == {"OFFER": 1, "ACK": 1}
     status, _, got = await api.call("GET", V1 + "/ready")
-    assert (status, got) == (200, {"ready": True})
+    assert (status, got) == (200, {"ready": True, "state": "STANDALONE"})
     status, _, got = await api.call("POST", V1 + "/dhcp/stop")
     assert (status, got) == (200, {"dhcp-enabled": False})
     assert server.discover(2) is None
     status, _, got = await api.call("GET", V1 + "/ready")
-    assert (status, got) == (503, {"ready": False, "reason": "DHCP is disabled (dhcp start enables it)"})
+    assert (status, got) == (503, {"ready": False, "reason": "DHCP is disabled (dhcp start enables it)",
+                                   "state": "DISABLED"})
     status, _, got = await api.call("POST", V1 + "/dhcp/start", {})
     assert (status, got) == (200, {"dhcp-enabled": True})
     assert server.discover(2) is not None

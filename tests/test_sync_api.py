@@ -309,7 +309,8 @@ async def test_wrong_token_changes_nothing_and_says_why(pair, tmp_path) -> None:
     backup_bytes = pair.backup.path.read_bytes()
     status, r = await pair.main_api.call("POST", "/failover-pairs/examplepair/sync",
                                          {"operation": "exact", "run": True})
-    assert status == 403, r
+    # The partner's refusal (RFC 6750's 401 for a wrong token) is relayed with its status.
+    assert status == 401, r
     assert r["error"] == f"partner http://127.0.0.1:{pair.ports[1]} refused: wrong API token"
     assert pair.backup.path.read_bytes() == backup_bytes
     assert (pair.main.text(), pair.backup.text()) == before
@@ -525,7 +526,7 @@ def test_an_unreadable_sync_token_file_stops_the_start(tmp_path) -> None:
 async def test_the_sync_routes_need_the_apis_token(pair, method, path, body) -> None:
     backup_bytes = pair.backup.path.read_bytes()
     status, r = await pair.backup_api.call(method, path, body, token="wrong")
-    assert (status, r) == (403, {"error": "wrong API token"})
+    assert (status, r) == (401, {"error": "wrong API token"})
     assert pair.backup.path.read_bytes() == backup_bytes
 
 

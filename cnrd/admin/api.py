@@ -1,12 +1,14 @@
 """The admin HTTP API: JSON over Klein, in front of :class:`cnrd.admin.Admin`.
 
 This module is only the HTTP adapter: routes, the bearer token, JSON bodies
-and errors, and the twisted service that listens on ``[api] listen``.  What
+and errors, and the twisted service that listens on ``[api] listen`` (the
+listeners and the tokens' rules are in :mod:`cnrd.admin.listen`).  What
 each command does is in :mod:`cnrd.admin.commands`; the routes and JSON shapes are
 described in docs/api.md and docs/openapi.yaml.
 
 Every answer is JSON, errors included (``{"error": "<one line>"}``): 400
-for bad input, 401 without a bearer token, 403 with a wrong one, 404 for an
+for bad input, 401 without a bearer token or with a wrong one (RFC 6750
+§3.1), 403 for the read-only token on a write, 404 for an
 unknown route, pair or lease, 405 for a wrong method, 409 for a command the
 server's state refuses, 422 for a sync whose result would not load, 502
 when a failover partner's API cannot be reached, 503 from ``/ready`` only.
@@ -15,7 +17,6 @@ A 500 means a bug in cnrd, never bad input; it is logged with its traceback.
 
 from __future__ import annotations
 
-import hmac
 import json
 import os
 import secrets
@@ -24,7 +25,7 @@ from typing import Any, TypeVar
 
 from klein import Klein
 from twisted.application import service
-from twisted.internet import defer, endpoints
+from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTCP
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -33,6 +34,15 @@ from twisted.web.server import Site
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from cnrd.admin.commands import Admin, AdminError
+from cnrd.admin.listen import (
+    AuthError,
+    Tokens,
+    build_endpoint,
+    load_read_token,
+    metrics_site,
+    ready_answer,
+    url_of,
+)
 from cnrd.admin.partner import MAX_ANSWER, read_token
 from cnrd.admin.sync import PairSync
 from cnrd.admin.values import body_object
@@ -85,32 +95,26 @@ def _query(request: Any) -> dict[str, list[str]]:
 
 
 class ApiApp:
-    """The Klein routes, bound to one Admin and one token."""
+    """The Klein routes, bound to one Admin and its tokens."""
 
     app = Klein()
 
     def __init__(self, admin: Admin, token: str, metrics: Callable[[], IResource] | None = None,
-                 sync: PairSync | None = None) -> None:
+                 sync: PairSync | None = None, *, read_token: str | None = None,
+                 metrics_elsewhere: str | None = None) -> None:
         self.admin = admin
         # The failover pairs' sync routes; without it they are 404.
         self._sync = sync
-        self._token = token.encode()
+        self._tokens = Tokens(token, read_token)
+        # Where /metrics is served instead, when not here (for the 404's reason).
+        self._metrics_elsewhere = metrics_elsewhere
         # Builds the /metrics resource on first use; without one /metrics is 404.
         self._metrics_factory = metrics
         self._metrics: IResource | None = None
 
     # -- plumbing -------------------------------------------------------------
     def _authorize(self, request: Any) -> None:
-        header = request.getHeader("authorization")
-        if header is None:
-            raise AdminError(401, "missing Authorization: Bearer <token> header")
-        scheme, _, credential = header.strip().partition(" ")
-        credential = credential.strip()
-        if scheme.lower() != "bearer" or not credential:
-            raise AdminError(401, "malformed Authorization header (use: Bearer <token>)")
-        # Constant time: the token must not leak through response timing.
-        if not hmac.compare_digest(credential.encode("utf-8", "surrogateescape"), self._token):
-            raise AdminError(403, "wrong API token")
+        self._tokens.authorize(request)
 
     def _call(self, request: Any, fn: Callable[..., Any], *args: Any, auth: bool = True,
               status: Callable[[Any], int] = lambda result: 200) -> Any:
@@ -154,7 +158,10 @@ class ApiApp:
     def _error(self, request: Any, failure: Failure) -> bytes:
         e = failure.value
         extra: dict[str, str] = {}
-        if isinstance(e, AdminError):
+        if isinstance(e, AuthError):
+            status, reason = e.status, e.reason
+            request.setHeader(b"www-authenticate", e.challenge)
+        elif isinstance(e, AdminError):
             status, reason = e.status, e.reason
             if status == 401:
                 request.setHeader(b"www-authenticate", b'Bearer realm="cnrd"')
@@ -186,7 +193,9 @@ class ApiApp:
 
     @app.route(PREFIX + "/ready", methods=["GET"])
     def ready(self, request: Any) -> Any:
-        return self._call(request, self.admin.ready, status=lambda r: 200 if r["ready"] else 503)
+        # No token needed (probes carry none); with one, the details too.
+        return self._call(request, lambda: ready_answer(self.admin, self._tokens.role(request)), auth=False,
+                          status=lambda r: 200 if r["ready"] else 503)
 
     @app.route(PREFIX + "/dhcp", methods=["GET"])
     def dhcp(self, request: Any) -> Any:
@@ -270,6 +279,8 @@ class ApiApp:
     @app.route("/metrics", methods=["GET"])
     def metrics(self, request: Any) -> Any:
         if self._metrics is None:
+            if self._metrics_elsewhere is not None:
+                raise AdminError(404, f"metrics are served on {self._metrics_elsewhere}, not on the API")
             if self._metrics_factory is None:
                 raise AdminError(404, "metrics are not served by this API")
             self._metrics = self._metrics_factory()
@@ -299,9 +310,10 @@ class _Root(Resource):
 
 
 def make_site(admin: Admin, token: str, metrics: Callable[[], IResource] | None = None,
-              sync: PairSync | None = None) -> Site:
+              sync: PairSync | None = None, *, read_token: str | None = None,
+              metrics_elsewhere: str | None = None) -> Site:
     """The twisted.web Site serving the admin API."""
-    api = ApiApp(admin, token, metrics, sync)
+    api = ApiApp(admin, token, metrics, sync, read_token=read_token, metrics_elsewhere=metrics_elsewhere)
     site = Site(_Root(api.app.resource()))
     site.noisy = False
     site.displayTracebacks = False
@@ -351,8 +363,10 @@ class ApiService(service.Service):
     """Listens on ``[api] listen`` and serves the admin API: ``admin``'s commands and ``metrics``.
 
     ``config`` is the configuration the process started with: the listen
-    address, the token file and the data directory change only at a restart.
-    ``metrics`` builds the ``/metrics`` resource when it is first asked for.
+    addresses, the token files and the data directory change only at a
+    restart.  ``metrics`` builds the ``/metrics`` resource when it is first
+    asked for; with ``[api] metrics-listen`` it is served there and not on
+    the API's listener.
     """
 
     name = "api"
@@ -365,19 +379,29 @@ class ApiService(service.Service):
         self.metrics = metrics
         self.sync = PairSync(admin, reactor)
         self.token: str | None = None
+        self.read_token: str | None = None
         self.port: Any = None  # the listening port, once listening
+        self.metrics_port: Any = None  # the metrics-listen port, once listening
+        self._endpoints: dict[str, Any] = {}
         self._listening: list[defer.Deferred[Any]] = []
 
     def prepare(self) -> None:
-        """Read (or make) the token now, so a problem stops the start with one line.
+        """Read (or make) the tokens and build the endpoints now, so a problem stops the start with one line.
 
         The failover pairs' ``api-token-file`` (the partner API's token) is
         read now too, for the same reason; sync reads it again at each use.
         """
         if self.token is None:
             self.token = load_token(self.config)
+            self.read_token = load_read_token(self.config, self.token)
         for pair in self.config.failover_pairs.values():
             read_token(self.config, pair)
+        api = self.config.api
+        if not self._endpoints:
+            self._endpoints["listen"] = build_endpoint(self.reactor, self.config, "listen", api.listen)
+            if api.metrics_listen is not None and self.metrics is not None:
+                self._endpoints["metrics-listen"] = build_endpoint(self.reactor, self.config, "metrics-listen",
+                                                                   api.metrics_listen)
 
     def listening(self) -> defer.Deferred[Any]:
         """Fires with the listening port (``.getHost().port``) once the API accepts connections."""
@@ -392,34 +416,46 @@ class ApiService(service.Service):
         self.prepare()
         assert self.token is not None
         api = self.config.api
-        site = make_site(self.admin, self.token, self.metrics, self.sync)
-        if ":" in api.listen_host:
-            endpoint: Any = endpoints.TCP6ServerEndpoint(self.reactor, api.listen_port, interface=api.listen_host)
-        else:
-            endpoint = endpoints.TCP4ServerEndpoint(self.reactor, api.listen_port, interface=api.listen_host)
-        endpoint.listen(site).addCallbacks(self._listened, self._listen_failed)
+        elsewhere = None
+        if "metrics-listen" in self._endpoints:
+            assert api.metrics_listen is not None and self.metrics is not None
+            elsewhere = "[api] metrics-listen"
+            d = self._endpoints["metrics-listen"].listen(metrics_site(self.metrics))
+            d.addCallbacks(self._metrics_listened, self._metrics_listen_failed)
+        site = make_site(self.admin, self.token, None if elsewhere else self.metrics, self.sync,
+                         read_token=self.read_token, metrics_elsewhere=elsewhere)
+        self._endpoints["listen"].listen(site).addCallbacks(self._listened, self._listen_failed)
 
     def _listened(self, port: Any) -> None:
         self.port = port
-        host = port.getHost()
-        shown = f"[{host.host}]" if ":" in host.host else host.host
-        log.info("admin API listening on http://{where}:{port}" + PREFIX, where=shown, port=host.port)
+        log.info("admin API listening on {where}", where=url_of(self.config.api.listen, port, PREFIX))
         waiting, self._listening = self._listening, []
         for d in waiting:
             d.callback(port)
 
     def _listen_failed(self, failure: Failure) -> None:
         # DHCP goes on without its admin API rather than not at all.
-        api = self.config.api
-        log.critical("admin API: cannot listen on {host}:{port}: {error}", host=api.listen_host,
-                     port=api.listen_port, error=failure.getErrorMessage())
+        log.critical("admin API: cannot listen on {where}: {error}", where=self.config.api.listen.description,
+                     error=failure.getErrorMessage())
         waiting, self._listening = self._listening, []
         for d in waiting:
             d.errback(failure)
 
+    def _metrics_listened(self, port: Any) -> None:
+        self.metrics_port = port
+        assert self.config.api.metrics_listen is not None
+        log.info("metrics listening on {where}", where=url_of(self.config.api.metrics_listen, port, "/metrics"))
+
+    def _metrics_listen_failed(self, failure: Failure) -> None:
+        assert self.config.api.metrics_listen is not None
+        log.critical("metrics: cannot listen on {where}: {error}", where=self.config.api.metrics_listen.description,
+                     error=failure.getErrorMessage())
+
     def stopService(self) -> Any:
         service.Service.stopService(self)
-        port, self.port = self.port, None
-        if port is not None:
-            return port.stopListening()
+        ports = [p for p in (self.port, self.metrics_port) if p is not None]
+        self.port = self.metrics_port = None
+        self._endpoints = {}
+        if ports:
+            return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports])
         return None
