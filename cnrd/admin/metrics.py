@@ -36,6 +36,7 @@ from cnrd.failover.session import FailoverSession
 from cnrd.leases.store import LeaseStore
 from cnrd.leases.table import LeaseTable
 from cnrd.ops.gcpolicy import GcPolicy
+from cnrd.ops.latency import REPLY_BUCKETS, Histogram
 from cnrd.ops.webhook import TrapNotifier
 from cnrd.failover.states import LABELS
 from cnrd.leases.model import LeaseState
@@ -60,6 +61,8 @@ SCOPE_STATES = tuple(LeaseState)
 FAILOVER_STATES = tuple(LABELS.values())
 
 T = TypeVar("T")
+
+_EMPTY_REPLY = Histogram(REPLY_BUCKETS)
 
 
 class MetricsSource(Protocol):
@@ -93,6 +96,12 @@ class MetricsSource(Protocol):
     def sessions(self) -> list[FailoverSession]: ...
     @property
     def registry_health(self) -> RegistryHealth | None: ...
+    @property
+    def reply_latency(self) -> dict[str, Histogram]: ...
+    @property
+    def commit_seconds(self) -> Histogram: ...
+    @property
+    def bndack_latency(self) -> dict[str, Histogram]: ...
 
 
 def registry_for(dhcp: MetricsSource) -> CollectorRegistry:
@@ -163,7 +172,32 @@ class CnrdCollector(Collector):
         self._scopes(fams, with_samples)
         self._failover(fams, with_samples)
         self._traps(fams, with_samples)
+        self._latency(fams, with_samples)
         return fams.out
+
+    def _latency(self, f: _Families, samples: bool) -> None:
+        reply = HistogramMetricFamily(
+            "cnrd_dhcp_reply_seconds", "Time from a request's arrival (its read batch) to its reply leaving, "
+            "by the reply's message type; an ACK's includes its commit", labels=["type"])
+        commit = HistogramMetricFamily("cnrd_lease_commit_seconds",
+                                       "Duration of one group commit of the lease store (write and fsync)")
+        bndack = HistogramMetricFamily("cnrd_failover_bndack_seconds",
+                                       "Time from a BNDUPD sent to the partner to its BNDACK, by failover pair",
+                                       labels=["pair"])
+        f.out.extend((reply, commit, bndack))
+        if not samples:
+            return
+        dhcp = self.dhcp
+        latencies = dict(dhcp.reply_latency)
+        for kind in SENT_TYPES:  # the usual reply types exist from the start (at 0)
+            latencies.setdefault(kind, _EMPTY_REPLY)
+        for kind, h in sorted(latencies.items()):
+            reply.add_metric([kind], h.buckets(), h.total)
+        commit.add_metric([], dhcp.commit_seconds.buckets(), dhcp.commit_seconds.total)
+        pairs = dhcp.bndack_latency
+        for name in sorted(pairs):
+            h = pairs[name]
+            bndack.add_metric([name], h.buckets(), h.total)
 
     def _dhcp(self, f: _Families, samples: bool) -> None:
         dhcp = self.dhcp

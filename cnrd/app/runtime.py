@@ -44,6 +44,7 @@ from cnrd.leases.store import LeaseStore, PackedBatch
 from cnrd.leases.table import LeaseTable
 from cnrd.ops import logs
 from cnrd.ops.gcpolicy import GcPolicy
+from cnrd.ops.latency import COMMIT_BUCKETS, Histogram
 from cnrd.ops.traps import TrapDetector
 from cnrd.ops.webhook import TrapNotifier
 from cnrd.text import ip_to_int
@@ -180,6 +181,8 @@ class Runtime(service.Service):
         self._pool: ThreadPool | None = None
         self._commit_runner = commit_runner
         self._committer: GroupCommitter | None = None
+        #: Durations of the group commits that succeeded (/metrics).
+        self.commit_seconds = Histogram(COMMIT_BUCKETS)
 
     def _loop(self, f: Callable[[], None]) -> LoopingCall:
         loop = LoopingCall(f)
@@ -222,8 +225,36 @@ class Runtime(service.Service):
                 pool = self._pool = ThreadPool(1, 1, name="cnrd-commit")
                 pool.start()
                 run = lambda f: threads.deferToThreadPool(self.reactor, pool, f)  # noqa: E731
-            self._committer = GroupCommitter(self.store, run)
+            self._committer = GroupCommitter(self.store, self._timed(run))
         return self._committer
+
+    def _timed(self, run: Runner) -> Runner:
+        """``run``, with each commit's duration counted in :attr:`commit_seconds` once it succeeded."""
+        def timed(f: Callable[[], None]) -> defer.Deferred[None]:
+            took = [0.0]
+
+            def measured() -> None:
+                # Timed where it runs (maybe the commit thread); counted on the reactor.
+                t0 = time.perf_counter()
+                f()
+                took[0] = time.perf_counter() - t0
+
+            def count(result: None) -> None:
+                self.commit_seconds.observe(took[0])
+                return result
+
+            return run(measured).addCallback(count)
+        return timed
+
+    @property
+    def reply_latency(self) -> dict[str, Histogram]:
+        """Request -> reply latency by the reply's message type (the request path's)."""
+        return self.path.latency
+
+    @property
+    def bndack_latency(self) -> dict[str, Histogram]:
+        """BNDUPD -> BNDACK round trips, by failover pair."""
+        return {name: pair.link.bndack_seconds for name, pair in self.pairs.items()}
 
     @property
     def commits(self) -> int:

@@ -30,6 +30,7 @@ not held up: their batches go through meanwhile.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from time import perf_counter
 from typing import Protocol
 
 from twisted.internet.defer import Deferred
@@ -41,6 +42,7 @@ from cnrd.config import ClientConfig
 
 from cnrd.dhcp.packet import DhcpPacket, MalformedPacket, MessageType, parse
 from cnrd.dhcp.server import DhcpServer, Reply, RxInfo
+from cnrd.ops.latency import REPLY_BUCKETS, Histogram
 from cnrd.text import int_to_ip, ip_to_int, netmask
 
 __all__ = ["RequestPath", "ReplyPort", "Datagram", "Commit", "Lookup", "Sent", "LAZY_COMMIT"]
@@ -50,6 +52,8 @@ log = Logger(namespace="cnrd")
 #: Seconds an OFFER's lease change may wait for a commit: offers promise
 #: nothing, so their changes ride with the next batch's commit.
 LAZY_COMMIT = 1.0
+# Reply message types by option 53's value, for the latency histograms.
+_TYPE_NAMES = {int(t): t.name for t in MessageType}
 # Handled after the exchange-completing requests of a batch.
 _NOT_FIRST = frozenset({MessageType.DISCOVER, MessageType.INFORM, MessageType.LEASEQUERY})
 
@@ -125,6 +129,9 @@ class RequestPath:
         self.malformed = 0
         self.awaiting = 0  # durable replies waiting for their commit
         self._lazy_commit: IDelayedCall | None = None
+        # request -> reply latency by the reply's message type (OFFER, ACK ...):
+        # from the batch's arrival to the reply leaving, one clock read each.
+        self.latency: dict[str, Histogram] = {}
 
     def stop(self) -> None:
         """Cancel the pending lazy commit (the caller's final commit takes its changes)."""
@@ -141,23 +148,29 @@ class RequestPath:
             # This many answers already wait for the disk.
             drops["overload"] += len(batch)
             return
+        t0 = perf_counter()
         now = int(self.clock.seconds())
         first, later = self._parse(batch)
-        acks = self._decide(first, now)
+        acks = self._decide(first, now, t0)
         self.awaiting += len(acks)
-        self.commit(lambda ok: self._committed(ok, acks))
+        self.commit(lambda ok: self._committed(ok, acks, t0))
         if later:
-            self._decide_and_commit(later, now)
+            self._decide_and_commit(later, now, t0)
         self._start_lookups()
 
-    def _decide_and_commit(self, packets: list[tuple[DhcpPacket, RxInfo]], now: int) -> None:
-        """Decide ``packets``; commit if they need it, else leave a lazy commit for what they changed."""
+    def _decide_and_commit(self, packets: list[tuple[DhcpPacket, RxInfo]], now: int,
+                           t0: float | None = None) -> None:
+        """Decide ``packets``; commit if they need it, else leave a lazy commit for what they changed.
+
+        ``t0``: when they arrived (perf_counter), for the latency histograms;
+        None for requests that waited for the client registry.
+        """
         # A list of its own: an earlier commit's callback may run after this
         # (a commit thread) and must still see its own list.
-        more = self._decide(packets, now)
+        more = self._decide(packets, now, t0)
         if more:
             self.awaiting += len(more)
-            self.commit(lambda ok: self._committed(ok, more))
+            self.commit(lambda ok: self._committed(ok, more, t0))
         elif self._has_dirty() and (self._lazy_commit is None or not self._lazy_commit.active()):
             self._lazy_commit = self.clock.callLater(LAZY_COMMIT, self._commit_if_dirty)
 
@@ -211,9 +224,10 @@ class RequestPath:
             (later if kind in _NOT_FIRST else first).append((packet, info))
         return first, later
 
-    def _decide(self, packets: list[tuple[DhcpPacket, RxInfo]], now: int) -> list[Reply]:
+    def _decide(self, packets: list[tuple[DhcpPacket, RxInfo]], now: int, t0: float | None = None) -> list[Reply]:
         """Decide each packet; send what needs no commit, return what does."""
         durable: list[Reply] = []
+        sent: list[Reply] = []
         handle = self.server.handle
         for packet, info in packets:
             reply = handle(packet, info, now)
@@ -223,14 +237,29 @@ class RequestPath:
                 durable.append(reply)
             else:
                 self.send(reply, packet)
+                sent.append(reply)
+        if t0 is not None and sent:
+            self._observe(sent, t0)
         return durable
+
+    def _observe(self, replies: list[Reply], t0: float) -> None:
+        """Count ``replies``, all sent by now, in the latency histograms of their message types."""
+        elapsed = perf_counter() - t0
+        latency = self.latency
+        for reply in replies:
+            kind = reply.packet.message_type
+            name = _TYPE_NAMES.get(kind, "BOOTREPLY") if kind is not None else "BOOTREPLY"
+            h = latency.get(name)
+            if h is None:
+                h = latency[name] = Histogram(REPLY_BUCKETS)
+            h.observe(elapsed)
 
     def _commit_if_dirty(self) -> None:
         self._lazy_commit = None
         if self.port is not None and self._has_dirty():
             self.commit(lambda ok: None)
 
-    def _committed(self, ok: bool, durable: list[Reply]) -> None:
+    def _committed(self, ok: bool, durable: list[Reply], t0: float | None = None) -> None:
         self.awaiting -= len(durable)
         if not ok:
             # The ACKs are withheld: clients retry, and nothing was promised
@@ -240,6 +269,8 @@ class RequestPath:
             return
         for reply in durable:
             self.send(reply)
+        if t0 is not None and durable:
+            self._observe(durable, t0)
         self.after_send()
 
     def send(self, reply: Reply, request: DhcpPacket | None = None) -> None:

@@ -21,6 +21,7 @@ anything else is closed at once and logged.
 from __future__ import annotations
 
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any, cast
 
 from twisted.application import service
@@ -33,11 +34,15 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from cnrd.ops import logs
+from cnrd.ops.latency import BNDACK_BUCKETS, Histogram
 from cnrd.failover import wire
 from cnrd.failover.session import FailoverSession
 from cnrd.failover.states import Role
 from cnrd.failover.wire import FailoverWireError, MessageType
 from cnrd.text import int_to_ip
+
+#: Unacked BNDUPD send times kept at most (the update window is far smaller).
+MAX_TIMED_UPDATES = 100_000
 
 log = Logger(namespace="cnrd.failover")
 
@@ -89,7 +94,14 @@ class FailoverProtocol(Protocol):
             owner.flush()
             return
         detail = owner.detail_on()
+        acked_at: float | None = None
         for msg in messages:
+            if msg.type == MessageType.BNDACK:
+                sent = owner.bndupd_sent.pop(msg.xid, None)
+                if sent is not None:
+                    if acked_at is None:
+                        acked_at = perf_counter()  # one clock read for the whole read
+                    owner.bndack_seconds.observe(acked_at - sent)
             if detail and msg.type in (MessageType.BNDUPD, MessageType.BNDACK):
                 log.info("failover {pair}: received DHCP{type} {msg}", pair=owner.session.name,
                          type=MessageType(msg.type).name, msg=_describe(msg))
@@ -155,6 +167,9 @@ class FailoverService(service.MultiService):
         self._tick = LoopingCall(self._on_tick)
         self._tick.clock = self.clock
         self._client: ClientService | None = None
+        # BNDUPD -> BNDACK round trips: when each unacked BNDUPD left, by xid.
+        self.bndack_seconds = Histogram(BNDACK_BUCKETS)
+        self.bndupd_sent: dict[int, float] = {}
         self.setName(f"failover-{session.name}")  # type: ignore[no-untyped-call]
 
     @property
@@ -216,6 +231,7 @@ class FailoverService(service.MultiService):
     def link_down(self, proto: FailoverProtocol) -> None:
         if self.link is proto:
             self.link = None
+            self.bndupd_sent.clear()  # a new link starts new round trips
             if self.activity():
                 log.info("failover {pair}: link to {partner} closed", pair=self.session.name,
                          partner=self.partner_ip)
@@ -243,8 +259,14 @@ class FailoverService(service.MultiService):
         session.pump(self.now())
         out = session.take()
         link = self.link
-        if link is not None:
+        if link is not None and out.send:
+            sent_at = perf_counter()
+            unacked = self.bndupd_sent
+            if len(unacked) > MAX_TIMED_UPDATES:
+                unacked.clear()  # BNDACKs that never came (a partner that resent on a new link)
             for msg in out.send:
+                if msg.type == MessageType.BNDUPD:
+                    unacked[msg.xid] = sent_at
                 self._write(link.tcp, msg)
         if not out.acks and not out.close:
             # The commit collects session.take_persist() with the lease changes.
