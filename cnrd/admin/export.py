@@ -1,9 +1,9 @@
 """Lease export (Kea memfile CSV, JSON) and the backup download, streamed to the API's client.
 
 Neither builds its answer in memory.  An export walks the lease table a
-chunk of :data:`CHUNK` leases per reactor turn, writing each chunk as soon
-as it is formatted and pausing while the client's connection is full
-(:class:`ChunkStreamer` is a push producer): a million leases never make
+chunk of :data:`CHUNK` leases per call of twisted.web's producer, which
+asks for the next chunk only when the client's connection has room
+(:class:`ChunkStreamer` is a pull producer): a million leases never make
 one string, and DHCP requests are served between chunks.  Each row is one
 lease as it is at the moment its chunk is written; a point-in-time copy of
 the whole store is the backup's job.
@@ -41,7 +41,7 @@ __all__ = ["CHUNK", "KEA_LEASE4_COLUMNS", "ChunkStreamer", "export_args", "expor
 #: and still read files without it).
 KEA_LEASE4_COLUMNS = ("address", "hwaddr", "client_id", "valid_lifetime", "expire", "subnet_id",
                       "fqdn_fwd", "fqdn_rev", "hostname", "state", "user_context")
-CHUNK = 1000  # leases per reactor turn
+CHUNK = 200  # leases per producer call: about 2 ms of formatting (1,000 took up to 114 ms with a collection)
 FORMATS = ("csv", "json")
 _KEA_DEFAULT, _KEA_DECLINED, _KEA_RECLAIMED = 0, 1, 2
 _INFINITE = 0xFFFFFFFF
