@@ -34,6 +34,7 @@ from twisted.web.server import Site
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from cnrd.admin.commands import Admin, AdminError
+from cnrd.admin.export import ChunkStreamer, export_args, export_chunks, scope_ids, send_backup
 from cnrd.admin.listen import (
     AuthError,
     Tokens,
@@ -268,6 +269,24 @@ class ApiApp:
     def lease(self, request: Any, address: str) -> Any:
         return self._call(request, self.admin.lease, address)
 
+    # -- lease history and lease commands (cnrd.admin.history) ---------------------
+    @app.route(PREFIX + "/leases/<address>/history", methods=["GET"])
+    def lease_history(self, request: Any, address: str) -> Any:
+        return self._call(request, lambda: self.admin.lease_commands.address_history(address, _query(request)))
+
+    @app.route(PREFIX + "/history", methods=["GET"])
+    def history(self, request: Any) -> Any:
+        return self._call(request, lambda: self.admin.lease_commands.history(_query(request)))
+
+    @app.route(PREFIX + "/leases/<address>/force-available", methods=["POST"])
+    def force_available(self, request: Any, address: str) -> Any:
+        return self._call(request, self._without_body(
+            request, lambda: self.admin.lease_commands.force_available(address)))
+
+    @app.route(PREFIX + "/leases/<address>/delete", methods=["POST"])
+    def delete_lease(self, request: Any, address: str) -> Any:
+        return self._call(request, self._without_body(request, lambda: self.admin.lease_commands.delete(address)))
+
     @app.route(PREFIX + "/scopes", methods=["GET"])
     def scopes(self, request: Any) -> Any:
         return self._call(request, self.admin.scopes)
@@ -285,6 +304,23 @@ class ApiApp:
                 raise AdminError(404, "metrics are not served by this API")
             self._metrics = self._metrics_factory()
         return self._metrics
+
+    # -- lease export and the store's backup (cnrd/admin/export.py, docs/backup.md) --
+    @app.route(PREFIX + "/export/leases", methods=["GET"])
+    def export_leases(self, request: Any) -> Any:
+        self._authorize(request)
+        fmt, state = export_args(_query(request))
+        request.setHeader(b"content-type", b"text/csv; charset=utf-8" if fmt == "csv" else b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        chunks = export_chunks(self.admin.runtime.table.leases, fmt, scope_ids(self.admin.config.scopes), state)
+        return ChunkStreamer(request, chunks).start().addCallback(lambda _: b"")
+
+    @app.route(PREFIX + "/backup", methods=["GET"])
+    def backup(self, request: Any) -> Any:
+        self._authorize(request)
+        request.setHeader(b"cache-control", b"no-store")
+        runtime = self.admin.runtime
+        return send_backup(request, runtime.persist, runtime.store, self.admin.config.server.data_dir, runtime.now())
 
 
 class _Root(Resource):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
@@ -19,6 +20,9 @@ from cnrd.ctl.formatting import (
     PAIR_COLUMNS,
     SCOPE_COLUMNS,
     format_fields,
+    format_history,
+    format_holder,
+    format_lease_command,
     format_pair,
     format_related_servers,
     format_reload,
@@ -36,7 +40,9 @@ __all__ = ["build_parser", "parse_args", "Runner", "main"]
 # "dhcp getRelatedservers"): each verb's spelling here, by its lower case.
 _DHCP_VERBS = {v.lower(): v for v in ("reload", "getRelatedServers", "setPartnerDown", "set", "get", "unset",
                                       "enable", "disable", "stop", "start", "show")}
-_OBJECTS = {v: v for v in ("dhcp", "failover-pair", "lease", "scope", "save", "ready")}
+_OBJECTS = {v: v for v in ("dhcp", "failover-pair", "lease", "scope", "save", "ready", "history")}
+_LEASE_VERBS = ("show", "history", "force-available", "delete")
+_TIME_OPTIONS = ("--since", "--until", "--at")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,8 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     top.add_argument("--config", "-c", metavar="FILE",
                      help=f"the server's INI file, to find [api] listen and the token (default {DEFAULT_CONFIG}, "
                           "env CNRCTL_CONFIG)")
-    top.add_argument("--api", metavar="URL", help="the API, e.g. http://127.0.0.1:8067 (env CNRCTL_API)")
+    top.add_argument("--api", metavar="URL", help="the API: http://127.0.0.1:8067, https://…, or "
+                                                  "unix:/run/cnrd/api.sock (env CNRCTL_API)")
     top.add_argument("--token-file", metavar="FILE", help="file holding the API token (env CNRCTL_TOKEN_FILE)")
+    top.add_argument("--cacert", metavar="FILE",
+                     help="CA certificate(s) that sign an https API's certificate (default: the system's; "
+                          "env CNRCTL_CACERT)")
     top.add_argument("--json", action="store_true", default=False, help="print the API's JSON answer as it is")
     top.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS", help="HTTP timeout (default 30)")
     top.add_argument("--version", action="version", version=f"cnrctl (cnrd) {__version__}")
@@ -110,9 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--report", action="store_true", help="sync: list the changes only (the default)")
     mode.add_argument("--run", action="store_true", help="sync: make the changes on the target and reload it")
 
-    lease = objects.add_parser("lease", help="leases: ADDRESS show, or list [filters]", parents=[common])
+    lease = objects.add_parser("lease", help="leases: ADDRESS show|history|force-available|delete, or list [filters]",
+                               parents=[common])
     lease.add_argument("address", help="an IPv4 address, or 'list'")
-    lease.add_argument("verb", nargs="?", choices=("show",))
+    lease.add_argument("verb", nargs="?", choices=_LEASE_VERBS)
+    lease.add_argument("--since", metavar="TIME", help="history: from this time (-1d, Nov 25 14:00 2026, ISO 8601)")
+    lease.add_argument("--until", metavar="TIME", help="history: up to this time")
+    lease.add_argument("--at", metavar="TIME", help="history: who held the address at this time")
     lease.add_argument("--hardware-address", metavar="MAC")
     lease.add_argument("--state", help="leased, available, expired, released, backup, ...")
     lease.add_argument("--scope", metavar="NAME")
@@ -123,15 +137,24 @@ def build_parser() -> argparse.ArgumentParser:
     scope.add_argument("name", help="a scope name, or 'list'")
     scope.add_argument("verb", nargs="?", choices=("show",))
 
+    history = objects.add_parser("history", help="lease history of every address, or of one client (--mac)",
+                                 parents=[common])
+    history.add_argument("--mac", "--hardware-address", dest="mac", metavar="MAC",
+                         help="only this hardware address's events")
+    history.add_argument("--since", metavar="TIME", help="from this time (-1d, Nov 25 14:00 2026, ISO 8601)")
+    history.add_argument("--until", metavar="TIME", help="up to this time")
+    history.add_argument("--limit", type=int, metavar="N", help="at most N events (default: all)")
+
     objects.add_parser("save", help="write API changes into the INI file (comments kept)", parents=[common])
     objects.add_parser("ready", help="is the server answering clients? (exit 1 when not)", parents=[common])
+    _add_backup_verbs(objects, common)
     return top
 
 
 def _canonical_argv(argv: Sequence[str]) -> list[str]:
     """argv with nrcmd's case-insensitive object and verb names spelt as the parser knows them."""
     out = list(argv)
-    takes_value = {"--config", "-c", "--api", "--token-file", "--timeout"}
+    takes_value = {"--config", "-c", "--api", "--token-file", "--cacert", "--timeout"}
     i = 0
     while i < len(out) and out[i].startswith("-"):
         i += 1 if "=" in out[i] or out[i] not in takes_value else 2
@@ -153,6 +176,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         # A flag that may go anywhere: argparse cannot take it between two
         # positionals ("failover-pair p --json show") nor after REMAINDER.
         argv = ["--json"] + [a for a in argv if a != "--json"]
+    # "--since -1d": argparse would take -1d for an option; glued, it is the value.
+    glued: list[str] = []
+    for arg in argv:
+        if glued and glued[-1] in _TIME_OPTIONS and arg.startswith("-") and arg[1:2].isdigit():
+            glued[-1] += "=" + arg
+        else:
+            glued.append(arg)
+    argv = glued
     args = build_parser().parse_args(_canonical_argv(argv))
     if args.object == "dhcp" and args.verb == "setPartnerDown":
         # REMAINDER takes "-3d" as it is (argparse would call it an option).
@@ -182,8 +213,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         if args.verb != "sync" and (args.direction is not None or args.run or args.report):
             raise UsageError("--direction, --report and --run go with failover-pair NAME sync")
     if args.object == "lease":
-        filters = any(getattr(args, k) is not None for k in ("hardware_address", "state", "scope", "limit", "after"))
+        filters = any(getattr(args, k) is not None for k in ("hardware_address", "state", "scope", "after"))
+        times = any(getattr(args, k) is not None for k in ("since", "until", "at"))
+        if args.limit is not None and args.limit < 1:
+            raise UsageError("--limit must be at least 1")
         if args.address == "list":
+            if times:
+                raise UsageError("--since, --until and --at go with lease ADDRESS history")
             if args.verb is not None:
                 raise UsageError("use: cnrctl lease list [--hardware-address MAC] [--state S] [--scope NAME]")
             args.verb = "list"
@@ -192,8 +228,18 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         else:
             if args.verb is None:
                 args.verb = "show"
-            if filters:
+            if filters or (args.limit is not None and args.verb != "history"):
                 raise UsageError("--hardware-address, --state, --scope, --limit and --after go with lease list")
+            if times and args.verb != "history":
+                raise UsageError("--since, --until and --at go with lease ADDRESS history")
+            if args.at is not None and (args.since is not None or args.until is not None or args.limit is not None):
+                raise UsageError("--at goes alone: it asks who held the address at that time")
+    if args.object == "history" and args.limit is not None and args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    for name in ("since", "until", "at"):
+        # Read now (a date in words in cnrctl's zone), so a bad one is a usage error.
+        if getattr(args, name, None) is not None:
+            setattr(args, name, partner_down_time(getattr(args, name)))
     if args.object == "scope":
         if args.name == "list":
             if args.verb is not None:
@@ -334,6 +380,8 @@ class Runner:
     # -- leases and scopes ------------------------------------------------------
     def do_lease(self, args: argparse.Namespace) -> int:
         c = self.client
+        if args.verb in ("history", "force-available", "delete"):
+            return self._lease_history_or_command(args)
         if args.verb == "show":
             _, raw, r = c.call("GET", f"/leases/{_quote(args.address)}")
             self.emit(raw, lambda: format_fields(r))
@@ -398,6 +446,59 @@ class Runner:
         return EXIT_API
 
 
+    # -- lease history and lease commands ---------------------------------------
+    def _lease_history_or_command(self, args: argparse.Namespace) -> int:
+        c = self.client
+        path = f"/leases/{_quote(args.address)}"
+        if args.verb != "history":
+            _, raw, r = c.call("POST", f"{path}/{args.verb}")
+            self.emit(raw, lambda: format_lease_command(args.verb, r))
+            return EXIT_OK
+        if args.at is not None:
+            _, raw, r = c.call("GET", path + "/history", query={"at": args.at})
+            self.emit(raw, lambda: format_holder(r))
+            return EXIT_OK
+        return self._history(path + "/history", self._times(args), args.limit, with_address=False)
+
+    def do_history(self, args: argparse.Namespace) -> int:
+        query = self._times(args)
+        if args.mac is not None:
+            query["hardware-address"] = args.mac
+        return self._history("/history", query, args.limit, with_address=True)
+
+    @staticmethod
+    def _times(args: argparse.Namespace) -> dict[str, str]:
+        return {k: v for k, v in (("since", args.since), ("until", args.until)) if v is not None}
+
+    def _history(self, path: str, query: dict[str, str], limit: int | None, *, with_address: bool) -> int:
+        """Every page of a history answer (up to ``limit`` entries), as one table or one JSON object."""
+        events: list[dict[str, Any]] = []
+        nxt: str | None = None
+        for _ in range(100000):  # pages of up to 1000: bounded by any store's event-history
+            want = 1000 if limit is None else min(1000, limit - len(events))
+            _, _, r = self.client.call("GET", path, query={**query, "limit": str(want)})
+            events.extend(r.get("history", []))
+            nxt = r.get("next")
+            if nxt is None or (limit is not None and len(events) >= limit):
+                break
+            query["cursor"] = nxt
+        if self.json:
+            self.out.write(json.dumps({"history": events, "next": nxt}) + "\n")
+        else:
+            self.out.write(format_history(events, with_address))
+        return EXIT_OK
+
+    # -- backup, restore, export (docs/backup.md) -------------------------------------
+    def do_backup(self, args: argparse.Namespace) -> int:
+        return backup_verb(self.client, args, self.out)
+
+    def do_restore(self, args: argparse.Namespace) -> int:
+        return restore_verb(args, self.out)
+
+    def do_leases(self, args: argparse.Namespace) -> int:
+        return export_verb(self.client, args, self.out)
+
+
 def _quote(segment: str) -> str:
     """``segment`` as one path segment of a URL (a '/' in a name stays in the name)."""
     return urllib.parse.quote(segment, safe="")
@@ -410,7 +511,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = parse_args(argv)
-        target = find_target(args.api, args.token_file, args.config)
+        target = find_target(args.api, args.token_file, args.config, cacert=args.cacert)
         return Runner(Client(target, args.timeout), args.json, out).run(args)
     except UsageError as e:
         err.write(f"cnrctl: {e}\n")
@@ -430,3 +531,129 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
         except (OSError, ValueError):
             pass
         return EXIT_OK
+
+
+# -- backup, restore and lease export (docs/backup.md) ------------------------------------
+
+def _add_backup_verbs(objects: Any, common: _Parser) -> None:
+    v = objects.add_parser("backup", help="copy the running server's lease store into FILE (journal applied)",
+                           parents=[common])
+    v.add_argument("file", metavar="FILE", help="where the copy goes (an LMDB file)")
+    v.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    v = objects.add_parser("restore", help="put a backup in place of a STOPPED server's lease store",
+                           parents=[common])
+    v.add_argument("file", metavar="FILE", help="a copy made by cnrctl backup")
+    v.add_argument("--data-dir", metavar="DIR", help="the store's directory (default: [server] data-dir of --config)")
+    leases = objects.add_parser("leases", help="leases export --format csv|json (Kea's memfile CSV columns)",
+                                parents=[common])
+    verbs = leases.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
+    verbs.required = True
+    v = verbs.add_parser("export", help="every lease record, streamed", parents=[common])
+    v.add_argument("--format", choices=("csv", "json"), default="csv", help="csv (Kea lease4 columns, the default) "
+                   "or json (the API's lease objects)")
+    v.add_argument("--state", help="only leases in this state (leased, expired, ...)")
+    v.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of standard output")
+
+
+def _copy_info(path: str) -> dict[str, Any]:
+    """What the copy at ``path`` holds, read by the server package's own reader (a separate process)."""
+    import subprocess
+
+    proc = subprocess.run([sys.executable, "-m", "cnrd.leases.backup", "info", path], capture_output=True,
+                          text=True, timeout=600, check=False)
+    if proc.returncode != 0:
+        raise ApiError(proc.stderr.strip() or f"cannot read the copy {path}")
+    info: dict[str, Any] = json.loads(proc.stdout)
+    return info
+
+
+def _when(epoch: Any) -> str:
+    if not isinstance(epoch, int) or epoch <= 0:
+        return "unknown"
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def backup_verb(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    """``cnrctl backup FILE``: the API's copy of the store, written to FILE, then checked."""
+    path = args.file
+    if os.path.exists(path) and not getattr(args, "force", False):
+        raise UsageError(f"{path} exists (use --force to replace it)")
+    part = path + ".part"
+    try:
+        with open(part, "wb") as f:
+            size = client.download("/backup", f)
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        if os.path.exists(part):
+            os.unlink(part)
+        raise
+    try:
+        info = _copy_info(part)
+    except ApiError:
+        os.unlink(part)
+        raise
+    os.replace(part, path)
+    out.write(f"backup: {info['leases']} lease records ({info['leased']} leased), {size} bytes, "
+              f"taken at {_when(info['taken-at'])}, in {path}\n")
+    return EXIT_OK
+
+
+RESTORE_GUIDANCE = """\
+If this server is in a failover pair, its partner has leases this copy has not.  Before
+starting it, set failover-recover to the time its lease data was lost (not earlier than
+{taken}, when this copy was taken; if unsure, the present time is safe: the server then
+waits MCLT from it), in the INI file:
+    [server]
+    failover-recover = <that time, e.g. {taken}>
+It then starts in RECOVER, asks its partner for every lease (UPDREQALL), waits out MCLT
+and moves to RECOVER-DONE.  Once it is back in NORMAL, unset the attribute:
+    cnrctl dhcp unset failover-recover   (and remove the line from the INI file)
+"""
+
+
+def restore_verb(args: argparse.Namespace, out: TextIO) -> int:
+    """``cnrctl restore FILE``: offline, by the store's own code in a separate process."""
+    import subprocess
+
+    data_dir = getattr(args, "data_dir", None)
+    if data_dir is None:
+        from cnrd.config import ConfigError, load
+
+        config_path = args.config or os.environ.get("CNRCTL_CONFIG") or DEFAULT_CONFIG
+        try:
+            data_dir = load(config_path).server.data_dir
+        except ConfigError as e:
+            raise UsageError(f"cannot find the data directory: {e} (or give --data-dir)") from None
+    proc = subprocess.run([sys.executable, "-m", "cnrd.leases.backup", "restore", args.file, data_dir],
+                          capture_output=True, text=True, timeout=600, check=False)
+    if proc.returncode != 0:
+        raise ApiError(f"restore refused: {proc.stderr.strip()}")
+    info = json.loads(proc.stdout)
+    taken = _when(info["taken-at"])
+    out.write(f"restored {info['leases']} lease records ({info['leased']} leased) from {args.file} into {data_dir}; "
+              f"the store it replaced is kept as {os.path.join(data_dir, 'data.mdb.before-restore')}\n"
+              f"the copy was taken at {taken}\n\n" + RESTORE_GUIDANCE.format(taken=taken))
+    return EXIT_OK
+
+
+def export_verb(client: Client, args: argparse.Namespace, out: TextIO) -> int:
+    """``cnrctl leases export``: the API's export as it comes, to standard output or --output."""
+    query = {"format": args.format}
+    if args.state is not None:
+        query["state"] = args.state
+    if args.output is not None:
+        with open(args.output, "wb") as f:
+            client.download("/export/leases", f, query)
+        return EXIT_OK
+    binary = getattr(out, "buffer", None)
+    if binary is not None:
+        out.flush()
+        client.download("/export/leases", binary, query)
+        binary.flush()
+    else:
+        # A text stream without bytes underneath (tests' StringIO): through memory.
+        buf = io.BytesIO()
+        client.download("/export/leases", buf, query)
+        out.write(buf.getvalue().decode("utf-8"))
+    return EXIT_OK
