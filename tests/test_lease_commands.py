@@ -20,9 +20,8 @@ from cnrd.dhcp.packet import MessageType as M
 from cnrd.dhcp.packet import ip_to_int
 from cnrd.leases.model import LeaseState
 from tests.adminkit import PAIR, STANDALONE, T0, Server, pair
-from tests.dhcp.helpers import mac
+from tests.dhcp.helpers import mac, request
 from tests.test_service import Rx
-from tests.dhcp.helpers import request
 
 ONE = STANDALONE.replace("ranges = 10.1.0.100-10.1.0.149", "ranges = 10.1.0.100-10.1.0.100")
 ADDR = "10.1.0.100"

@@ -32,7 +32,7 @@ from cnrd.leases.model import LeaseEvent, LeaseState
 from cnrd.leases.store import HistoryQuery
 from cnrd.text import hw_text, int_to_ip, ip_text, suggest
 
-__all__ = ["LeaseCommands", "HISTORY_PAGE"]
+__all__ = ["HISTORY_PAGE", "LeaseCommands"]
 
 HISTORY_PAGE = 100
 # What a forced address may be: not free already, and not a reservation's.

@@ -20,9 +20,6 @@ from cnrd.ctl.formatting import (
     PAIR_COLUMNS,
     SCOPE_COLUMNS,
     format_fields,
-    format_history,
-    format_holder,
-    format_lease_command,
     format_pair,
     format_related_servers,
     format_reload,
@@ -31,6 +28,7 @@ from cnrd.ctl.formatting import (
     format_table,
     value_text,
 )
+from cnrd.ctl.history import history_verb, lease_verb
 from cnrd.ctl.values import SYNC_DIRECTIONS, SYNC_OPERATIONS, PAIR_ATTRIBUTES, SERVER_ATTRIBUTES, assignments, bool_attribute, partner_down_time
 
 __all__ = ["build_parser", "parse_args", "Runner", "main"]
@@ -381,7 +379,7 @@ class Runner:
     def do_lease(self, args: argparse.Namespace) -> int:
         c = self.client
         if args.verb in ("history", "force-available", "delete"):
-            return self._lease_history_or_command(args)
+            return lease_verb(c, args, self.out, self.json)
         if args.verb == "show":
             _, raw, r = c.call("GET", f"/leases/{_quote(args.address)}")
             self.emit(raw, lambda: format_fields(r))
@@ -446,47 +444,9 @@ class Runner:
         return EXIT_API
 
 
-    # -- lease history and lease commands ---------------------------------------
-    def _lease_history_or_command(self, args: argparse.Namespace) -> int:
-        c = self.client
-        path = f"/leases/{_quote(args.address)}"
-        if args.verb != "history":
-            _, raw, r = c.call("POST", f"{path}/{args.verb}")
-            self.emit(raw, lambda: format_lease_command(args.verb, r))
-            return EXIT_OK
-        if args.at is not None:
-            _, raw, r = c.call("GET", path + "/history", query={"at": args.at})
-            self.emit(raw, lambda: format_holder(r))
-            return EXIT_OK
-        return self._history(path + "/history", self._times(args), args.limit, with_address=False)
-
+    # -- lease history and lease commands (cnrd/ctl/history.py) -----------------------
     def do_history(self, args: argparse.Namespace) -> int:
-        query = self._times(args)
-        if args.mac is not None:
-            query["hardware-address"] = args.mac
-        return self._history("/history", query, args.limit, with_address=True)
-
-    @staticmethod
-    def _times(args: argparse.Namespace) -> dict[str, str]:
-        return {k: v for k, v in (("since", args.since), ("until", args.until)) if v is not None}
-
-    def _history(self, path: str, query: dict[str, str], limit: int | None, *, with_address: bool) -> int:
-        """Every page of a history answer (up to ``limit`` entries), as one table or one JSON object."""
-        events: list[dict[str, Any]] = []
-        nxt: str | None = None
-        for _ in range(100000):  # pages of up to 1000: bounded by any store's event-history
-            want = 1000 if limit is None else min(1000, limit - len(events))
-            _, _, r = self.client.call("GET", path, query={**query, "limit": str(want)})
-            events.extend(r.get("history", []))
-            nxt = r.get("next")
-            if nxt is None or (limit is not None and len(events) >= limit):
-                break
-            query["cursor"] = nxt
-        if self.json:
-            self.out.write(json.dumps({"history": events, "next": nxt}) + "\n")
-        else:
-            self.out.write(format_history(events, with_address))
-        return EXIT_OK
+        return history_verb(self.client, args, self.out, self.json)
 
     # -- backup, restore, export (docs/backup.md) -------------------------------------
     def do_backup(self, args: argparse.Namespace) -> int:

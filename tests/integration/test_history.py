@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 from cnrd.config.timespec import format_iso, parse_iso
-
 from tests.integration.cnrd_proc import CnrdProcess
 from tests.integration.lab import dhclient, dhclient_release, wait_for
 from tests.integration.test_cnrctl_pair import CNRCTL, cnrctl
