@@ -26,16 +26,22 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore
 WORKDIR /src
-# Dependencies first, from setup.cfg alone: a change to cnrd's code reuses this layer.
-COPY setup.cfg ./
+# Dependencies first, from pyproject.toml and the pinned versions of
+# constraints.txt alone: a change to cnrd's code reuses this layer, and two
+# builds a month apart install the same versions.
+COPY pyproject.toml constraints.txt ./
 RUN --mount=type=secret,id=pip-ca \
     if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi \
     && python3 -m venv /opt/build \
-    && /opt/build/bin/pip install -q --upgrade pip 'setuptools>=68' wheel \
-    && python3 -c "import configparser; c = configparser.ConfigParser(); c.read('setup.cfg'); \
-print(c['options']['install_requires'])" >requirements.txt \
-    && /opt/build/bin/pip wheel -q --wheel-dir /wheels -r requirements.txt
-COPY pyproject.toml README.md ./
+    && /opt/build/bin/pip install -q --upgrade -c constraints.txt pip setuptools wheel \
+    && python3 -c "import tomllib; \
+print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" >requirements.txt \
+    && /opt/build/bin/pip wheel -q -c constraints.txt --wheel-dir /wheels -r requirements.txt
+COPY setup.cfg README.md LICENSE CHANGELOG.md ./
+COPY etc ./etc
+COPY deploy/systemd ./deploy/systemd
+COPY deploy/prometheus ./deploy/prometheus
+COPY docs/deploy.md docs/metrics.md ./docs/
 COPY cnrd ./cnrd
 COPY twisted ./twisted
 # --copies: the venv gets its own python binary, which alone receives the
