@@ -21,9 +21,11 @@ time); SIGTERM sends STOPPING=1 and the server shuts down cleanly.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import struct
+import sys
 import time
 
 import pytest
@@ -46,6 +48,8 @@ lease-time = {lease_time}
 subnet = 10.1.0.0/24
 ranges = 10.1.0.100-10.1.0.149
 """
+
+SCRAPE = "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8067/metrics', timeout=10).read().decode())"
 
 WATCHDOG_USEC = 1_000_000  # pings every 0.5 s
 
@@ -139,6 +143,18 @@ def test_notify_ready_watchdog_reload_and_stop():
             assert f"STATUS=reloaded {conf}" in outcome, outcome
             second = udhcpc(cli, c_if, extra=["-x", "hostname:again", "-x", "0x3d:01aabbccddeeff"])
             assert second.lease_time == 600, second.output
+
+            # The latency histograms of the real server saw both exchanges.
+            metrics = srv.run(sys.executable, "-c", SCRAPE, timeout=30).stdout
+            counts = dict(re.findall(r'^(cnrd_dhcp_reply_seconds_count\{type="(?:OFFER|ACK)"\}) (\S+)$', metrics,
+                                     re.M))
+            assert float(counts['cnrd_dhcp_reply_seconds_count{type="OFFER"}']) == 2, metrics
+            assert float(counts['cnrd_dhcp_reply_seconds_count{type="ACK"}']) == 2, metrics
+            commits = re.search(r"^cnrd_lease_commit_seconds_count (\S+)$", metrics, re.M)
+            assert commits is not None and float(commits.group(1)) >= 2, metrics
+            for line in metrics.splitlines():
+                if line.startswith(("cnrd_dhcp_reply_seconds_sum", "cnrd_lease_commit_seconds_sum")):
+                    print(line)
 
             mark = len(notify.messages)
             # twistd ends by re-raising the SIGTERM it handled: a clean stop for
