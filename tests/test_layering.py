@@ -47,6 +47,7 @@ ADAPTERS = (
     "cnrd.ops.gcpolicy",  # garbage-collector timers
     "cnrd.ldap.protocol",  # one LDAP connection on the reactor
     "cnrd.ldap.client",  # LDAP servers by preference: connecting, timers, TLS
+    "cnrd.migrate.cli",  # cnrd-import: files, the clock (what has expired), the lease store
 )
 
 FORBIDDEN_IMPORTS = (
@@ -68,6 +69,7 @@ LAYERS = {
     "admin": ("cnrd.admin",),
     "ctl": ("cnrd.ctl",),
     "ldap": ("cnrd.ldap",),
+    "migrate": ("cnrd.migrate",),
     "app": ("cnrd.app",),
 }
 # Log lines, traps and the GC policy serve every layer above the codecs.
@@ -87,6 +89,8 @@ MAY_IMPORT = {
     "ctl": {"base", "config", "ctl"},
     # An LDAP client: entries become config.ClientConfig; the DHCP core never sees LDAP.
     "ldap": {"base", "codec", "config", "ldap"},
+    # The importer: dhcpd/Kea text -> leases and INI, checked by the config loader; an offline program.
+    "migrate": {"base", "leases", "codec", "config", "migrate"},
     "app": set(LAYERS),
 }
 
