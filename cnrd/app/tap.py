@@ -47,9 +47,7 @@ class Options(usage.Options):
         # chosen now and follows the running configuration from makeService on.
         self.log_settings = logs.SettingsSource(self.config.server.log_settings)
         s = self.config.server
-        # getattr: [server] log-max-size / log-max-files, with the loader's defaults.
-        logs.use_for_twistd(self, self.log_settings, max_size=getattr(s, "log_max_size", 10 << 20),
-                            max_files=getattr(s, "log_max_files", 10))
+        logs.use_for_twistd(self, self.log_settings, max_size=s.log_max_size, max_files=s.log_max_files)
 
 
 def load_or_exit(path: str) -> Config:

@@ -165,3 +165,43 @@ def test_notify_ready_watchdog_reload_and_stop():
             notify.wait("STOPPING=1", 5, after=mark)
         finally:
             notify.close()
+
+
+def test_log_file_rotation_is_bounded_by_size_and_count():
+    """twistd --logfile with [server] log-max-size 1 KiB and log-max-files 2: at most three files, none much larger."""
+    with Lab() as lab:
+        srv = lab.netns("srv")
+        logdir = lab.path("logs")
+        logdir.mkdir()
+        conf = lab.path("cnrd.ini")
+        conf.write_text(CONFIG.format(iface="", data=lab.path("data"), lease_time=3600)
+                        .replace("[server]\n", "[server]\nlog-max-size = 1024\nlog-max-files = 2\n", 1))
+        logfile = logdir / "cnrd.log"
+        proc = srv.popen(TWISTD, "--nodaemon", "--pidfile=", f"--logfile={logfile}", "cnrd", "--config", conf,
+                         name="cnrd", env={"PYTHONPATH": str(REPO)})
+
+        def text() -> str:
+            return "".join(p.read_text() for p in sorted(logdir.iterdir()))
+
+        deadline = time.monotonic() + 30
+        while "serving DHCP on port" not in (logfile.read_text() if logfile.exists() else ""):
+            assert proc.poll() is None, read_log(proc)
+            assert time.monotonic() < deadline, "cnrd did not start"
+            time.sleep(0.05)
+        # Each SIGHUP writes about 200 bytes of reload lines: 40 of them are ~8 KiB,
+        # enough to rotate several times over.
+        for i in range(40):
+            os.kill(proc.pid, signal.SIGHUP)
+            deadline = time.monotonic() + 10
+            while text().count("SIGHUP: reloaded") < i + 1 and len(list(logdir.iterdir())) < 3:
+                assert proc.poll() is None, read_log(proc)
+                assert time.monotonic() < deadline, f"reload {i + 1} not logged"
+                time.sleep(0.02)
+        assert srv.stop(proc, signal.SIGTERM, timeout=15) in (0, -signal.SIGTERM)
+        names = sorted(p.name for p in logdir.iterdir())
+        assert names == ["cnrd.log", "cnrd.log.1", "cnrd.log.2"], names
+        sizes = {p.name: p.stat().st_size for p in logdir.iterdir()}
+        # A file rotates once a write takes it to the limit: at most one line beyond it.
+        assert all(size <= 1024 + 400 for size in sizes.values()), sizes
+        assert "SIGHUP: reloaded" in (logdir / "cnrd.log.2").read_text()
+        print("log files:", sizes)
