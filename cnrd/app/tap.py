@@ -115,7 +115,10 @@ class HangupReload(service.Service):
 
     def startService(self) -> None:
         service.Service.startService(self)
-        self._previous = signal.signal(signal.SIGHUP, self._on_signal)
+        try:
+            self._previous = signal.signal(signal.SIGHUP, self._on_signal)
+        except ValueError:  # not the main thread (an embedding program's): no signal, reload by API only
+            log.warn("SIGHUP reload not installed: not running in the main thread")
 
     def stopService(self) -> None:
         if self._previous is not None:
