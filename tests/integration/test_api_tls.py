@@ -5,10 +5,9 @@
 
 A throwaway CA made with the openssl CLI signs the server's certificate
 (subjectAltName IP:127.0.0.1, the address cnrctl connects to).  ``cnrctl
---api https://127.0.0.1:8443 --cacert CA dhcp show`` works (the CA given as
-CNRCTL_CACERT, which is what --cacert sets); without the
-CA (the system's store does not know it) cnrctl refuses the certificate,
-exit 1, and says to give the CA.  ``/ready`` answers over TLS without a
+--api https://127.0.0.1:8443 --cacert CA dhcp show`` works, and so does
+CNRCTL_CACERT; without the CA (the system's store does not know it) cnrctl
+refuses the certificate, exit 1, and says to give the CA.  ``/ready`` answers over TLS without a
 token with only readiness and the state's name.  Then the server is
 restarted listening on a Unix socket only (mode 0600), and ``cnrctl
 --config INI`` finds the socket from ``[api] listen``.  Set
@@ -65,11 +64,11 @@ def make_certificates(d: Path) -> tuple[Path, Path, Path]:
     return ca_crt, crt, key
 
 
-def cnrctl(ns: Netns, *args: str, cacert: Path | None = None) -> subprocess.CompletedProcess:
-    # No CNRCTL_* from the environment running the tests; the CA as CNRCTL_CACERT (what --cacert sets).
+def cnrctl(ns: Netns, *args: str, env_cacert: Path | None = None) -> subprocess.CompletedProcess:
+    # No CNRCTL_* from the environment running the tests: only what the test gives.
     env = {k: "" for k in ("CNRCTL_API", "CNRCTL_TOKEN_FILE", "CNRCTL_CONFIG", "CNRCTL_CACERT")}
-    if cacert is not None:
-        env["CNRCTL_CACERT"] = str(cacert)
+    if env_cacert is not None:
+        env["CNRCTL_CACERT"] = str(env_cacert)
     return ns.run(CNRCTL, *args, check=False, env=env)
 
 
@@ -107,17 +106,19 @@ def test_cnrctl_over_https_and_a_unix_socket(lab):
     token = server.data_dir / "api-token"
 
     https = ("--api", "https://127.0.0.1:8443", "--token-file", str(token))
-    r = cnrctl(ns, *https, "dhcp", "show", cacert=ca)
+    r = cnrctl(ns, *https, "--cacert", str(ca), "dhcp", "show")
     assert r.returncode == 0, r.stderr
-    keep("cnrctl-https-dhcp-show.txt", f"$ cnrctl --api https://127.0.0.1:8443 dhcp show   (CNRCTL_CACERT=ca.crt)\n{r.stdout}")
+    keep("cnrctl-https-dhcp-show.txt", "$ cnrctl --api https://127.0.0.1:8443 --token-file api-token --cacert ca.crt "
+         f"dhcp show\n{r.stdout}")
     assert "dhcp-enabled    true\n" in r.stdout and "server          tls\n" in r.stdout
-    r = cnrctl(ns, *https, "--json", "dhcp", "show", cacert=ca)
+    r = cnrctl(ns, *https, "--json", "dhcp", "show", env_cacert=ca)
     assert r.returncode == 0 and json.loads(r.stdout)["server"] == "tls"
 
     # The CA is not in the system's store: the certificate cannot be verified, and cnrctl says what to do.
     r = cnrctl(ns, *https, "dhcp", "show")
     assert r.returncode == 1 and r.stdout == ""
     assert "cannot verify the certificate" in r.stderr and "--cacert" in r.stderr
+    keep("cnrctl-https-no-ca.txt", f"$ cnrctl --api https://127.0.0.1:8443 --token-file api-token dhcp show\n{r.stderr}")
     # Plain http to the TLS port gets no answer cnrctl can read.
     r = cnrctl(ns, "--api", "http://127.0.0.1:8443", "--token-file", str(token), "dhcp", "show")
     assert r.returncode == 1
@@ -141,6 +142,6 @@ def test_cnrctl_over_https_and_a_unix_socket(lab):
     r = cnrctl(ns, "--config", str(server.config_path), "ready")
     assert (r.returncode, r.stdout) == (0, "ready\n")
     # Nothing listens on TCP 8443 any more.
-    r = cnrctl(ns, *https, "dhcp", "show", cacert=ca)
+    r = cnrctl(ns, *https, "--cacert", str(ca), "dhcp", "show")
     assert r.returncode == 1 and "cannot reach the cnrd API" in r.stderr
     server.stop()
