@@ -151,8 +151,8 @@ class Pair:
                 and rs["communication"] == "OK" and (rs["last-contact"] or "") >= since)
 
     def ready(self, service: str) -> bool:
-        """The image's health check command, run by hand (no systemd timers here)."""
-        return podman("exec", self.name(service), "cnrd-healthcheck", check=False, timeout=20).returncode == 0
+        """The image's health check command asked about readiness, run by hand (no systemd timers here)."""
+        return podman("exec", self.name(service), "cnrd-healthcheck", "--ready", check=False, timeout=20).returncode == 0
 
     def lease(self, service: str, address: str) -> dict:
         status, body = self.api(service, f"/api/v1/leases/{address}")
