@@ -52,6 +52,7 @@ from cnrd.admin.values import (
     lease_json,
     parse_address,
     parse_time_value,
+    query_args,
 )
 from cnrd.admin.view import RunningServer
 from cnrd.config import (
@@ -491,14 +492,7 @@ class Admin:
         walked): the page is the ``limit`` smallest matching addresses
         after ``after``, found in one pass without sorting the table.
         """
-        allowed = ("hardware-address", "state", "scope", "limit", "after")
-        args: dict[str, str] = {}
-        for key, values in query.items():
-            if key not in allowed:
-                raise AdminError(400, f"unknown query parameter {key!r}" + suggest(key, allowed))
-            if len(values) != 1:
-                raise AdminError(400, f"query parameter {key!r} given more than once")
-            args[key] = values[0]
+        args = query_args(query, ("hardware-address", "state", "scope", "limit", "after"))
         limit = DEFAULT_PAGE
         if "limit" in args:
             t = args["limit"]

@@ -27,7 +27,7 @@ from twisted.internet import defer, threads
 from twisted.protocols.basic import FileSender
 from twisted.python.failure import Failure
 
-from cnrd.admin.values import AdminError, lease_json
+from cnrd.admin.values import AdminError, lease_json, query_args
 from cnrd.leases.backup import copy_store
 from cnrd.leases.model import Lease, LeaseState
 from cnrd.leases.store import StoreError
@@ -130,13 +130,7 @@ def export_chunks(leases: Mapping[int, Lease], fmt: str, scope_ids: Mapping[str,
 
 def export_args(query: Mapping[str, list[str]]) -> tuple[str, LeaseState | None]:
     """The export's ``format`` (csv, the default, or json) and ``state`` filter from the query string."""
-    args: dict[str, str] = {}
-    for key, values in query.items():
-        if key not in ("format", "state"):
-            raise AdminError(400, f"unknown query parameter {key!r}; export takes format and state")
-        if len(values) != 1:
-            raise AdminError(400, f"query parameter {key!r} given more than once")
-        args[key] = values[0]
+    args = query_args(query, ("format", "state"))
     fmt = args.get("format", "csv")
     if fmt not in FORMATS:
         raise AdminError(400, f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")

@@ -23,14 +23,20 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from cnrd.admin.values import MAX_PAGE, AdminError, config_text, parse_address
+from cnrd.admin.values import (
+    MAX_PAGE,
+    AdminError,
+    config_text,
+    parse_address,
+    query_args,
+)
 from cnrd.admin.view import RunningServer
 from cnrd.config import parse_hw_address
 from cnrd.config.timespec import TimeSpecError, format_iso, parse_when
 from cnrd.failover.states import Role
 from cnrd.leases.model import LeaseEvent, LeaseState
 from cnrd.leases.store import HistoryQuery
-from cnrd.text import hw_text, int_to_ip, ip_text, suggest
+from cnrd.text import hw_text, int_to_ip, ip_text
 
 __all__ = ["HISTORY_PAGE", "LeaseCommands"]
 
@@ -40,17 +46,6 @@ _FORCEABLE = frozenset({LeaseState.LEASED, LeaseState.EXPIRED, LeaseState.RELEAS
                         LeaseState.RESET, LeaseState.OFFERED})
 _MAX_EPOCH = (1 << 62)
 _SOURCES = {"": "dhcp", "partner": "partner", "operator": "operator"}
-
-
-def _args(query: Mapping[str, list[str]], allowed: tuple[str, ...]) -> dict[str, str]:
-    args: dict[str, str] = {}
-    for key, values in query.items():
-        if key not in allowed:
-            raise AdminError(400, f"unknown query parameter {key!r}" + suggest(key, allowed))
-        if len(values) != 1:
-            raise AdminError(400, f"query parameter {key!r} given more than once")
-        args[key] = values[0]
-    return args
 
 
 def _cursor(text: str) -> tuple[int, int]:
@@ -150,7 +145,7 @@ class LeaseCommands:
         """Every recorded change of one address (``since``/``until``/``limit``/``cursor``/``order``),
         or with ``at`` the change in force at that time: who held the address then."""
         address = parse_address(address_text)
-        args = _args(query, ("since", "until", "at", "limit", "cursor", "order"))
+        args = query_args(query, ("since", "until", "at", "limit", "cursor", "order"))
         if "at" in args:
             if set(args) - {"at"}:
                 raise AdminError(400, "at goes alone (it asks for the one entry in force at that time)")
@@ -170,7 +165,7 @@ class LeaseCommands:
 
     def history(self, query: Mapping[str, list[str]]) -> dict[str, Any]:
         """Lease events of every address, or of one hardware address, in a time window, paged."""
-        args = _args(query, ("hardware-address", "since", "until", "limit", "cursor", "order"))
+        args = query_args(query, ("hardware-address", "since", "until", "limit", "cursor", "order"))
         hw = None
         if "hardware-address" in args:
             # Ethernet, as the leases query takes it (htype 1).

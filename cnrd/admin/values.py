@@ -8,7 +8,7 @@ would.  A bad value is :class:`AdminError` 400 with a one-line reason.
 from __future__ import annotations
 
 import datetime
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from cnrd.config import (
@@ -226,6 +226,19 @@ def lease_json(lease: Lease, scope: str | None, failover: bool) -> dict[str, Any
         "owner": owner,
         "partner-time": format_iso(lease.partner_time),
     }
+
+
+def query_args(query: Mapping[str, list[str]], allowed: Iterable[str]) -> dict[str, str]:
+    """A GET's query string as one value per parameter, only ``allowed`` ones (400 otherwise)."""
+    allowed = tuple(allowed)
+    args: dict[str, str] = {}
+    for key, values in query.items():
+        if key not in allowed:
+            raise AdminError(400, f"unknown query parameter {key!r}" + suggest(key, allowed))
+        if len(values) != 1:
+            raise AdminError(400, f"query parameter {key!r} given more than once")
+        args[key] = values[0]
+    return args
 
 
 def body_object(body: Any, allowed: Iterable[str]) -> dict[str, Any]:
