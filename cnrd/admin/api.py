@@ -1,8 +1,9 @@
 """The admin HTTP API: JSON over Klein, in front of :class:`cnrd.admin.Admin`.
 
-This module is only the HTTP adapter: routes, the bearer token, JSON bodies
-and errors, and the twisted service that listens on ``[api] listen`` (the
-listeners and the tokens' rules are in :mod:`cnrd.admin.listen`).  What
+This module is only the HTTP adapter: the routes and the twisted service
+that listens on ``[api] listen`` (JSON bodies, answers, errors and the token
+check are in :mod:`cnrd.admin.jsonhttp`; the listeners and the tokens'
+rules in :mod:`cnrd.admin.listen`).  What
 each command does is in :mod:`cnrd.admin.commands`; the routes and JSON shapes are
 described in docs/api.md and docs/openapi.yaml.
 
@@ -17,11 +18,10 @@ A 500 means a bug in cnrd, never bad input; it is logged with its traceback.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from klein import Klein
 from twisted.application import service
@@ -31,12 +31,17 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
-from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from cnrd.admin.commands import Admin, AdminError
-from cnrd.admin.export import ChunkStreamer, export_args, export_chunks, scope_ids, send_backup
+from cnrd.admin.export import (
+    ChunkStreamer,
+    export_args,
+    export_chunks,
+    scope_ids,
+    send_backup,
+)
+from cnrd.admin.jsonhttp import JsonCalls, error_answer, json_bytes, query_of
 from cnrd.admin.listen import (
-    AuthError,
     Tokens,
     build_endpoint,
     load_read_token,
@@ -46,53 +51,12 @@ from cnrd.admin.listen import (
 )
 from cnrd.admin.partner import MAX_ANSWER, read_token
 from cnrd.admin.sync import PairSync
-from cnrd.admin.values import body_object
 from cnrd.config import Config, ConfigError
 
 log = Logger(namespace="cnrd.api")
 
-T = TypeVar("T")
-
 PREFIX = "/api/v1"
-MAX_BODY = 64 * 1024  # no command needs more; a bigger body is refused unread
 MAX_SYNC_BODY = MAX_ANSWER  # a sync-apply carries up to a whole sync-view's worth of changes
-
-
-def _json_bytes(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-_ABSENT = object()  # no request body at all (as opposed to a JSON null)
-
-
-def _read_json(request: Any, limit: int = MAX_BODY) -> Any:
-    """The request body as JSON, _ABSENT when empty; AdminError 400 for anything else."""
-    content = request.content
-    raw = content.read(limit + 1) if content is not None else b""
-    if len(raw) > limit:
-        raise AdminError(400, f"request body larger than {limit} bytes")
-    if not raw:
-        return _ABSENT  # (only whitespace is malformed JSON, like any other text)
-    ctype = request.getHeader("content-type")
-    if ctype is not None:
-        media = ctype.split(";", 1)[0].strip().lower()
-        if media != "application/json" and not media.endswith("+json"):
-            raise AdminError(400, f"Content-Type must be application/json, not {media or 'empty'}")
-    try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise AdminError(400, f"malformed JSON body: {e}") from None
-
-
-def _query(request: Any) -> dict[str, list[str]]:
-    try:
-        return {k.decode("utf-8"): [v.decode("utf-8") for v in vs] for k, vs in (request.args or {}).items()}
-    except UnicodeDecodeError:
-        raise AdminError(400, "query string is not UTF-8") from None
 
 
 class ApiApp:
@@ -107,140 +71,71 @@ class ApiApp:
         # The failover pairs' sync routes; without it they are 404.
         self._sync = sync
         self._tokens = Tokens(token, read_token)
+        self.calls = JsonCalls(self._tokens)
         # Where /metrics is served instead, when not here (for the 404's reason).
         self._metrics_elsewhere = metrics_elsewhere
         # Builds the /metrics resource on first use; without one /metrics is 404.
         self._metrics_factory = metrics
         self._metrics: IResource | None = None
 
-    # -- plumbing -------------------------------------------------------------
-    def _authorize(self, request: Any) -> None:
-        self._tokens.authorize(request)
-
-    def _call(self, request: Any, fn: Callable[..., Any], *args: Any, auth: bool = True,
-              status: Callable[[Any], int] = lambda result: 200) -> Any:
-        request.setHeader(b"content-type", b"application/json")
-        request.setHeader(b"cache-control", b"no-store")
-        if auth:
-            self._authorize(request)
-        result = fn(*args)
-
-        def send(obj: Any) -> bytes:
-            request.setResponseCode(status(obj))
-            return _json_bytes(obj)
-
-        if isinstance(result, defer.Deferred):
-            return result.addCallback(send)
-        return send(result)
-
-    def _body(self, request: Any, *, required: bool = False, limit: int = MAX_BODY) -> dict[str, Any] | None:
-        """The JSON object in the body; None when there is none and none is required."""
-        value = _read_json(request, limit)
-        if value is _ABSENT:
-            if required:
-                raise AdminError(400, "a JSON object body is required")
-            return None
-        if not isinstance(value, dict):
-            raise AdminError(400, "the body must be a JSON object")
-        return value
-
-    def _without_body(self, request: Any, command: Callable[[], T]) -> Callable[[], T]:
-        """``command``, run only if the request has no body or ``{}``.
-
-        Commands without arguments refuse anything else: it is probably a
-        mistake worth telling about.
-        """
-        def run() -> T:
-            body_object(self._body(request), ())
-            return command()
-        return run
-
     @app.handle_errors(Exception)
     def _error(self, request: Any, failure: Failure) -> bytes:
-        e = failure.value
-        extra: dict[str, str] = {}
-        if isinstance(e, AuthError):
-            status, reason = e.status, e.reason
-            request.setHeader(b"www-authenticate", e.challenge)
-        elif isinstance(e, AdminError):
-            status, reason = e.status, e.reason
-            if status == 401:
-                request.setHeader(b"www-authenticate", b'Bearer realm="cnrd"')
-        elif isinstance(e, MethodNotAllowed):
-            status = 405
-            allowed = sorted(e.valid_methods or ())
-            reason = f"method {request.method.decode('ascii', 'replace')} not allowed; use {', '.join(allowed)}"
-            extra["allow"] = ", ".join(allowed)
-        elif isinstance(e, HTTPException):
-            # NotFound, and the redirect a trailing slash would get: no such route.
-            status = e.code if e.code and 400 <= e.code < 500 else 404
-            reason = "no such route" if status == 404 else (e.description or e.name)
-        else:
-            log.failure("admin API: unhandled error for {method} {path}", failure,
-                        method=request.method.decode("ascii", "replace"),
-                        path=request.path.decode("utf-8", "replace"))
-            status, reason = 500, "internal error (a bug in cnrd; see the server log)"
-        request.setResponseCode(status)
-        request.setHeader(b"content-type", b"application/json")
-        request.setHeader(b"cache-control", b"no-store")
-        for k, v in extra.items():
-            request.setHeader(k.encode(), v.encode())
-        return _json_bytes({"error": reason})
+        return error_answer(request, failure)
 
     # -- routes ---------------------------------------------------------------
     @app.route(PREFIX + "/health", methods=["GET"])
     def health(self, request: Any) -> Any:
-        return self._call(request, self.admin.health, auth=False)
+        return self.calls.call(request, self.admin.health, auth=False)
 
     @app.route(PREFIX + "/ready", methods=["GET"])
     def ready(self, request: Any) -> Any:
         # No token needed (probes carry none); with one, the details too.
-        return self._call(request, lambda: ready_answer(self.admin, self._tokens.role(request)), auth=False,
+        return self.calls.call(request, lambda: ready_answer(self.admin, self._tokens.role(request)), auth=False,
                           status=lambda r: 200 if r["ready"] else 503)
 
     @app.route(PREFIX + "/dhcp", methods=["GET"])
     def dhcp(self, request: Any) -> Any:
-        return self._call(request, self.admin.status)
+        return self.calls.call(request, self.admin.status)
 
     @app.route(PREFIX + "/dhcp/reload", methods=["POST"])
     def reload(self, request: Any) -> Any:
-        return self._call(request, lambda: self.admin.reload_checked(self._body(request)))
+        return self.calls.call(request, lambda: self.admin.reload_checked(self.calls.body(request)))
 
     @app.route(PREFIX + "/dhcp/stop", methods=["POST"])
     def stop(self, request: Any) -> Any:
-        return self._call(request, self._without_body(request, lambda: self.admin.set_enabled(False)))
+        return self.calls.call(request, self.calls.without_body(request, lambda: self.admin.set_enabled(False)))
 
     @app.route(PREFIX + "/dhcp/start", methods=["POST"])
     def start(self, request: Any) -> Any:
-        return self._call(request, self._without_body(request, lambda: self.admin.set_enabled(True)))
+        return self.calls.call(request, self.calls.without_body(request, lambda: self.admin.set_enabled(True)))
 
     @app.route(PREFIX + "/dhcp/related-servers", methods=["GET"])
     def related_servers(self, request: Any) -> Any:
-        return self._call(request, self.admin.related_servers)
+        return self.calls.call(request, self.admin.related_servers)
 
     @app.route(PREFIX + "/dhcp/partner-down", methods=["POST"])
     def partner_down(self, request: Any) -> Any:
-        return self._call(request, lambda: self.admin.partner_down(self._body(request, required=True)))
+        return self.calls.call(request, lambda: self.admin.partner_down(self.calls.body(request, required=True)))
 
     @app.route(PREFIX + "/dhcp/attributes", methods=["GET"])
     def attributes(self, request: Any) -> Any:
-        return self._call(request, self.admin.attributes)
+        return self.calls.call(request, self.admin.attributes)
 
     @app.route(PREFIX + "/dhcp/attributes", methods=["PATCH"])
     def patch_attributes(self, request: Any) -> Any:
-        return self._call(request, lambda: self.admin.patch_attributes(self._body(request, required=True)))
+        return self.calls.call(request, lambda: self.admin.patch_attributes(self.calls.body(request, required=True)))
 
     @app.route(PREFIX + "/failover-pairs", methods=["GET"])
     def pairs(self, request: Any) -> Any:
-        return self._call(request, self.admin.pairs)
+        return self.calls.call(request, self.admin.pairs)
 
     @app.route(PREFIX + "/failover-pairs/<name>", methods=["GET"])
     def pair(self, request: Any, name: str) -> Any:
-        return self._call(request, self.admin.pair, name)
+        return self.calls.call(request, self.admin.pair, name)
 
     @app.route(PREFIX + "/failover-pairs/<name>", methods=["PATCH"])
     def patch_pair(self, request: Any, name: str) -> Any:
-        return self._call(request, lambda: self.admin.patch_pair(name, self._body(request, required=True)))
+        return self.calls.call(request, lambda: self.admin.patch_pair(name, self.calls.body(request, required=True)))
 
     def _pair_sync(self) -> PairSync:
         if self._sync is None:
@@ -249,51 +144,51 @@ class ApiApp:
 
     @app.route(PREFIX + "/failover-pairs/<name>/sync-view", methods=["GET"])
     def sync_view(self, request: Any, name: str) -> Any:
-        return self._call(request, lambda: self._pair_sync().view(name))
+        return self.calls.call(request, lambda: self._pair_sync().view(name))
 
     @app.route(PREFIX + "/failover-pairs/<name>/sync", methods=["POST"])
     def sync(self, request: Any, name: str) -> Any:
-        return self._call(request, lambda: self._pair_sync().sync(name, self._body(request)))
+        return self.calls.call(request, lambda: self._pair_sync().sync(name, self.calls.body(request)))
 
     @app.route(PREFIX + "/failover-pairs/<name>/sync-apply", methods=["POST"])
     def sync_apply(self, request: Any, name: str) -> Any:
         # A whole configuration's changes can exceed the commands' 64 KiB.
-        return self._call(request, lambda: self._pair_sync().apply(
-            name, self._body(request, required=True, limit=MAX_SYNC_BODY)))
+        return self.calls.call(request, lambda: self._pair_sync().apply(
+            name, self.calls.body(request, required=True, limit=MAX_SYNC_BODY)))
 
     @app.route(PREFIX + "/leases", methods=["GET"])
     def leases(self, request: Any) -> Any:
-        return self._call(request, lambda: self.admin.leases(_query(request)))
+        return self.calls.call(request, lambda: self.admin.leases(query_of(request)))
 
     @app.route(PREFIX + "/leases/<address>", methods=["GET"])
     def lease(self, request: Any, address: str) -> Any:
-        return self._call(request, self.admin.lease, address)
+        return self.calls.call(request, self.admin.lease, address)
 
     # -- lease history and lease commands (cnrd.admin.history) ---------------------
     @app.route(PREFIX + "/leases/<address>/history", methods=["GET"])
     def lease_history(self, request: Any, address: str) -> Any:
-        return self._call(request, lambda: self.admin.lease_commands.address_history(address, _query(request)))
+        return self.calls.call(request, lambda: self.admin.lease_commands.address_history(address, query_of(request)))
 
     @app.route(PREFIX + "/history", methods=["GET"])
     def history(self, request: Any) -> Any:
-        return self._call(request, lambda: self.admin.lease_commands.history(_query(request)))
+        return self.calls.call(request, lambda: self.admin.lease_commands.history(query_of(request)))
 
     @app.route(PREFIX + "/leases/<address>/force-available", methods=["POST"])
     def force_available(self, request: Any, address: str) -> Any:
-        return self._call(request, self._without_body(
+        return self.calls.call(request, self.calls.without_body(
             request, lambda: self.admin.lease_commands.force_available(address)))
 
     @app.route(PREFIX + "/leases/<address>/delete", methods=["POST"])
     def delete_lease(self, request: Any, address: str) -> Any:
-        return self._call(request, self._without_body(request, lambda: self.admin.lease_commands.delete(address)))
+        return self.calls.call(request, self.calls.without_body(request, lambda: self.admin.lease_commands.delete(address)))
 
     @app.route(PREFIX + "/scopes", methods=["GET"])
     def scopes(self, request: Any) -> Any:
-        return self._call(request, self.admin.scopes)
+        return self.calls.call(request, self.admin.scopes)
 
     @app.route(PREFIX + "/save", methods=["POST"])
     def save(self, request: Any) -> Any:
-        return self._call(request, self._without_body(request, self.admin.save))
+        return self.calls.call(request, self.calls.without_body(request, self.admin.save))
 
     @app.route("/metrics", methods=["GET"])
     def metrics(self, request: Any) -> Any:
@@ -308,8 +203,8 @@ class ApiApp:
     # -- lease export and the store's backup (cnrd/admin/export.py, docs/backup.md) --
     @app.route(PREFIX + "/export/leases", methods=["GET"])
     def export_leases(self, request: Any) -> Any:
-        self._authorize(request)
-        fmt, state = export_args(_query(request))
+        self._tokens.authorize(request)
+        fmt, state = export_args(query_of(request))
         request.setHeader(b"content-type", b"text/csv; charset=utf-8" if fmt == "csv" else b"application/json")
         request.setHeader(b"cache-control", b"no-store")
         chunks = export_chunks(self.admin.runtime.table.leases, fmt, scope_ids(self.admin.config.scopes), state)
@@ -317,7 +212,7 @@ class ApiApp:
 
     @app.route(PREFIX + "/backup", methods=["GET"])
     def backup(self, request: Any) -> Any:
-        self._authorize(request)
+        self._tokens.authorize(request)
         request.setHeader(b"cache-control", b"no-store")
         runtime = self.admin.runtime
         return send_backup(request, runtime.persist, runtime.store, self.admin.config.server.data_dir, runtime.now())
@@ -341,7 +236,7 @@ class _Root(Resource):
         except UnicodeDecodeError:
             request.setResponseCode(400)
             request.setHeader(b"content-type", b"application/json")
-            return _json_bytes({"error": "the request path or host is not UTF-8"})
+            return json_bytes({"error": "the request path or host is not UTF-8"})
         return self._klein.render(request)
 
 
