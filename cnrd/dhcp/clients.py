@@ -28,9 +28,6 @@ from cnrd.leases.model import LeaseState
 
 __all__ = ["identify", "lookup_id", "class_name", "vendor_class"]
 
-OPT_VENDOR_CLASS = 60
-
-
 def lookup_id(state: ServerState, p: DhcpPacket, cid: bytes | None) -> str:
     """The registry key of this request's client: its MAC, or its client-id, in colon hex."""
     if state.config.server.client_lookup_id == "client-id" and cid:
@@ -92,17 +89,12 @@ def identify(state: ServerState, p: DhcpPacket, rx: RxInfo, key: bytes, cid: byt
 
 def vendor_class(state: ServerState, p: DhcpPacket) -> ClientClassConfig | None:
     """The class whose ``match-vendor-class`` begins the request's option 60 (the longest such)."""
-    vendor = p.options.get(OPT_VENDOR_CLASS)
+    if not state.vendor_classes:
+        return None
+    vendor = p.vendor_class
     if not vendor:
         return None
-    best = None
-    for cls in state.classes.values():
-        match = cls.match_vendor_class
-        if not match or not vendor.startswith(match.encode()):
-            continue
-        if best is None or len(match) > len(best.match_vendor_class or ""):
-            best = cls
-    return best
+    return next((cls for prefix, cls in state.vendor_classes if vendor.startswith(prefix)), None)
 
 
 def _reserve(state: ServerState, key: bytes, client: ClientConfig | None) -> None:

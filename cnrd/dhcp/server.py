@@ -23,12 +23,27 @@ from cnrd.config import Config
 from cnrd.dhcp.clients import identify
 from cnrd.dhcp.handlers import bootp, decline, discover, inform, release, request
 from cnrd.dhcp.leasequery import handle_leasequery
-from cnrd.dhcp.model import BROADCAST, Counters, Gate, Interface, Reply, RxInfo, ScopeRuntime
-from cnrd.dhcp.packet import BOOTREQUEST, OPT_CLIENT_ID, DhcpPacket, MalformedPacket, MessageType
+from cnrd.dhcp.model import (
+    BROADCAST,
+    Counters,
+    Gate,
+    Interface,
+    Reply,
+    RxInfo,
+    ScopeRuntime,
+)
+from cnrd.dhcp.packet import (
+    BOOTREQUEST,
+    OPT_CLIENT_ID,
+    DhcpPacket,
+    MalformedPacket,
+    MessageType,
+)
 from cnrd.dhcp.registry import ClientRegistry
 from cnrd.dhcp.state import LogEvent, Request, ServerState
 from cnrd.leases.model import Lease, client_key
 from cnrd.leases.table import LeaseTable, Pool
+from cnrd.text import netmask
 
 __all__ = ["DhcpServer", "BROADCAST", "Counters", "Gate", "Interface", "Reply", "RxInfo", "ScopeRuntime"]
 
@@ -77,6 +92,10 @@ class DhcpServer(ServerState):
             table.reserve(res.address, key)
         self.clients = dict(config.clients)
         self.classes = dict(config.client_classes)
+        # match-vendor-class prefixes, longest first: the first that begins
+        # a request's option 60 is its class (cnrd.dhcp.clients).
+        self.vendor_classes = sorted(((c.match_vendor_class.encode(), c) for c in self.classes.values()
+                                      if c.match_vendor_class), key=lambda pc: -len(pc[0]))
         self._configure_registry(config)
         self.server_identifier = config.server.server_identifier
         self.scope_cache.clear()
@@ -219,7 +238,7 @@ class DhcpServer(ServerState):
 
 
 def _in_subnet(address: int, network: int, prefix: int) -> bool:
-    mask = (0xFFFFFFFF << (32 - prefix)) & 0xFFFFFFFF
+    mask = netmask(prefix)
     return address & mask == network & mask
 
 

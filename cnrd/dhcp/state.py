@@ -62,6 +62,7 @@ class ServerState:
         self.reservations_by_key: dict[bytes, int] = {}
         self.clients: dict[bytes, ClientConfig] = {}
         self.classes: dict[str, ClientClassConfig] = {}
+        self.vendor_classes: list[tuple[bytes, ClientClassConfig]] = []
         self.server_identifier = config.server.server_identifier
         # The client registry (LDAP) while [ldap] sections are configured;
         # parked items are the requests waiting for a lookup.
