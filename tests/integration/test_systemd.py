@@ -203,5 +203,8 @@ def test_log_file_rotation_is_bounded_by_size_and_count():
         sizes = {p.name: p.stat().st_size for p in logdir.iterdir()}
         # A file rotates once a write takes it to the limit: at most one line beyond it.
         assert all(size <= 1024 + 400 for size in sizes.values()), sizes
-        assert "SIGHUP: reloaded" in (logdir / "cnrd.log.2").read_text()
+        # Signals sent close together may arrive as one, so which file holds
+        # which reload's lines varies; the rotated files hold reload output.
+        assert "reloaded" in (logdir / "cnrd.log.2").read_text()
+        assert "SIGHUP: reloaded" in text()
         print("log files:", sizes)
