@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import collections
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from cnrd.config import PolicyConfig, ScopeConfig
 from cnrd.dhcp.packet import DhcpPacket
 from cnrd.leases.model import Lease
 from cnrd.leases.table import Pool
 
-__all__ = ["BROADCAST", "RxInfo", "Reply", "Interface", "ScopeRuntime", "Gate", "Counters"]
+__all__ = ["BROADCAST", "RxInfo", "Reply", "Interface", "ReplyTemplate", "ScopeRuntime", "Gate", "Counters"]
 
 BROADCAST = 0xFFFFFFFF
 
@@ -57,13 +57,31 @@ class Interface:
     addresses: tuple[tuple[int, int], ...]
 
 
+class ReplyTemplate(NamedTuple):
+    """What a reply of one message type, server identifier, lease time, policy and parameter request
+    list carries whoever the client is: the options in wire order and the boot fields."""
+
+    options: dict[int, bytes]
+    prl: bytes | None  # the client's parameter request list (option 55), None without one
+    siaddr: int | None
+    file: bytes | None
+    sname: bytes | None
+
+
 @dataclass
 class ScopeRuntime:
-    """A scope as the server uses it: config, policy and pool together."""
+    """A scope as the server uses it: config, policy and pool together.
+
+    ``reply_templates`` holds the client-independent part of its replies
+    (:func:`cnrd.dhcp.replies.build_reply`); a reload makes new ScopeRuntimes,
+    so the templates never outlive the configuration they were made from.
+    """
 
     config: ScopeConfig
     policy: PolicyConfig
     pool: Pool
+    reply_templates: dict[tuple[int | None, int, int | None, str, bytes | None], ReplyTemplate] = field(
+        default_factory=dict, compare=False, repr=False)
 
     @property
     def name(self) -> str:

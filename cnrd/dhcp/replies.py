@@ -16,8 +16,8 @@ from __future__ import annotations
 import struct
 
 from cnrd.config import PolicyConfig, ReservationConfig
-from cnrd.dhcp.model import BROADCAST, Reply, ScopeRuntime
-from cnrd.dhcp.packet import BROADCAST_FLAG, DhcpPacket, MessageType
+from cnrd.dhcp.model import BROADCAST, Reply, ReplyTemplate, ScopeRuntime
+from cnrd.dhcp.packet import BOOTREPLY, BROADCAST_FLAG, DhcpPacket, MessageType
 from cnrd.dhcp.selection import own_address, policy_for, server_id
 from cnrd.dhcp.state import Request, ServerState
 from cnrd.leases.model import Lease
@@ -41,6 +41,9 @@ _ALWAYS_SENT = (3, 6, 15)
 _MIN_MESSAGE = 576
 _MAX_MESSAGE = 1500
 _IP_UDP_HEADERS = 28
+# Reply templates kept per scope; parameter request lists are the client's
+# to choose, so the set is bounded and starts over when full.
+_TEMPLATES_MAX = 256
 
 
 def build_reply(
@@ -58,58 +61,103 @@ def build_reply(
     ``lease_time`` None is an INFORM's ACK (no lease options, ciaddr
     echoed) or a BOOTREPLY; ``durable`` says the reply waits for the lease
     table's changes to be committed.
+
+    The options every client of a scope gets alike (server identifier,
+    lease times, mask, the policy's options in parameter-request-list
+    order) come from the scope's :class:`ReplyTemplate` for that message
+    type, policy and list; only the client's own options are added per reply.
     """
     p = req.p
-    r = p.reply_to(mtype)
-    r.yiaddr = yiaddr
-    opts = r.options
-    if mtype is not None:
-        opts[54] = _U32.pack(server_id(state, req))
-    if lease_time is not None and mtype is not None:
-        opts[51] = _U32.pack(lease_time)
-        if lease_time != Lease.INFINITE:
-            opts[58] = _U32.pack(lease_time // 2)
-            opts[59] = _U32.pack(lease_time * 7 // 8)
+    sid = server_id(state, req) if mtype is not None else 0
+    template: ReplyTemplate | None = None
+    if mtype != MessageType.NAK and scope is not None:
+        policy = policy_for(state, req, scope)
+        prl = p.parameter_request_list
+        held = state.config.reservations.get(yiaddr) if yiaddr else None
+        if held is not None and held.options and _holds(held, req):
+            # The reservation's options are this address's alone: not templated.
+            template = _template(mtype, scope, policy, sid, lease_time, prl, held)
+            opts = template.options
+        else:
+            key = (mtype, sid, lease_time, policy.name, prl)
+            templates = scope.reply_templates
+            template = templates.get(key)
+            if template is None:
+                if len(templates) >= _TEMPLATES_MAX:
+                    templates.clear()  # option 55 is the client's to vary: bounded
+                template = templates[key] = _template(mtype, scope, policy, sid, lease_time, prl, None)
+            opts = template.options.copy()
+    else:
+        opts = _layout(mtype, sid, lease_time)
+    r = DhcpPacket(BOOTREPLY, p.htype, p.hlen, 0, p.xid, 0, p.flags, 0, yiaddr, 0, p.giaddr, p.chaddr, b"", b"",
+                   opts, p.has_cookie or mtype is not None)
     if mtype == MessageType.ACK and lease_time is None:
         r.ciaddr = p.ciaddr  # INFORM: RFC 2131 table 3
-    if mtype != MessageType.NAK and scope is not None:
-        opts[1] = _U32.pack(scope.config.netmask)
-        policy = policy_for(state, req, scope)
-        configured = _options(state, req, scope, policy, yiaddr)
-        prl = p.parameter_request_list
-        if prl is None or mtype is None:
-            for code, value in configured.items():
-                if code not in _SERVER_SET:
-                    opts[code] = value
-        else:
-            for code in prl:
-                if code not in _SERVER_SET and code in configured:
-                    opts[code] = configured[code]
-            for code in _ALWAYS_SENT:
-                if code in configured and code not in opts:
-                    opts[code] = configured[code]
-        _boot_fields(r, policy, scope.policy)
-        if _PXE_CLIENT_ID in p.options and _is_pxe(p):
+    if template is not None:
+        if template.siaddr is not None:
+            r.siaddr = template.siaddr
+        if template.file is not None:
+            r.file = template.file
+        if template.sname is not None:
+            r.sname = template.sname
+        popts = p.options
+        if _PXE_CLIENT_ID in popts and _is_pxe(p):
             # RFC 4578 §2.2: PXE firmware matches the reply on its machine identifier.
-            opts[_PXE_CLIENT_ID] = p.options[_PXE_CLIENT_ID]
-        if req.host_name and 12 not in opts and (prl is None or 12 in prl):
-            opts[12] = req.host_name.encode()
+            opts[_PXE_CLIENT_ID] = popts[_PXE_CLIENT_ID]
+        if 12 not in opts and (template.prl is None or 12 in template.prl):
+            # As the client's list says, for a BOOTREPLY too (which sends every configured option).
+            host_name = req.host_name
+            if host_name:
+                opts[12] = host_name.encode()
     if p.giaddr and 82 in p.options:
         opts[82] = p.options[82]  # RFC 3046 §2.2: echo relay agent information
     _echo_client_id(state, p, opts)
     return route(state, req, r, mtype, durable)
 
 
-def _options(state: ServerState, req: Request, scope: ScopeRuntime, policy: PolicyConfig,
-             yiaddr: int) -> dict[int, bytes]:
+def _layout(mtype: int | None, sid: int, lease_time: int | None) -> dict[int, bytes]:
+    """The options the server itself puts first: 53, the server identifier and the lease times."""
+    opts: dict[int, bytes] = {}
+    if mtype is not None:
+        opts[53] = bytes((mtype,))
+        opts[54] = _U32.pack(sid)
+        if lease_time is not None:
+            opts[51] = _U32.pack(lease_time)
+            if lease_time != Lease.INFINITE:
+                opts[58] = _U32.pack(lease_time // 2)
+                opts[59] = _U32.pack(lease_time * 7 // 8)
+    return opts
+
+
+def _template(mtype: int | None, scope: ScopeRuntime, policy: PolicyConfig, sid: int, lease_time: int | None,
+              prl: bytes | None, held: ReservationConfig | None) -> ReplyTemplate:
+    """The client-independent part of a reply from ``scope`` under ``policy`` (``held``: a reservation's layer)."""
+    opts = _layout(mtype, sid, lease_time)
+    opts[1] = _U32.pack(scope.config.netmask)
+    configured = _options(scope, policy, held)
+    if prl is None or mtype is None:
+        for code, value in configured.items():
+            if code not in _SERVER_SET:
+                opts[code] = value
+    else:
+        for code in prl:
+            if code not in _SERVER_SET and code in configured:
+                opts[code] = configured[code]
+        for code in _ALWAYS_SENT:
+            if code in configured and code not in opts:
+                opts[code] = configured[code]
+    siaddr, file, sname = _boot_fields(policy, scope.policy)
+    return ReplyTemplate(opts, prl, siaddr, file, sname)
+
+
+def _options(scope: ScopeRuntime, policy: PolicyConfig, held: ReservationConfig | None) -> dict[int, bytes]:
     """The options configured for this client: reservation over scope over the chosen policy over the scope's."""
     layers = []
     if policy is not scope.policy:
         layers.append(policy.options)
     if scope.config.options:
         layers.append(scope.config.options)
-    held = state.config.reservations.get(yiaddr) if yiaddr else None
-    if held is not None and held.options and _holds(held, req):
+    if held is not None:
         layers.append(held.options)
     if not layers:
         return scope.policy.options
@@ -126,17 +174,13 @@ def _holds(reservation: ReservationConfig, req: Request) -> bool:
     return reservation.hardware_address == req.p.chaddr
 
 
-def _boot_fields(r: DhcpPacket, policy: PolicyConfig, scope_policy: PolicyConfig) -> None:
+def _boot_fields(policy: PolicyConfig, scope_policy: PolicyConfig) -> tuple[int | None, bytes | None, bytes | None]:
     """siaddr, file and sname (RFC 2131 §2, Table 3): each from the chosen policy, else the scope's."""
     siaddr = policy.packet_siaddr if policy.packet_siaddr is not None else scope_policy.packet_siaddr
     file = policy.packet_file_name if policy.packet_file_name is not None else scope_policy.packet_file_name
     sname = policy.packet_server_name if policy.packet_server_name is not None else scope_policy.packet_server_name
-    if siaddr is not None:
-        r.siaddr = siaddr
-    if file is not None:
-        r.file = file.encode("ascii")
-    if sname is not None:
-        r.sname = sname.encode("ascii")
+    return (siaddr, file.encode("ascii") if file is not None else None,
+            sname.encode("ascii") if sname is not None else None)
 
 
 def _is_pxe(p: DhcpPacket) -> bool:
