@@ -433,6 +433,8 @@ class Runtime(service.Service):
         if port is not None:
             port.stop()
         service.Service.stopService(self)
+        for session in self.sessions:
+            session.mark_acked_times()
         self.commit(lambda ok: None)
         d = self.committer.drain()
 
@@ -449,9 +451,14 @@ class Runtime(service.Service):
     # -- commits -------------------------------------------------------------------
     def commit(self, then: Callable[[bool], None]) -> None:
         """Make lease changes and failover state durable, then call ``then(ok)`` on the reactor."""
+        sessions = self.sessions
+        if sessions and self.table.has_dirty:
+            # Partner times the BNDACKs raised ride along with lease changes
+            # written anyway (and with the sessions' tick otherwise).
+            for session in sessions:
+                session.mark_acked_times()
         leases, events = self.table.take_dirty()
         state: dict[str, bytes | None] = {}
-        sessions = self.sessions
         for session in sessions:
             state.update(session.take_persist())
         if not leases and not events and all(v is None for v in state.values()):

@@ -48,6 +48,9 @@ class Exchange:
         # here until the backup acknowledges the FREE update, so neither
         # server can hand one out while the other still may.
         self.reclaiming: set[int] = set()
+        # Leases whose partner time a BNDACK raised in place, to be written
+        # with the next commit (see bndack).
+        self.acked_times: set[int] = set()
 
     def lease_changed(self, lease: Lease, what: str) -> None:
         """A durable lease change: queue its update (offers are not bindings)."""
@@ -97,15 +100,25 @@ class Exchange:
         else:
             lease = self.table.get(address)
             if lease is not None:
-                fields: dict[str, Any] = {}
-                if update.pet > lease.partner_time:
-                    fields["partner_time"] = update.pet
                 if update.status in _FREED_BY_ACK and lease.state in _FREED_STATES:
                     # The partner knows: the address is free for any client (draft §5.11).
-                    fields["state"] = LeaseState.AVAILABLE
-                if fields:
-                    self.table.update(address, durable=True, from_partner=True, **fields)
+                    self.table.update(address, durable=True, from_partner=True, state=LeaseState.AVAILABLE,
+                                      partner_time=max(update.pet, lease.partner_time))
+                    self.acked_times.discard(address)
+                elif update.pet > lease.partner_time:
+                    # Not indexed and not part of the lease's class: set in
+                    # place.  Losing it in a crash only shortens the next
+                    # renewal to the MCLT rule's limit (and the partner is
+                    # asked again on UPDREQ), so it needs no sync of its own:
+                    # it rides along with the next commit (take_acked_times).
+                    lease.partner_time = update.pet
+                    self.acked_times.add(address)
         self._settled(address, now)
+
+    def take_acked_times(self) -> set[int]:
+        """Addresses whose acknowledged partner time is not yet marked for a commit."""
+        acked, self.acked_times = self.acked_times, set()
+        return acked
 
     def bndupd(self, msg: Message, now: int) -> Message:
         """Take the partner's binding into the table, or refuse it; the BNDACK to send after the commit."""

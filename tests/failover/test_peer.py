@@ -443,3 +443,44 @@ def test_both_servers_acked_the_client_the_longer_lease_wins_on_both():
     link.settle()
     assert backup.table.get(yi).expiration == longer
     assert main.table.get(yi).state is backup.table.get(yi).state is LeaseState.LEASED
+
+
+def test_acknowledged_partner_time_needs_no_commit_of_its_own_and_rides_with_the_next():
+    # draft §7.1.5: the acked potential expiration only lets a later renewal
+    # run longer; losing it shortens that renewal, so the BNDACK does not
+    # make the lease dirty (no sync), and the next commit or tick writes it.
+    main, backup, link = pair()
+    link.connect()
+    now = link.now
+    yi = dora(main, 1, now)
+    main.session.pump(now)
+    out = main.session.take()
+    main.table.take_dirty()  # the commit before the BNDUPD left
+    assert [m.type for m in out.send] == [wire.MessageType.BNDUPD]
+    for m in out.send:
+        for got in backup.framer.feed(wire.encode(m)):
+            backup.session.receive(got, now)
+    backup.table.take_dirty()
+    acks = backup.session.take().acks
+    assert len(acks) == 1
+    for got in main.framer.feed(wire.encode(acks[0])):
+        main.session.receive(got, now)
+    assert main.table.get(yi).partner_time == now + 3660  # in force at once (lease_time reads it)
+    assert not main.table.has_dirty  # nothing to sync for it
+    assert main.session.mark_acked_times() == 1
+    dirty, _ = main.table.take_dirty()
+    assert [(l.address, l.partner_time) for l in dirty] == [(yi, now + 3660)]
+    assert main.session.mark_acked_times() == 0  # marked once
+
+
+def test_tick_writes_acknowledged_partner_times():
+    main, backup, link = pair()
+    link.connect()
+    yi = dora(main, 2, link.now)
+    link.settle()
+    main.table.take_dirty()
+    assert main.table.get(yi).partner_time == link.now + 3660
+    link.now += 1
+    main.session.tick(link.now)
+    dirty, _ = main.table.take_dirty()
+    assert yi in [l.address for l in dirty]
