@@ -78,11 +78,11 @@ def identify(state: ServerState, p: DhcpPacket, rx: RxInfo, key: bytes, cid: byt
         if cls is None:
             state.log_event("client-class-unknown", {"client-class": client.client_class,
                                                      "chaddr": p.chaddr.hex(":")})
-    if cls is None:
+    if cls is None and state.config.server.client_class_lookup_id is not None:
         name = class_name(state, p)
         if name is not None:
             cls = state.classes.get(name)
-    if cls is None:
+    if cls is None and state.vendor_classes:
         cls = vendor_class(state, p)
     return client, cls
 

@@ -56,6 +56,8 @@ LAZY_COMMIT = 1.0
 _TYPE_NAMES = {int(t): t.name for t in MessageType}
 # Handled after the exchange-completing requests of a batch.
 _NOT_FIRST = frozenset({MessageType.DISCOVER, MessageType.INFORM, MessageType.LEASEQUERY})
+# Entries in each of the address conversion caches before they start over.
+_CACHE_MAX = 4096
 
 #: Make the lease changes durable, then call the callback with success.
 Commit = Callable[[Callable[[bool], None]], None]
@@ -132,6 +134,11 @@ class RequestPath:
         # request -> reply latency by the reply's message type (OFFER, ACK ...):
         # from the batch's arrival to the reply leaving, one clock read each.
         self.latency: dict[str, Histogram] = {}
+        # Where datagrams come from and where replies go, converted between
+        # text and int once: a relay's and our own addresses repeat in
+        # every batch.  Bounded, as a source address is the sender's to pick.
+        self._rx_infos: dict[tuple[int, str, str, str, int], RxInfo] = {}
+        self._ip_texts: dict[int, str] = {}
 
     def stop(self) -> None:
         """Cancel the pending lazy commit (the caller's final commit takes its changes)."""
@@ -207,6 +214,7 @@ class RequestPath:
         """The batch's packets: (exchange-completing requests, DISCOVERs and INFORMs)."""
         first: list[tuple[DhcpPacket, RxInfo]] = []
         later: list[tuple[DhcpPacket, RxInfo]] = []
+        infos = self._rx_infos
         for rx in batch:
             try:
                 packet = parse(rx.data)
@@ -215,8 +223,13 @@ class RequestPath:
                 self.server.counters.drops[e.drop] += 1  # by class: truncated-option, bad-hlen ...
                 log.debug("malformed packet from {src}: {reason}", src=rx.src_ip, reason=e.reason)
                 continue
-            info = RxInfo(rx.ifindex, ip_to_int(rx.local_ip), ip_to_int(rx.dst_ip), ip_to_int(rx.src_ip),
-                          rx.src_port)
+            where = (rx.ifindex, rx.local_ip, rx.dst_ip, rx.src_ip, rx.src_port)
+            info = infos.get(where)
+            if info is None:
+                if len(infos) >= _CACHE_MAX:
+                    infos.clear()
+                info = infos[where] = RxInfo(rx.ifindex, ip_to_int(rx.local_ip), ip_to_int(rx.dst_ip),
+                                             ip_to_int(rx.src_ip), rx.src_port)
             try:
                 kind = packet.message_type
             except MalformedPacket:
@@ -284,14 +297,24 @@ class RequestPath:
             self.server.counters.drops["reply-too-large"] += 1
             log.warn("reply not sent: {reason}", reason=e.reason)
             return
-        src = int_to_ip(reply.src_ip) if reply.src_ip else None
+        src = self._ip_text(reply.src_ip) if reply.src_ip else None
         if reply.hw_unicast and reply.ifindex:
-            port.send_to_hw(data, int_to_ip(reply.dst_ip), reply.packet.chaddr, reply.ifindex, reply.dst_port,
+            port.send_to_hw(data, self._ip_text(reply.dst_ip), reply.packet.chaddr, reply.ifindex, reply.dst_port,
                             src_ip=src)
         else:
-            port.send(data, int_to_ip(reply.dst_ip), reply.dst_port, ifindex=reply.ifindex, src_ip=src)
+            port.send(data, self._ip_text(reply.dst_ip), reply.dst_port, ifindex=reply.ifindex, src_ip=src)
         if self.on_sent is not None:
             self.on_sent(reply, request)
+
+    def _ip_text(self, address: int) -> str:
+        """``address`` as the socket adapter takes it, converted once per address (bounded)."""
+        texts = self._ip_texts
+        text = texts.get(address)
+        if text is None:
+            if len(texts) >= _CACHE_MAX:
+                texts.clear()
+            text = texts[address] = int_to_ip(address)
+        return text
 
     def via(self, reply: Reply) -> str:
         """Where ``reply`` goes as dhcpd's log lines say it: the relay (giaddr), else our interface.

@@ -52,6 +52,8 @@ _MAX_HOPS = 16
 
 # The name each known message type is counted under in counters.received.
 _RECEIVED_NAMES = {int(t): t.name for t in MessageType}
+# The htype byte that begins a client's hardware key, one bytes object per value.
+_HTYPE = tuple(bytes((n,)) for n in range(256))
 
 
 class DhcpServer(ServerState):
@@ -174,8 +176,8 @@ class DhcpServer(ServerState):
         if p.giaddr == 0 and rx.ifindex not in self.interfaces and self.interfaces:
             self.drop("interface-not-served")
             return None
-        hw = bytes([p.htype]) + p.chaddr
-        cid = p.client_id
+        hw = _HTYPE[p.htype] + p.chaddr
+        cid = cid_raw  # option 61, its length checked above
         key = client_key(cid, hw)
         who = identify(self, p, rx, key, cid, now)
         if who is None:

@@ -246,3 +246,17 @@ def test_replies_parse_back_as_the_reply_packet() -> None:
     raw = dhcp(1, xid=5, options=opt(61, CID))
     p = DhcpPacket(BOOTREQUEST, 1, 6, 0, 5, 0, 0, 0, 0, 0, 0, MAC, b"", b"", {53: b"\x01", 61: CID}, True)
     assert raw == p.serialize()[:len(raw)]
+
+
+def test_each_datagram_is_judged_by_its_own_source() -> None:
+    """A relayed request from 0.0.0.0 cannot come from a relay (RFC 1542 §4.1.1) and is dropped; the same
+    request from the relay's address, in the next batch and in the same one, is answered."""
+    path, port = make_path()
+    relayed = dhcp(1, xid=11, options=opt(61, CID), giaddr="10.8.0.1")
+    assert answer(path, port, _Rx(relayed, src="0.0.0.0", dst="10.1.0.1", src_port=67)) == []
+    [(_, dst, _)] = answer(path, port, _Rx(relayed, src="10.8.0.1", dst="10.1.0.1", src_port=67))
+    assert dst == "10.8.0.1"
+    both = answer(path, port, _Rx(relayed, src="10.8.0.1", dst="10.1.0.1", src_port=67),
+                  _Rx(relayed, src="0.0.0.0", dst="10.1.0.1", src_port=67))
+    assert len(both) == 1
+    assert path.server.counters.drops["giaddr-spoofed"] == 2
