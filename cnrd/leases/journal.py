@@ -39,14 +39,11 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Protocol
 
-from twisted.logger import Logger
-
 from cnrd.leases.lmdb_store import LmdbLeaseStore, StateReader
 from cnrd.leases.model import Lease, LeaseEvent
 from cnrd.leases.ring import DEFAULT_SIZE, Journal
 from cnrd.leases.store import HistoryQuery, PackedBatch, StoreError
 
-log = Logger(namespace="cnrd.store")
 
 APPLIED_KEY = "journal/applied"
 EPOCH_KEY = "journal/epoch"
@@ -278,9 +275,14 @@ class JournaledStore:
                     f.close()
             self._proc = None
             self._restart_at = self._started_at + self.restart_backoff
-            log.warn("lease journal applier exited with status {status}{why}; starting another in "
-                     "{delay:.0f} s", status=proc.returncode, why=f": {why.splitlines()[-1]}" if why else "",
-                     delay=max(0.0, self._restart_at - time.monotonic()))
+            # Imported here, not at the top: the applier process imports this
+            # module, and Twisted would be half of its memory.
+            from twisted.logger import Logger
+
+            Logger(namespace="cnrd.store").warn(
+                "lease journal applier exited with status {status}{why}; starting another in {delay:.0f} s",
+                status=proc.returncode, why=f": {why.splitlines()[-1]}" if why else "",
+                delay=max(0.0, self._restart_at - time.monotonic()))
             apply_journal(self.inner, self._ring, self.epoch)
         if self._proc is None and self._restart_at is not None and time.monotonic() >= self._restart_at:
             self._restart_at = None
