@@ -50,6 +50,9 @@ _SEQ = struct.Struct("!Q")
 _TSEQ = struct.Struct("!QQ")  # time, sequence: the tail of a history index key
 _MAX_SEQ = (1 << 64) - 1
 INDEXED_KEY = "history/indexed"
+# Distinct time values shared while loading before the sharing starts
+# afresh: bounds the dict (a store's times span about one lease time).
+_MAX_SHARED_TIMES = 1 << 20
 
 #: Reads one state value as the current write transaction sees it (None: unset).
 StateReader = Callable[[str], bytes | None]
@@ -62,42 +65,19 @@ class LmdbLeaseStore:
         self, path: str, map_size: int = 4 << 30, event_history: int = 100000, *, readonly: bool = False,
         event_history_age: int = 0,
     ) -> None:
+        self.path = path
+        self._map_size = map_size
+        self._readonly = readonly
         try:
             if not readonly:
                 os.makedirs(path, mode=0o750, exist_ok=True)
-            self._env = lmdb.open(
-                path,
-                map_size=map_size,
-                readonly=readonly,
-                max_dbs=8,
-                sync=True,
-                metasync=True,
-                writemap=False,
-                map_async=False,
-                readahead=False,
-                lock=True,
-            )
+            self._env = self._open_env()
         except (OSError, lmdb.Error) as e:
-            raise StoreError(f"cannot open lease store in {path}: {e}") from e
-        self.path = path
-        try:
-            self._leases = self._env.open_db(b"leases", create=not readonly)
-            self._clients = self._env.open_db(b"clients", create=not readonly)
-            self._events = self._env.open_db(b"events", create=not readonly)
-            self._state = self._env.open_db(b"state", create=not readonly)
-        except lmdb.Error as e:
-            self._env.close()
             raise StoreError(f"cannot open lease store in {path}: {e}") from e
         self._history = event_history
         self._history_age = event_history_age
-        self._by_address: lmdb._Database | None = None
-        self._by_hw: lmdb._Database | None = None
         try:
-            self._by_address = self._env.open_db(b"history", create=not readonly)
-            self._by_hw = self._env.open_db(b"history-hw", create=not readonly)
-        except lmdb.NotFoundError:
-            # Read-only, written by a cnrd without the indexes: queries scan.
-            self._by_address = self._by_hw = None
+            self._open_dbs()
         except lmdb.Error as e:
             self._env.close()
             raise StoreError(f"cannot open lease store in {path}: {e}") from e
@@ -105,9 +85,45 @@ class LmdbLeaseStore:
             self._build_indexes()
 
     def load(self) -> Iterator[Lease]:
-        with self._env.begin(db=self._leases, buffers=True) as txn:
-            for _, value in txn.cursor():
-                yield Lease.unpack(value)
+        times: dict[int, int] = {}
+        with self._env.begin(db=self._leases) as txn:
+            for value in txn.cursor().iternext(keys=False, values=True):
+                yield Lease.unpack(value, times)
+                if len(times) > _MAX_SHARED_TIMES:
+                    times = {}
+        self._drop_pages()
+
+    def _drop_pages(self) -> None:
+        """Unmap and map the environment again, so the pages a full read
+        touched stop counting in this process's memory (they stay in the page
+        cache); only the pages later reads and writes use come back."""
+        try:
+            self._env.close()
+            self._env = self._open_env()
+            self._open_dbs()
+        except lmdb.Error as e:
+            raise StoreError(f"cannot open lease store in {self.path}: {e}") from e
+
+    def _open_env(self) -> lmdb.Environment:
+        return lmdb.open(
+            self.path, map_size=self._map_size, readonly=self._readonly, max_dbs=8, sync=True, metasync=True,
+            writemap=False, map_async=False, readahead=False, lock=True,
+        )
+
+    def _open_dbs(self) -> None:
+        create = not self._readonly
+        self._leases = self._env.open_db(b"leases", create=create)
+        self._clients = self._env.open_db(b"clients", create=create)
+        self._events = self._env.open_db(b"events", create=create)
+        self._state = self._env.open_db(b"state", create=create)
+        self._by_address: lmdb._Database | None = None
+        self._by_hw: lmdb._Database | None = None
+        try:
+            self._by_address = self._env.open_db(b"history", create=create)
+            self._by_hw = self._env.open_db(b"history-hw", create=create)
+        except lmdb.NotFoundError:
+            # Read-only, written by a cnrd without the indexes: queries scan.
+            self._by_address = self._by_hw = None
 
     def commit(
         self,

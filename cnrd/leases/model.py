@@ -160,34 +160,52 @@ class Lease:
         return client_key(cid, hw)
 
     @classmethod
-    def unpack(cls, data: bytes | memoryview) -> "Lease":
-        """Inverse of :meth:`pack`; ``data`` may be a buffer into the store (copied out)."""
-        (ver, addr, state, flags, start, exp, cltt, pet, ptime, slen, hlen, clen) = cls._HEAD.unpack_from(data)
-        if ver != cls._VERSION and ver != cls._VERSION_VENDOR:
+    def unpack(cls, data: bytes | memoryview, times: dict[int, int] | None = None) -> "Lease":
+        """Inverse of :meth:`pack`; ``data`` may be a buffer into the store (copied out).
+
+        ``times``, when given, makes equal time values one int object across
+        the records unpacked with it (a start-up load passes one dict for all:
+        leases granted in the same second share their times, and an int is
+        32 bytes, four per lease).
+        """
+        if not isinstance(data, bytes):
+            data = bytes(data)  # one copy; the fields below are then slices of it
+        # One unpack for the head and the fields of the lengths it gives:
+        # records of a store mostly share one shape (scope, hw, client-id lengths).
+        shape = _SHAPES.get(data[_SHAPE_AT:_HEAD_SIZE])
+        if shape is None:
+            shape = _shape(data)
+        (ver, addr, state, flags, start, exp, cltt, pet, ptime, slen, hlen, clen, raw, hw, cid,
+         host_len, relay_len) = shape.unpack_from(data)
+        if ver != 1 and ver != 2:  # _VERSION, _VERSION_VENDOR
             raise ValueError(f"unknown lease record version {ver}")
-        off = cls._HEAD.size
-        scope = _intern(str(data[off : off + slen], "utf-8"))
-        off += slen
-        hw = bytes(data[off : off + hlen])
-        off += hlen
-        cid: bytes | None = None
-        if clen != 255:
-            cid = bytes(data[off : off + clen])
-            off += clen
-        host_len, relay_len = struct.unpack_from("!HH", data, off)
-        off += 4
-        host = str(data[off : off + host_len], "utf-8", "replace")
+        if times is not None:
+            share = times.setdefault
+            start = share(start, start)
+            exp = share(exp, exp)
+            # Usually the same values again: a comparison is cheaper than a lookup.
+            cltt = start if cltt == start else share(cltt, cltt)
+            pet = exp if pet == exp else share(pet, pet)
+        scope = _SCOPES.get(raw)
+        if scope is None:
+            scope = _scope(raw)
+        if clen == 255:
+            cid = None
+        off = shape.size
+        host = str(data[off : off + host_len], "utf-8", "replace") if host_len else ""
         off += host_len
-        relay = bytes(data[off : off + relay_len])
+        relay = data[off : off + relay_len] if relay_len else b""
         vendor = b""
-        if ver == cls._VERSION_VENDOR:
+        if ver == 2:
             off += relay_len
-            (vendor_len,) = struct.unpack_from("!H", data, off)
-            vendor = bytes(data[off + 2 : off + 2 + vendor_len])
+            (vendor_len,) = _unpack_h(data, off)
+            vendor = data[off + 2 : off + 2 + vendor_len]
+        flag = _FLAGS.get(flags)
+        if flag is None:
+            flag = _flag(flags)
         # Positional, with enum members from lookup tables: this runs once per
         # lease at start-up, a million times for a big server.
-        return cls(addr, _STATES[state], scope, hw, cid, start, exp, cltt, pet, host, _flag(flags), relay, ptime,
-                   vendor)
+        return cls(addr, _STATES[state], scope, hw, cid, start, exp, cltt, pet, host, flag, relay, ptime, vendor)
 
 
 _STATES = {s.value: s for s in LeaseState}
@@ -202,6 +220,31 @@ def _flag(value: int) -> LeaseFlag:
 
 
 _intern = sys.intern
+_unpack_head = Lease._HEAD.unpack_from
+_HEAD_SIZE = Lease._HEAD.size
+_SHAPE_AT = _HEAD_SIZE - 6  # scope, hw and client-id lengths end the head
+_SHAPES: dict[bytes, struct.Struct] = {}
+
+
+def _shape(data: bytes) -> struct.Struct:
+    """The struct that reads a record's head, scope, hw, client-id and host/relay lengths."""
+    _, _, _, _, _, _, _, _, _, slen, hlen, clen = _unpack_head(data)
+    shape = struct.Struct(f"!BIBIqqqqqIBB{slen}s{hlen}s{0 if clen == 255 else clen}sHH")
+    if len(_SHAPES) < 4096:
+        _SHAPES[data[_SHAPE_AT:_HEAD_SIZE]] = shape
+    return shape
+
+
+_unpack_h = struct.Struct("!H").unpack_from
+# Scope names as stored -> the interned name: every lease of a scope shares it.
+_SCOPES: dict[bytes, str] = {}
+
+
+def _scope(raw: bytes) -> str:
+    name = _intern(str(raw, "utf-8"))
+    if len(_SCOPES) < 4096:
+        _SCOPES[raw] = name
+    return name
 
 
 @dataclass(frozen=True, slots=True)

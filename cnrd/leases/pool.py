@@ -18,6 +18,71 @@ from collections.abc import Generator, Iterable, Iterator
 from cnrd.leases.model import FREE_STATES, LeaseState, Range
 
 
+class AddressBits:
+    """A set of addresses within some ranges, one bit per address of the ranges.
+
+    What the pool keeps of "this address has a record": a million-address
+    range costs 128 KiB instead of a 32 MiB set of ints.  Addresses outside
+    the ranges are never members.
+    """
+
+    __slots__ = ("_firsts", "_lasts", "_offsets", "_bits", "_count")
+
+    def __init__(self, ranges: tuple[Range, ...]) -> None:
+        self._firsts = [r.first for r in ranges]
+        self._lasts = [r.last for r in ranges]
+        self._offsets: list[int] = []
+        total = 0
+        for r in ranges:
+            self._offsets.append(total)
+            total += len(r)
+        self._bits = bytearray((total + 7) >> 3)
+        self._count = 0
+
+    def _index(self, address: int) -> int:
+        """The bit of ``address``, or -1 outside the ranges."""
+        firsts = self._firsts
+        if len(firsts) == 1:
+            if firsts[0] <= address <= self._lasts[0]:
+                return address - firsts[0]
+            return -1
+        i = bisect.bisect_right(firsts, address) - 1
+        if i < 0 or address > self._lasts[i]:
+            return -1
+        return self._offsets[i] + address - firsts[i]
+
+    def add(self, address: int) -> bool:
+        """Make ``address`` a member; False (and nothing done) when it is outside the ranges."""
+        i = self._index(address)
+        if i < 0:
+            return False
+        mask = 1 << (i & 7)
+        byte = self._bits[i >> 3]
+        if not byte & mask:
+            self._bits[i >> 3] = byte | mask
+            self._count += 1
+        return True
+
+    def add_bit(self, i: int) -> int:
+        """Set bit ``i`` (an index from :meth:`_index`); 1 when it was not set, else 0."""
+        mask = 1 << (i & 7)
+        byte = self._bits[i >> 3]
+        if byte & mask:
+            return 0
+        self._bits[i >> 3] = byte | mask
+        self._count += 1
+        return 1
+
+    def __contains__(self, address: object) -> bool:
+        if not isinstance(address, int):
+            return False
+        i = self._index(address)
+        return i >= 0 and bool(self._bits[i >> 3] & (1 << (i & 7)))
+
+    def __len__(self) -> int:
+        return self._count
+
+
 class Pool:
     """The free addresses of one scope's ranges.
 
@@ -39,7 +104,7 @@ class Pool:
         self._lasts = [r.last for r in self.ranges]
         self._range_index = 0
         self._cursor = self.ranges[0].first if self.ranges else 0
-        self._skip: set[int] = set()  # LRU mode: addresses that have a record
+        self._skip = AddressBits(self.ranges)  # LRU mode: addresses that have a record
         self._lru: OrderedDict[int, None] = OrderedDict()
         self._free: set[int] = set()
         self._heap: list[int] = []
@@ -73,6 +138,43 @@ class Pool:
             self._free.discard(address)
         else:
             self._skip.add(address)
+
+    def take_all(self, addresses: list[int], state: LeaseState) -> list[int]:
+        """:meth:`take` for many addresses in one ``state``; returns those not in the ranges
+        (nothing was done for them)."""
+        if self.first_available or len(self.ranges) != 1 or self._free or self._backup:
+            return [a for a in addresses if not self.take(a, state)]
+        first, last = self.ranges[0].first, self.ranges[0].last
+        bits = self._skip
+        outside: list[int] = []
+        for address in addresses:
+            if first <= address <= last:
+                bits.add_bit(address - first)
+            else:
+                outside.append(address)
+        self.state_counts[state] += len(addresses) - len(outside)
+        return outside
+
+    def take(self, address: int, state: LeaseState) -> bool:
+        """A new record for ``address`` in ``state``, held by a client: not free,
+        not the backup's, and counted (the start-up load's fast path).
+
+        False, and nothing done, when ``address`` is not in the ranges.
+        """
+        if self.first_available:
+            if address not in self:
+                return False
+            self._free.discard(address)
+        else:
+            if not self._skip.add(address):
+                return False
+            if self._free and address in self._free:
+                self._free.discard(address)
+                self._lru.pop(address, None)
+        if self._backup and address in self._backup:
+            del self._backup[address]
+        self.state_counts[state] += 1
+        return True
 
     def add_free(self, address: int) -> None:
         """``address`` (which has a record) became free."""

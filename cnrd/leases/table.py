@@ -17,6 +17,7 @@ Pure module: callers pass ``now`` (integer seconds).
 from __future__ import annotations
 
 import heapq
+from array import array
 from collections.abc import Callable, Iterable, Iterator
 
 from cnrd.leases.model import FREE_STATES, Lease, LeaseEvent, LeaseFlag, LeaseState
@@ -37,13 +38,20 @@ class LeaseTable:
 
     def __init__(self) -> None:
         self.leases: dict[int, Lease] = {}
-        # client key -> address, or a list of addresses for a client bound in
-        # several scopes: a list per client would cost ~100 MB per million leases.
-        self.by_client: dict[bytes, int | list[int]] = {}
+        # The client index, by client-id and by hardware address (for clients
+        # without one): keyed by the lease's own bytes objects, so an index
+        # entry costs no key of its own.  The value is the address, or a list
+        # of addresses for a client bound in several scopes: a list per client
+        # would cost ~100 MB per million leases.
+        self._by_cid: dict[bytes, int | list[int]] = {}
+        self._by_hw: dict[bytes, int | list[int]] = {}
         self.pools: dict[str, Pool] = {}
-        # Heap of expiration << 32 | address (one int each, not a tuple: a
-        # million leases); entries superseded by later changes are skipped.
+        # When something runs out: a heap of times, and the addresses due at
+        # each (one address, or an array of them: 4 bytes a lease where a
+        # heap entry per lease cost 40).  Entries superseded by later
+        # changes are skipped.
         self._expiry: list[int] = []
+        self._due: dict[int, int | array[int]] = {}
         self._dirty: dict[int, Lease] = {}
         self._events: list[LeaseEvent] = []
         self.reserved: dict[int, bytes] = {}  # address -> client key
@@ -110,28 +118,89 @@ class LeaseTable:
         """Take records from the store at start-up; returns how many were loaded."""
         n = 0
         self._bulk = True
+        # The common record at start-up (a new address of a served scope,
+        # held by a client, not reserved) is inserted here without the calls
+        # of the general path, and its pool learns of it in one call per
+        # scope and state (a million of them at every start).
+        table = self.leases
+        by_cid, by_hw = self._by_cid, self._by_hw
+        reserved, grace = self.reserved, self._in_grace
+        pools, due = self.pools, self._due
+        timed = _TIMED
+        infinite = Lease.INFINITE
+        pending: dict[tuple[str, LeaseState], list[int]] = {}
+        last_scope, last_state, taken = "", LeaseState.AVAILABLE, []
         try:
             for lease in leases:
                 n += 1
-                if lease.state is LeaseState.OFFERED:
+                state = lease.state
+                if state is LeaseState.OFFERED:
                     # Offers are not durable promises: after a restart the address is free again.
                     lease.state, lease.flags = _withdrawn(lease)
-                elif lease.state is LeaseState.EXPIRED:
+                    state = lease.state
+                elif state is LeaseState.EXPIRED:
                     self._hold_for_grace(lease, now)
-                self._insert(lease)
+                address = lease.address
+                scope = lease.scope
+                if not (state in timed and scope in pools and address not in table and address not in reserved
+                        and address not in grace):
+                    if address in table:
+                        self._take_pending(pending)  # the record this one replaces must be counted first
+                    self._insert(lease)
+                    continue
+                table[address] = lease
+                cid = lease.client_id
+                if cid:
+                    self._index_add(by_cid, cid, address)
+                else:
+                    hw = lease.hw
+                    if hw:
+                        if hw in by_hw:
+                            self._index_add(by_hw, hw, address)
+                        else:
+                            by_hw[hw] = address
+                exp = lease.expiration
+                if 0 < exp < infinite:
+                    bucket = due.get(exp)
+                    if bucket is None or isinstance(bucket, int):
+                        self._push(exp, address)
+                    else:
+                        bucket.append(address)
+                if scope is not last_scope or state is not last_state:
+                    last_scope, last_state = scope, state
+                    taken = pending.setdefault((scope, state), [])
+                taken.append(address)
+                if len(taken) >= 4096:
+                    # In chunks: a list of every address would be freed at the
+                    # end into a heap that keeps its size.
+                    self._take_pending(pending)
+            self._take_pending(pending)
         finally:
             self._bulk = False
             heapq.heapify(self._expiry)
         return n
+
+    def _take_pending(self, pending: dict[tuple[str, LeaseState], list[int]]) -> None:
+        """Tell the pools of the records :meth:`load` inserted (by scope and state), then forget them."""
+        for (scope, state), addresses in pending.items():
+            for address in self.pools[scope].take_all(addresses, state):
+                # Not in its scope's ranges: the pool that holds it, if any (as _insert).
+                pool = self.pool_of(address)
+                if pool is not None:
+                    pool.exclude(address)
+                    self._classify(pool, self.leases[address])
+                    pool.reserved_unused.discard(address)
+                    pool.state_counts[state] += 1
+            addresses.clear()
 
     _bulk = False
 
     def _insert(self, lease: Lease) -> None:
         old = self.leases.get(lease.address)
         self.leases[lease.address] = lease
-        key = lease.key
-        if key is not None:
-            self._index_add(key, lease.address)
+        if old is not None:
+            self._unindex(old.client_id, old.hw, old.address)
+        self._reindex(lease.client_id, lease.hw, lease.address)
         pool = self.pools.get(lease.scope)
         if pool is None or lease.address not in pool:
             pool = self.pool_of(lease.address)
@@ -160,45 +229,78 @@ class LeaseTable:
             pool.remove_free(address)
             pool.remove_backup(address)
 
-    def _index_add(self, key: bytes, address: int) -> None:
-        cur = self.by_client.get(key)
+    @staticmethod
+    def _index_add(index: dict[bytes, int | list[int]], key: bytes, address: int) -> None:
+        cur = index.get(key)
         if cur is None:
-            self.by_client[key] = address
+            index[key] = address
         elif isinstance(cur, int):
             if cur != address:
-                self.by_client[key] = [cur, address]
+                index[key] = [cur, address]
         elif address not in cur:
             cur.append(address)
 
-    def _index_remove(self, key: bytes, address: int) -> None:
-        cur = self.by_client.get(key)
+    @staticmethod
+    def _index_remove(index: dict[bytes, int | list[int]], key: bytes, address: int) -> None:
+        cur = index.get(key)
         if cur is None:
             return
         if isinstance(cur, int):
             if cur == address:
-                del self.by_client[key]
+                del index[key]
             return
         if address in cur:
             cur.remove(address)
         if len(cur) == 1:
-            self.by_client[key] = cur[0]
+            index[key] = cur[0]
         elif not cur:
-            del self.by_client[key]
+            del index[key]
+
+    def _reindex(self, client_id: bytes | None, hw: bytes, address: int) -> None:
+        """Index ``address`` under the client key made of these fields (see :func:`client_key`)."""
+        if client_id:
+            self._index_add(self._by_cid, client_id, address)
+        elif hw:
+            self._index_add(self._by_hw, hw, address)
+
+    def _unindex(self, client_id: bytes | None, hw: bytes, address: int) -> None:
+        """Drop ``address`` from under the client key made of these fields."""
+        if client_id:
+            self._index_remove(self._by_cid, client_id, address)
+        elif hw:
+            self._index_remove(self._by_hw, hw, address)
 
     def addresses_of(self, key: bytes) -> list[int]:
         """The addresses whose records carry the client key ``key``."""
-        cur = self.by_client.get(key)
+        kind = key[:1]
+        if kind == b"\x01":
+            cur = self._by_cid.get(key[1:])
+        elif kind == b"\x00":
+            cur = self._by_hw.get(key[1:])
+        else:
+            return []
         if cur is None:
             return []
         return [cur] if isinstance(cur, int) else list(cur)
 
+    def _push(self, when: int, address: int) -> None:
+        """``address`` is due to be looked at ``when``."""
+        due = self._due
+        cur = due.get(when)
+        if cur is None:
+            due[when] = address
+            if self._bulk:
+                self._expiry.append(when)  # heapified once at the end of load()
+            else:
+                heapq.heappush(self._expiry, when)
+        elif isinstance(cur, int):
+            due[when] = array("I", (cur, address))
+        else:
+            cur.append(address)
+
     def _schedule(self, lease: Lease) -> None:
         if lease.state in _TIMED and 0 < lease.expiration < Lease.INFINITE:
-            entry = lease.expiration << 32 | lease.address
-            if self._bulk:
-                self._expiry.append(entry)  # heapified once at the end of load()
-            else:
-                heapq.heappush(self._expiry, entry)
+            self._push(lease.expiration, lease.address)
 
     # -- queries -----------------------------------------------------------
     def get(self, address: int) -> Lease | None:
@@ -225,7 +327,8 @@ class LeaseTable:
         lease = self.leases.get(address)
         if lease is None:
             return self.pool_of(address) is not None and owner != "backup"
-        mine = lease.key is not None and (lease.key == key or lease.key == hw_key)
+        held_by = lease.key
+        mine = held_by is not None and (held_by == key or held_by == hw_key)
         if lease.state in (LeaseState.OFFERED, LeaseState.LEASED):
             return mine
         if lease.state is LeaseState.BACKUP:
@@ -332,17 +435,17 @@ class LeaseTable:
             pool = self.pool_of(address)
             if pool is not None:
                 pool.exclude(address)
-        old_key = lease.key
+        old_cid, old_hw = lease.client_id, lease.hw
         for name, value in fields.items():
             setattr(lease, name, value)
         if lease.state is not LeaseState.EXPIRED and self._in_grace:
             self._in_grace.discard(address)
-        new_key = lease.key
-        if old_key != new_key:
-            if old_key is not None:
-                self._index_remove(old_key, address)
-            if new_key is not None:
-                self._index_add(new_key, address)
+        cid, hw = lease.client_id, lease.hw
+        # The client key is the client-id when there is one, else the
+        # hardware address: re-index only when that changed.
+        if (cid or None) != (old_cid or None) or (not cid and hw != old_hw):
+            self._unindex(old_cid, old_hw, address)
+            self._reindex(cid, hw, address)
         pool = self.pool_of(address)
         if pool is not None:
             self._classify(pool, lease)
@@ -360,7 +463,7 @@ class LeaseTable:
                     listener(lease, event or "")
         if event is not None:
             self._events.append(
-                LeaseEvent(now, address, lease.state, new_key or b"", lease.expiration, event,
+                LeaseEvent(now, address, lease.state, lease.key or b"", lease.expiration, event,
                            "partner" if from_partner else source, lease.hw)
             )
         return lease
@@ -382,7 +485,7 @@ class LeaseTable:
         walk of the pool on every allocation.
         """
         heap = self._expiry
-        return bool(heap) and heap[0] < (now + 1) << 32
+        return bool(heap) and heap[0] <= now
 
     def _grace(self, lease: Lease) -> int:
         pool = self.pools.get(lease.scope)
@@ -398,11 +501,7 @@ class LeaseTable:
         if end <= now:
             return False
         self._in_grace.add(lease.address)
-        entry = end << 32 | lease.address
-        if self._bulk:
-            self._expiry.append(entry)
-        else:
-            heapq.heappush(self._expiry, entry)
+        self._push(end, lease.address)
         return True
 
     def expire(self, now: int) -> list[Lease]:
@@ -415,10 +514,16 @@ class LeaseTable:
         """
         changed: list[Lease] = []
         heap = self._expiry
-        limit = (now + 1) << 32
-        while heap and heap[0] < limit:
-            entry = heapq.heappop(heap)
-            when, address = entry >> 32, entry & 0xFFFFFFFF
+        while heap and heap[0] <= now:
+            when = heapq.heappop(heap)
+            due = self._due.pop(when, None)
+            if due is not None:
+                self._expire_at(when, (due,) if isinstance(due, int) else due, now, changed)
+        return changed
+
+    def _expire_at(self, when: int, addresses: Iterable[int], now: int, changed: list[Lease]) -> None:
+        """Move on what of ``addresses`` ran out at ``when`` (see :meth:`expire`)."""
+        for address in addresses:
             lease = self.leases.get(address)
             if lease is None:
                 continue
@@ -448,7 +553,6 @@ class LeaseTable:
                     state=LeaseState.AVAILABLE, expiration=0, hw=b"", client_id=None,
                 )
             changed.append(lease)
-        return changed
 
     @property
     def has_dirty(self) -> bool:
