@@ -1,4 +1,4 @@
-"""Failover pairs under test: a cnrd pair and an ISC dhcpd pair.
+"""Failover pairs under test: a cnrd pair, an ISC dhcpd pair and a Kea HA pair.
 
 The main runs where a single server would (the bench's server namespace, the
 address perfdhcp talks to); the backup gets a namespace of its own, joined to
@@ -15,16 +15,44 @@ and a stored NORMAL failover state, as after a partner was lost), then a
 fresh backup with an empty store; the time until both are NORMAL is the
 recovery time, reported with and without the MCLT wait that a recovering
 server must sit out (RECOVER-WAIT, ISC's state 254).
+
+The Kea HA pair (``kea-ha-pair``): two kea-dhcp4 2.2 with the lease_cmds and
+HA hooks, hot-standby, multi-threaded (the DHCP threads and the HA hook's own
+HTTP listener and client threads), memfile.  The primary is the main, the
+standby the backup; their HA traffic (lease updates, heartbeats, the
+standby's lease4-get-page sync) goes over the same second veth.  "NORMAL" is
+Kea's HOT-STANDBY on both sides, and before load the bench also asks the
+primary (``status-get`` on its control socket) that it is in hot-standby,
+serves the primary's scope and is in touch with a partner in hot-standby.
+Its recovery: the primary alone with a preloaded lease file, waited to
+PARTNER-DOWN; then a standby with an empty lease file, which syncs every
+lease from the primary (lease4-get-page) before HOT-STANDBY; the leases are
+counted in the standby's memfile CSV.  Kea has no MCLT wait.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import signal
+import socket
 import time
+from pathlib import Path
+from typing import Any
 
 from bench import perf
-from bench.servers import LEASE_TIME, OPTIONS, SERVERS, CnrdServer, IscServer, _isc_time
+from bench.servers import (
+    LEASE_TIME,
+    OPTIONS,
+    RUN,
+    SERVERS,
+    CnrdServer,
+    IscServer,
+    KeaServer,
+    _isc_time,
+    cnrd_server_lines,
+    kea_lease_count,
+)
 from cnrd.failover import record
 from cnrd.failover.states import Role, S
 from cnrd.leases.lmdb_store import LmdbLeaseStore
@@ -60,8 +88,10 @@ def _isc_normal(text: str) -> bool:
 
 
 class _PairMixin:
-    """The backup side and the failover link, shared by both pairs."""
+    """The backup side and the failover link, shared by the pairs."""
 
+    WAIT_IN: str | None = None  # what the backup's log says entering / leaving the MCLT wait
+    WAIT_OUT: str | None = None
     backup_proc = None
     backup_ns = None
 
@@ -122,9 +152,9 @@ class _PairMixin:
         while not (self._main_normal() and self._backup_normal()):
             log = self._logs()[1].lower()
             now = time.monotonic()
-            if entered is None and self.WAIT_IN in log:
+            if self.WAIT_IN is not None and entered is None and self.WAIT_IN in log:
                 entered = now
-            if entered is not None and left is None and self.WAIT_OUT in log:
+            if entered is not None and left is None and self.WAIT_OUT and self.WAIT_OUT in log:
                 left = now
             if now > deadline:
                 raise AssertionError(f"{self.name} did not reach NORMAL on both sides in {timeout:.0f} s")
@@ -186,8 +216,9 @@ failover-poll-timeout = 6
 subnet = {self.net.subnet}
 ranges = {self.net.pool_first}-{self.net.pool_last}
 """ + self._pair_section()
-        self.cp = CnrdProcess(self.ns, cnrd_config(self.iface, scopes), name=f"cnrdmain{self.n}")
-        self.bp = CnrdProcess(self.backup_ns, cnrd_config(self.backup_if, scopes), name=f"cnrdbackup{self.n}")
+        lines = cnrd_server_lines()
+        self.cp = CnrdProcess(self.ns, cnrd_config(self.iface, scopes, lines), name=f"cnrdmain{self.n}")
+        self.bp = CnrdProcess(self.backup_ns, cnrd_config(self.backup_if, scopes, lines), name=f"cnrdbackup{self.n}")
 
     def _write_store(self, n: int, now: int) -> None:
         super()._write_store(n, now)
@@ -314,5 +345,186 @@ subnet {net.network_address} netmask {net.netmask} {{
         return all(_last_move(_ISC_MOVE, read_log(p)) == "normal" for p in (self.proc, self.backup_proc))
 
 
+# ------------------------------------------------------------------------------
+# Kea 2.2 HA, hot-standby
+# ------------------------------------------------------------------------------
+
+KEA_HOOKS = Path("/usr/lib/x86_64-linux-gnu/kea/hooks")
+KEA_HA_PORT = 8001  # each server's HA listener, on its failover-link address
+KEA_HOT = "HOT-STANDBY"
+# 2.2 logs "HA_STATE_TRANSITION server transitions from WAITING to SYNCING state, ..."; later
+# versions put the server's name and a colon before "server"
+_KEA_MOVE = re.compile(r"HA_STATE_TRANSITION (?:\S+: )?server transitions from (\S+) to (\S+) state")
+
+
+def kea_command(sock_path: Path, command: str, arguments: dict | None = None, timeout: float = 10) -> dict:
+    """One command over a Kea server's unix control socket; its JSON answer."""
+    req: dict[str, Any] = {"command": command}
+    if arguments is not None:
+        req["arguments"] = arguments
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(str(sock_path))
+        s.sendall(json.dumps(req).encode())
+        buf = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+            try:
+                return json.loads(buf)
+            except ValueError:
+                continue  # more to come
+    return json.loads(buf)
+
+
+def kea_ha_verdict(status: dict) -> tuple[bool, str]:
+    """From a primary's ``status-get`` answer: is the pair in hot-standby with
+    the partner in touch and in hot-standby, this server serving the
+    primary's scope?  (ok, what was seen)."""
+    try:
+        ha = status["arguments"]["high-availability"][0]
+        local, remote = ha["ha-servers"]["local"], ha["ha-servers"]["remote"]
+    except (KeyError, IndexError, TypeError):
+        return False, f"no HA status in {json.dumps(status)[:300]}"
+    seen = (f"mode {ha.get('ha-mode')}, local {local.get('state')} scopes {local.get('scopes')}, "
+            f"remote {remote.get('last-state')} in-touch {remote.get('in-touch')} "
+            f"interrupted {remote.get('communication-interrupted')}")
+    ok = (ha.get("ha-mode") == "hot-standby" and local.get("state") == "hot-standby"
+          and local.get("scopes") == ["primary"] and remote.get("last-state") == "hot-standby"
+          and remote.get("in-touch") is True and not remote.get("communication-interrupted"))
+    return ok, seen
+
+
+class KeaHaPair(_PairMixin, KeaServer):
+    """Kea 2.2 primary + standby (HA hook, hot-standby, multi-threaded, memfile)."""
+
+    name = "kea-ha-pair"
+    MOVE = re.compile(r"HA_STATE_TRANSITION (?:\S+: )?server (transitions from \S+ to \S+) state")
+    ha_status: tuple[bool, str] | None = None
+
+    #: DHCP threads and the HA hook's HTTP listener and client threads per
+    #: server, at least 2: a parked packet waits for the standby's answer
+    #: while another is processed.
+    @staticmethod
+    def threads() -> int:
+        return max(2, RUN.cores)
+
+    def multi_threading(self) -> dict:
+        return {"enable-multi-threading": True, "thread-pool-size": self.threads(), "packet-queue-size": 64}
+
+    def _ha(self, me: str) -> list[dict]:
+        n = self.threads()
+        return [
+            {"library": str(KEA_HOOKS / "libdhcp_lease_cmds.so"), "parameters": {}},
+            {"library": str(KEA_HOOKS / "libdhcp_ha.so"), "parameters": {"high-availability": [{
+                "this-server-name": me,
+                "mode": "hot-standby",
+                "heartbeat-delay": 1000,
+                "max-response-delay": 3000,
+                "max-ack-delay": 1000,
+                "max-unacked-clients": 0,
+                "sync-timeout": 60000,
+                "multi-threading": {"enable-multi-threading": True, "http-dedicated-listener": True,
+                                    "http-listener-threads": n, "http-client-threads": n},
+                "peers": [
+                    {"name": "primary", "url": f"http://{MAIN_FO}:{KEA_HA_PORT}/", "role": "primary",
+                     "auto-failover": True},
+                    {"name": "standby", "url": f"http://{BACKUP_FO}:{KEA_HA_PORT}/", "role": "standby",
+                     "auto-failover": True},
+                ],
+            }]}},
+        ]
+
+    def _conf(self, me: str, iface: str, lease_file: Path, sock: Path) -> str:
+        d = self.dhcp4(iface, lease_file)
+        d["hooks-libraries"] = self._ha(me)
+        d["control-socket"] = {"socket-type": "unix", "socket-name": str(sock)}
+        # the HA hook's state transitions (INFO; nothing per lease at INFO)
+        d["loggers"].append({"name": "kea-dhcp4.ha-hooks", "severity": "INFO",
+                             "output_options": [{"output": "stdout"}]})
+        return json.dumps({"Dhcp4": d}, indent=2)
+
+    def _configure(self) -> None:
+        super()._configure()
+        assert self.dir is not None and self.iface is not None
+        self._failover_link()
+        self.sock = self.dir / "primary.sock"
+        self.conf_file.write_text(self._conf("primary", self.iface, self.lease_file, self.sock))
+        sdir = self.dir / "standby"
+        sdir.mkdir()
+        self.backup_env = {"KEA_PIDFILE_DIR": str(sdir), "KEA_LOCKFILE_DIR": str(sdir)}
+        self.backup_conf = sdir / "kea-dhcp4-standby.conf"
+        self.backup_lease_file = sdir / "kea-leases4.csv"
+        self.backup_sock = sdir / "standby.sock"
+        self.backup_conf.write_text(self._conf("standby", self.backup_if, self.backup_lease_file,
+                                               self.backup_sock))
+
+    def _logs(self) -> tuple[str, str]:
+        return read_log(self.proc), read_log(self.backup_proc) if self.backup_proc is not None else ""
+
+    @staticmethod
+    def _state(text: str) -> str | None:
+        moves = _KEA_MOVE.findall(text)
+        return moves[-1][1] if moves else None
+
+    def _main_normal(self) -> bool:
+        return self._state(read_log(self.proc)) == KEA_HOT
+
+    def _backup_normal(self) -> bool:
+        return self.backup_proc is not None and self._state(read_log(self.backup_proc)) == KEA_HOT
+
+    def _still_normal(self) -> bool:
+        if not (self._main_normal() and self._backup_normal()):
+            return False
+        self.ha_status = kea_ha_verdict(kea_command(self.sock, "status-get"))
+        return self.ha_status[0]
+
+    def _settle(self, timeout: float) -> None:
+        try:
+            super()._settle(timeout)
+        except AssertionError:
+            seen = self.ha_status[1] if self.ha_status else "no status-get answer"
+            raise AssertionError(f"{self.name}: not in hot-standby with the partner in sync: {seen}") from None
+
+    def _backup_lease_count(self) -> int:
+        return kea_lease_count(self.backup_lease_file)
+
+    def _spawn(self, timeout: float) -> None:
+        assert self.ns is not None
+        self.ns.run("kea-dhcp4", "-t", self.conf_file, env=self.env, timeout=60)
+        self.proc = self.ns.popen("kea-dhcp4", "-c", self.conf_file, env=self.env, name=f"keaprimary{self.n}")
+        self._wait_marker("DHCP4_STARTED", timeout)
+        if not self.preload:
+            self.start_backup(timeout)
+            self._settle(timeout)
+            return
+        # alone, as after losing its partner: the primary serves once it has
+        # given the standby up (max-response-delay after start)
+        wait_for(lambda: self._state(read_log(self.proc)) == "PARTNER-DOWN", timeout, interval=0.05,
+                 what="the Kea primary alone to reach PARTNER-DOWN")
+
+    def start_backup(self, timeout: float) -> None:
+        assert self.backup_ns is not None
+        self.backup_ns.run("kea-dhcp4", "-t", self.backup_conf, env=self.backup_env, timeout=60)
+        self.backup_proc = self.backup_ns.popen("kea-dhcp4", "-c", self.backup_conf, env=self.backup_env,
+                                                name=f"keastandby{self.n}")
+        proc = self.backup_proc
+
+        def started() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(f"Kea standby exited with {proc.returncode}:\n{read_log(proc)[-3000:]}")
+            return "DHCP4_STARTED" in read_log(proc)
+
+        wait_for(started, timeout, interval=0.02, what="the Kea standby to start")
+
+    def _recovery_extra(self) -> dict:
+        ok, seen = kea_ha_verdict(kea_command(self.sock, "status-get"))
+        return {"primary_status": seen, "primary_status_ok": ok}
+
+
 SERVERS["cnrd-pair"] = CnrdPair
 SERVERS["isc-pair"] = IscPair
+SERVERS["kea-ha-pair"] = KeaHaPair

@@ -15,7 +15,6 @@ import argparse
 import datetime as _dt
 import json
 import os
-import platform
 import signal
 import statistics
 import sys
@@ -27,17 +26,18 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from bench import balanced, perf  # balanced registers cnrd-lb-pair and isc-lb-pair
-from bench import pairs as _pairs  # noqa: F401  (registers cnrd-pair and isc-pair)
+from bench import pairs as _pairs  # noqa: F401  (registers cnrd-pair, isc-pair and kea-ha-pair)
+from bench.report import _f, _rcvbuf, machine, metric_keys, size_label, table
 from bench.servers import (
     LINK_PREFIX,
     LOAD_IP,
+    RUN,
     SERVER_IP,
     SERVERS,
     STARTUP_NET,
     THROUGHPUT_NET,
     BenchServer,
     Net,
-    versions,
 )
 from tests.integration.lab import (
     Lab,
@@ -77,6 +77,8 @@ class Settings:
     # --latency-at: only the latency step, at this DORA rate for every server
     # (the same rate for all, where the full run takes each one's sat/2)
     latency_at: int | None = None
+    cores: int = 1  # CPUs each server gets (--cores; Kea: as many DHCP threads)
+    cnrd_lease_lines: bool = False  # --cnrd-lease-lines: cnrd keeps its lease line per exchange
 
 
 FULL = Settings()
@@ -89,30 +91,31 @@ SMOKE = replace(FULL, duration=1, start_rate=500, sat_tries=1, renew_tries=1, la
 RECOVERY_NET = Net("10.32.0.0/15", "10.32.0.10", "10.33.255.250", "10.32.0.1")
 
 
-#: the CPU the server under test gets to itself (set by pin_load)
-SERVER_CPU: int | None = None
+#: the CPUs the server under test gets (set by pin_load)
+SERVER_CPUS: set[int] | None = None
 
 
-def pin_load() -> bool:
+def pin_load(cores: int = 1) -> bool:
     """Keep this process and what it starts (perfdhcp, the servers until
-    :func:`pin_server` moves them) off the last CPU, which the server under
-    test gets to itself: on a small machine perfdhcp's busy loop otherwise
-    shares a core with the server and the latency tail measures the
-    scheduler.  Applied to every server alike; False with a single CPU."""
-    global SERVER_CPU
+    :func:`pin_server` moves them) off the last ``cores`` CPUs, which the
+    server under test gets to itself: on a small machine perfdhcp's busy loop
+    otherwise shares a core with the server and the latency tail measures
+    the scheduler.  When the server gets every CPU (``--cores`` = nproc),
+    the load keeps them all too and shares them.  Applied to every server
+    alike; False with a single CPU."""
+    global SERVER_CPUS
     c = sorted(os.sched_getaffinity(0))
-    if len(c) < 2:
+    if len(c) < 2 or not 1 <= cores <= len(c):
         return False
-    SERVER_CPU = c[-1]
-    os.sched_setaffinity(0, c[:-1])
+    SERVER_CPUS = set(c[-cores:])
+    os.sched_setaffinity(0, c[:-cores] or c)
     return True
 
 
 def pin_server(pids: Iterable[int]) -> None:
-    """Every thread of the server processes onto :data:`SERVER_CPU`."""
-    if SERVER_CPU is None:
+    """Every thread of the server processes onto :data:`SERVER_CPUS`."""
+    if SERVER_CPUS is None:
         return
-    last = {SERVER_CPU}
     for pid in pids:
         try:
             tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
@@ -120,17 +123,9 @@ def pin_server(pids: Iterable[int]) -> None:
             continue
         for tid in tids:
             try:
-                os.sched_setaffinity(tid, last)
+                os.sched_setaffinity(tid, SERVER_CPUS)
             except OSError:
                 pass  # a thread that just ended
-
-
-def size_label(n: int) -> str:
-    if n % 1_000_000 == 0:
-        return f"{n // 1_000_000}m"
-    if n % 1000 == 0:
-        return f"{n // 1000}k"
-    return str(n)
 
 
 def _median_delays(summaries: list[dict]) -> dict:
@@ -141,64 +136,6 @@ def _median_delays(summaries: list[dict]) -> dict:
         out[name] = {k: statistics.median(v[k] for v in stats if v.get(k) is not None)
                      if any(v.get(k) is not None for v in stats) else None for k in stats[0]}
     return out
-
-
-#: (key, table label, which way is better: "high", "low" or None)
-BASE_ROWS: list[tuple[str, str, str | None]] = [
-    ("dora_per_s", "DORA/s at saturation", "high"),
-    ("sat_asked_rate", "  last asked rate /s", None),
-    ("sat_do_drop_pct", "  DISCOVER-OFFER drops %", "low"),
-    ("sat_ra_drop_pct", "  REQUEST-ACK drops %", "low"),
-    ("sat_leases", "  leases granted", None),
-    ("cpu_s_per_1k", "CPU s per 1k leases", "low"),
-    ("peak_rss_mb", "peak RSS MiB (VmHWM)", "low"),
-    ("rss_kb_per_1k", "RSS growth KiB per 1k leases", "low"),
-    ("lat_rate", "latency run rate /s (sat/2)", None),
-    ("lat_do_p50_ms", "  DISCOVER-OFFER p50 ms", "low"),
-    ("lat_do_p99_ms", "  DISCOVER-OFFER p99 ms", "low"),
-    ("lat_ra_p50_ms", "  REQUEST-ACK p50 ms", "low"),
-    ("lat_ra_p99_ms", "  REQUEST-ACK p99 ms", "low"),
-    ("renew_per_s", "renewals/s (perfdhcp -f)", "high"),
-    ("renew_asked_rate", "  asked -r = -f /s", None),
-    ("renew_dora_per_s", "  DORA/s alongside", None),
-    ("renew_drop_pct", "  renewal drops %", "low"),
-    ("other_cpu_pct", "other processes' CPU % during runs", None),
-]
-
-
-#: balanced pairs (bench/balanced.py): each server's own share, from the last saturation try
-BALANCED_ROWS: list[tuple[str, str, str | None]] = [
-    ("lb_dora_any_split", "balanced: DORA/s, any try (unbalanced too)", None),
-    ("lb_main_grants", "  ACKs sent by the main", None),
-    ("lb_backup_grants", "  ACKs sent by the backup", None),
-    ("lb_main_share_pct", "  main's share of the ACKs %", None),
-    ("lb_both_answered", "  both answered, each near half", None),
-    ("lb_main_cpu_s_per_1k", "  main CPU s per 1k of its leases", "low"),
-    ("lb_backup_cpu_s_per_1k", "  backup CPU s per 1k of its leases", "low"),
-]
-
-
-PAIR_ROWS: list[tuple[str, str, str | None]] = [
-    ("recovery_leases", "pair: leases on the main at recovery", None),
-    ("recovery_backup_leases", "  leases the backup holds at NORMAL", None),
-    ("recovery_s", "pair: fresh backup to NORMAL, s", "low"),
-    ("recovery_minus_mclt_s", "  same, MCLT wait excluded, s", "low"),
-    ("recovery_full_s", "  backup holds every lease after, s", "low"),
-]
-
-
-def startup_rows(sizes: tuple[int, ...]) -> list[tuple[str, str, str | None]]:
-    rows = []
-    for n in sizes:
-        lab = size_label(n)
-        rows.append((f"startup_{lab}_s", f"start-up s, {lab} leases", "low"))
-        rows.append((f"rss_{lab}_mb", f"RSS MiB after start, {lab} leases", "low"))
-    return rows
-
-
-def metric_keys(sizes) -> list[str]:
-    """Every key of a server's ``metrics`` in the JSON, for these start-up sizes."""
-    return [k for k, _, _ in BASE_ROWS + startup_rows(tuple(sizes)) + PAIR_ROWS + BALANCED_ROWS]
 
 
 # ------------------------------------------------------------------------------
@@ -575,102 +512,6 @@ class Bench:
 
 
 # ------------------------------------------------------------------------------
-# output
-# ------------------------------------------------------------------------------
-
-
-def _rcvbuf(rec: dict, side: str) -> str:
-    return str(rec.get(f"udp_{side}_ns", {}).get("RcvbufErrors", "?"))
-
-
-def _f(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        if v == 0:
-            return "0"
-        a = abs(v)
-        return f"{v:.3f}" if a < 1 else f"{v:.2f}" if a < 10 else f"{v:.1f}" if a < 100 else f"{v:.0f}"
-    return str(v)
-
-
-def machine() -> dict[str, Any]:
-    cpu = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_kb = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                mem_kb = int(line.split()[1])
-    except OSError:
-        pass
-    return {"nproc": os.cpu_count(), "kernel": platform.release(), "cpu": cpu, "mem_kb": mem_kb,
-            "python": platform.python_version(), "hostname": platform.node(), "versions": versions()}
-
-
-def table(result: dict) -> str:
-    names = list(result["servers"])
-    sizes = tuple(result["settings"]["startup_sizes"])
-    hot_standby = any(n.endswith("-pair") and not getattr(SERVERS.get(n), "balanced", False) for n in names)
-    rows = BASE_ROWS + startup_rows(sizes) + (PAIR_ROWS if hot_standby else [])
-    if any(getattr(SERVERS.get(n), "balanced", False) for n in names):
-        rows = rows + BALANCED_ROWS
-    ratios = [("cnrd", o, f"cnrd/{o.upper() if o == 'isc' else o.capitalize()}") for o in ("isc", "kea")
-              if "cnrd" in names and o in names]
-    if "cnrd-pair" in names and "isc-pair" in names:
-        ratios.append(("cnrd-pair", "isc-pair", "cnrd-pair/isc-pair"))
-    if "cnrd-lb-pair" in names and "isc-lb-pair" in names:
-        ratios.append(("cnrd-lb-pair", "isc-lb-pair", "cnrd-lb/isc-lb"))
-    head = ["metric"] + names + [label for _, _, label in ratios] + ["better"]
-    body = []
-    latency_only = bool(result["settings"].get("latency_at"))
-    for key, label, better in rows:
-        vals = [result["servers"][n]["metrics"].get(key) for n in names]
-        if latency_only:
-            if all(v is None for v in vals):
-                continue  # steps this mode does not run
-            label = label.replace(" (sat/2)", "")
-        line = [label] + [_f(v) for v in vals]
-        for ours, other, _ in ratios:
-            a = result["servers"][ours]["metrics"].get(key)
-            b = result["servers"][other]["metrics"].get(key)
-            unbalanced = [n for n in (ours, other) if result["servers"][n]["metrics"].get("lb_both_answered") == "NO"]
-            if unbalanced and better:
-                # one server answered (nearly) everything: not a balanced pair's figure
-                line.append(f"n/a: {'/'.join(unbalanced)} unbalanced")
-                continue
-            line.append(f"{a / b:.2f}" if better and isinstance(a, (int, float)) and isinstance(b, (int, float)) and b
-                        else "")
-        line.append({"high": "higher", "low": "lower", None: ""}[better])
-        body.append(line)
-    widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
-    fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
-    mach = result["machine"]
-    v = mach["versions"]
-    lines = [
-        f"machine: nproc {mach['nproc']}, kernel {mach['kernel']}, {mach['cpu']}, "
-        f"{(mach['mem_kb'] or 0) // 1024} MiB",
-        f"servers: cnrd {v['cnrd']}, {v['isc']}, kea {v['kea']}; perfdhcp {v['perfdhcp']}",
-        f"mode {result['settings']['mode']}, {result['settings']['duration']:g} s per perfdhcp run, "
-        f"runtime {result['runtime_s']:.0f} s",
-        "",
-        fmt(head),
-        fmt(["-" * w for w in widths]),
-        *(fmt(r) for r in body),
-    ]
-    for n in names:
-        for e in result["servers"][n]["errors"]:
-            lines.append(f"{n}: {e['step']} failed: {e['error'].splitlines()[0] if e['error'] else ''}")
-    return "\n".join(lines)
-
-
-# ------------------------------------------------------------------------------
 # main
 # ------------------------------------------------------------------------------
 
@@ -691,7 +532,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--latency-at", type=int, default=None, metavar="RATE",
                     help="only the latency step, at RATE DORA/s for every server (compares servers at one "
                          "request rate; the full run takes each server's own half saturation)")
+    ap.add_argument("--cnrd-lease-lines", action="store_true",
+                    help="cnrd logs its lease line per exchange (its INFO default; the bench's cnrd runs with "
+                         "log-settings = no-success-messages, like Kea at WARN), to measure what the lines cost")
+    ap.add_argument("--cores", type=int, default=1, metavar="N",
+                    help="CPUs each server gets (default 1): Kea runs N DHCP threads (multi-threading from 2), "
+                         "cnrd and ISC run as they are; with N = nproc the load generator shares the CPUs")
+    ap.add_argument("--recovery-leases", type=int, default=None, metavar="N",
+                    help="pairs: leases on the main when a fresh backup joins (default 100,000; --quick 10,000)")
     a = ap.parse_args(argv)
+    ncpu = len(os.sched_getaffinity(0))
+    if not 1 <= a.cores <= ncpu:
+        ap.error(f"--cores must be between 1 and this machine's {ncpu} CPUs")
+    if a.cores > 1 and a.no_pin:
+        ap.error("--cores pins the servers; it cannot go with --no-pin")
+    if a.recovery_leases is not None and not 1 <= a.recovery_leases <= RECOVERY_NET.pool_size:
+        ap.error(f"--recovery-leases must be between 1 and {RECOVERY_NET.pool_size}")
     # pairs run only when named: the default is the single servers
     servers = a.servers or ("cnrd" if a.smoke else ",".join(n for n in SERVERS if not n.endswith("-pair")))
     a.server_list = [s.strip() for s in servers.split(",") if s.strip()]
@@ -716,8 +572,17 @@ def main(argv: list[str] | None = None) -> int:
         s = replace(s, duration=a.duration)
     if a.latency_at is not None:
         s = replace(s, latency_at=a.latency_at, startup_sizes=(), mode=f"{s.mode}, latency at {a.latency_at}/s only")
-    s = replace(s, pin=not a.no_pin and pin_load())
-    need = {"isc": "dhcpd", "isc-pair": "dhcpd", "isc-lb-pair": "dhcpd", "cnrd-lb-pair": "curl", "kea": "kea-dhcp4"}
+    if a.recovery_leases is not None:
+        s = replace(s, recovery_leases=a.recovery_leases)
+    s = replace(s, cores=a.cores, cnrd_lease_lines=a.cnrd_lease_lines)
+    if a.cores > 1:
+        s = replace(s, mode=f"{s.mode}, {a.cores} cores per server")
+    if a.cnrd_lease_lines:
+        s = replace(s, mode=f"{s.mode}, cnrd lease lines on")
+    RUN.cores, RUN.cnrd_lease_lines = s.cores, s.cnrd_lease_lines
+    s = replace(s, pin=not a.no_pin and pin_load(s.cores))
+    need = {"isc": "dhcpd", "isc-pair": "dhcpd", "isc-lb-pair": "dhcpd", "cnrd-lb-pair": "curl", "kea": "kea-dhcp4",
+            "kea-ha-pair": "kea-dhcp4"}
     binaries = ["ip", "perfdhcp"] + [need[n] for n in a.server_list if n in need]
     missing = missing_requirements(binaries)
     if missing:

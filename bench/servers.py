@@ -11,11 +11,19 @@ the relayed client network ``Net``, lease time 3600 s, the same two options
   sockets (all traffic is relayed), multi-threading off (the 2.2 default,
   written out).  Memfile does no fsync.
 
-Logging: none per lease where a server allows it.  cnrd logs a periodic
-stats line; Kea runs at WARN (at its shipped INFO level it logs every offer
-and allocation, which halved its DORA rate here); ISC dhcpd cannot turn
-per-packet logging off, and run in the foreground (``-d``) it writes it to
-its log file (measured: the same rate as logging to nowhere).
+Logging: none per lease where a server allows it.  cnrd runs with
+``log-settings = no-success-messages`` (no lease line per successful
+exchange; NAKs, DECLINEs and failover problems still appear), unless the run
+keeps them (``RUN.cnrd_lease_lines``, bench.run ``--cnrd-lease-lines``); Kea
+runs at WARN (at its shipped INFO level it logs every offer and allocation,
+which halved its DORA rate here); ISC dhcpd cannot turn per-packet logging
+off, and run in the foreground (``-d``) it writes it to its log file
+(measured: the same rate as logging to nowhere).
+
+Cores: ``RUN.cores`` is how many CPUs each server gets (bench.run
+``--cores``).  Kea gets as many packet-processing threads (multi-threading on
+from 2 cores; the HA pair is always multi-threaded); cnrd and ISC dhcpd run
+as they are (one process each; cnrd's journal applier is a second process).
 
 A server object is built by a factory from the ``SERVERS`` registry
 (``SERVERS[name](net, preload=N)``) and used once::
@@ -36,13 +44,12 @@ them all — and one more registry entry.
 
 from __future__ import annotations
 
-import os
-
 import csv
 import datetime as _dt
 import ipaddress
 import itertools
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -55,23 +62,28 @@ from bench import perf
 from cnrd import __version__ as CNRD_VERSION
 from cnrd.leases.lmdb_store import LmdbLeaseStore
 from cnrd.leases.model import Lease, LeaseState
-from tests.integration.cnrd_proc import CnrdProcess, config as cnrd_config
+from tests.integration.cnrd_proc import CnrdProcess
+from tests.integration.cnrd_proc import config as cnrd_config
 from tests.integration.lab import Lab, Netns, isc_lease_states, read_log, wait_for
 
 __all__ = [
-    "Net",
-    "THROUGHPUT_NET",
-    "STARTUP_NET",
-    "SERVER_IP",
-    "LOAD_IP",
-    "LINK_PREFIX",
+    "KEA_LEASE4_HEADER",
     "LEASE_TIME",
+    "LINK_PREFIX",
+    "LOAD_IP",
+    "RUN",
+    "SERVERS",
+    "SERVER_IP",
+    "STARTUP_NET",
+    "THROUGHPUT_NET",
     "BenchServer",
     "CnrdServer",
     "IscServer",
     "KeaServer",
-    "SERVERS",
-    "KEA_LEASE4_HEADER",
+    "Net",
+    "RunOptions",
+    "cnrd_server_lines",
+    "kea_lease_count",
     "versions",
 ]
 
@@ -84,6 +96,31 @@ OPTIONS = {"routers": SERVER_IP, "domain-name-servers": SERVER_IP}
 # The header kea-dhcp4 2.2.0 writes at the top of a memfile lease4 CSV
 # (read from a file Kea wrote itself on this machine).
 KEA_LEASE4_HEADER = "address,hwaddr,client_id,valid_lifetime,expire,subnet_id,fqdn_fwd,fqdn_rev,hostname,state,user_context"
+
+
+@dataclass
+class RunOptions:
+    """What one bench run sets for every server it starts."""
+
+    cores: int = 1  # CPUs each server gets (Kea: that many DHCP threads)
+    cnrd_lease_lines: bool = False  # keep cnrd's lease line per exchange (its INFO default)
+
+
+#: The options of the current run (bench.run sets them from its command line).
+RUN = RunOptions()
+
+
+def cnrd_server_lines(extra: str = "") -> str:
+    """The [server] lines every bench cnrd gets: no lease line per successful
+    exchange (the same per-lease logging as Kea at WARN, problems only)
+    unless the run keeps them, then ``extra`` and CNRD_BENCH_SERVER_EXTRA
+    (e.g. "commit-thread = true", to compare settings)."""
+    env = os.environ.get("CNRD_BENCH_SERVER_EXTRA", "").replace("\\n", "\n")
+    # a log-settings line given by hand replaces the bench's (an INI key appears once)
+    own = "log-settings" in extra or "log-settings" in env
+    lines = [] if RUN.cnrd_lease_lines or own else ["log-settings = no-success-messages"]
+    lines += [t for t in (extra, env) if t]
+    return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -233,9 +270,7 @@ subnet = {self.net.subnet}
 ranges = {self.net.pool_first}-{self.net.pool_last}
 """
         # config() sets lease-time 3600 and the same routers / name servers.
-        # CNRD_BENCH_SERVER_EXTRA adds [server] lines (e.g. "commit-thread = true") to compare settings.
-        extra = os.environ.get("CNRD_BENCH_SERVER_EXTRA", "").replace("\\n", "\n")
-        self.cp = CnrdProcess(self.ns, cnrd_config(self.iface, scopes, extra), name=f"cnrd{self.n}")
+        self.cp = CnrdProcess(self.ns, cnrd_config(self.iface, scopes, cnrd_server_lines()), name=f"cnrd{self.n}")
 
     def _write_store(self, n: int, now: int) -> None:
         store = LmdbLeaseStore(str(self.cp.data_dir))
@@ -354,16 +389,20 @@ class KeaServer(BenchServer):
     subnet_id = 1
     log_severity = "WARN"
 
-    def _configure(self) -> None:
-        assert self.dir is not None
-        self.conf_file = self.dir / "kea-dhcp4.conf"
-        self.lease_file = self.dir / "kea-leases4.csv"
-        self.env = {"KEA_PIDFILE_DIR": str(self.dir), "KEA_LOCKFILE_DIR": str(self.dir)}
-        conf = {"Dhcp4": {
-            "interfaces-config": {"interfaces": [self.iface], "dhcp-socket-type": "udp"},
-            "lease-database": {"type": "memfile", "persist": True, "name": str(self.lease_file),
+    def multi_threading(self) -> dict:
+        """Kea's ``multi-threading`` map: off on one core (2.2's default), else
+        one packet-processing thread per core."""
+        if RUN.cores < 2:
+            return {"enable-multi-threading": False}
+        return {"enable-multi-threading": True, "thread-pool-size": RUN.cores, "packet-queue-size": 64}
+
+    def dhcp4(self, iface: str, lease_file: Path) -> dict:
+        """The ``Dhcp4`` map of a bench Kea serving ``iface``, leases in ``lease_file``."""
+        return {
+            "interfaces-config": {"interfaces": [iface], "dhcp-socket-type": "udp"},
+            "lease-database": {"type": "memfile", "persist": True, "name": str(lease_file),
                                "lfc-interval": 0},
-            "multi-threading": {"enable-multi-threading": False},
+            "multi-threading": self.multi_threading(),
             "valid-lifetime": LEASE_TIME,
             "subnet4": [{
                 "id": self.subnet_id,
@@ -380,8 +419,14 @@ class KeaServer(BenchServer):
                 {"name": "kea-dhcp4.dhcp4", "severity": "INFO",
                  "output_options": [{"output": "stdout"}]},
             ],
-        }}
-        self.conf_file.write_text(json.dumps(conf, indent=2))
+        }
+
+    def _configure(self) -> None:
+        assert self.dir is not None and self.iface is not None
+        self.conf_file = self.dir / "kea-dhcp4.conf"
+        self.lease_file = self.dir / "kea-leases4.csv"
+        self.env = {"KEA_PIDFILE_DIR": str(self.dir), "KEA_LOCKFILE_DIR": str(self.dir)}
+        self.conf_file.write_text(json.dumps({"Dhcp4": self.dhcp4(self.iface, self.lease_file)}, indent=2))
 
     def _write_store(self, n: int, now: int) -> None:
         expire = now + LEASE_TIME
@@ -403,17 +448,24 @@ class KeaServer(BenchServer):
         self._wait_marker("DHCP4_STARTED", timeout)
 
     def lease_count(self) -> int:
-        """Leases in state default (0), unexpired, by the last line per address
-        (memfile appends every change)."""
-        if not self.lease_file.exists():
-            return 0
-        now = time.time()
-        last: dict[str, tuple[str, str, str]] = {}
-        with open(self.lease_file, newline="") as f:
-            for row in csv.DictReader(f):
-                last[row["address"]] = (row["valid_lifetime"], row["expire"], row["state"])
-        return sum(1 for vl, exp, st in last.values()
-                   if st == "0" and int(vl or 0) > 0 and int(exp or 0) > now)
+        return kea_lease_count(self.lease_file)
+
+
+def kea_lease_count(lease_file: Path, now: float | None = None) -> int:
+    """Leases in a Kea memfile lease4 CSV: state default (0), unexpired, by
+    the last line per address (memfile appends every change)."""
+    if not lease_file.exists():
+        return 0
+    now = time.time() if now is None else now
+    last: dict[str, tuple[str, str, str]] = {}
+    with open(lease_file, newline="") as f:
+        for row in csv.DictReader(f):
+            if row.get("address") is None or row.get("state") is None:
+                continue  # a line being written as we read
+            last[row["address"]] = (row["valid_lifetime"], row["expire"], row["state"])
+    return sum(1 for vl, exp, st in last.values()
+               if st == "0" and (vl or "0").isdigit() and (exp or "0").isdigit()
+               and int(vl or 0) > 0 and int(exp or 0) > now)
 
 
 #: name -> factory(net, preload=0) -> BenchServer.  Pairs go here later.
