@@ -10,6 +10,9 @@ runs; ``lmdb``; ``memory`` to take the disk out).  The socket is a list:
 what it measures is the interpreter time of everything between
 ``recvmsg`` and ``sendmsg``, the part `bench.run` cannot separate from the
 kernel and perfdhcp.  ``--profile FILE`` writes cProfile stats of the run.
+``--lease-lines FILE`` adds the lease line of each reply, written to FILE
+as ``twistd -n cnrd`` writes its log to stdout (each harness batch is one
+reactor turn).
 
 It checks what it measured: every client must end with an ACK of the
 address it was offered, else it exits 1.
@@ -104,7 +107,7 @@ class Clock:
     def seconds(self) -> float:
         return self.now
 
-    def callLater(self, delay: float, f: Callable[..., object], *a: object, **kw: object) -> "Clock":
+    def callLater(self, delay: float, f: Callable[..., object], *a: object, **kw: object) -> Clock:
         return self
 
     def active(self) -> bool:
@@ -130,8 +133,44 @@ def make_store(kind: str, path: str) -> LeaseStore:
     return MemoryLeaseStore()
 
 
+class LeaseLines:
+    """The lease lines of a running server, to one file, through twistd's observer as ``twistd cnrd`` sets it up."""
+
+    def __init__(self, path: str) -> None:
+        from twisted.logger import globalLogBeginner
+
+        from cnrd.ops import logs
+
+        self.settings: frozenset[str] = frozenset()
+        self.out = open(path, "a", encoding="utf-8")
+        self.observer = logs.observer(self.out, lambda: self.settings)
+        globalLogBeginner.beginLoggingTo([self.observer], redirectStandardIO=False)
+        self.turn_end: list[Callable[[], object]] = []
+
+    def attach(self, path: RequestPath, table: LeaseTable) -> None:
+        """A LeaseLogger on ``path``'s replies and ``table``'s releases and expiries."""
+        from cnrd.ops import logs
+
+        def known(address: int) -> tuple[str, bytes | None]:
+            lease = table.get(address)
+            return ("", None) if lease is None else (lease.host_name, lease.client_id)
+
+        lease_log = logs.LeaseLogger(lambda: self.settings, via=path.via, known=known)
+        path.on_sent = lease_log.sent
+        table.listeners.append(lease_log.lease_changed)
+        direct = getattr(logs, "direct_lease_lines", None)
+        if direct is not None:  # the lease lines' own path to the observer, flushed once per turn
+            direct(lease_log, self.observer, self.turn_end.append)
+
+    def end_turn(self) -> None:
+        """What the reactor runs before it next polls: the calls scheduled during the turn."""
+        calls, self.turn_end[:] = self.turn_end[:], []
+        for f in calls:
+            f()
+
+
 def run(clients: int, batch: int, store_kind: str, extra: str = "",
-        profile: str | None = None) -> dict[str, float]:
+        profile: str | None = None, lines: LeaseLines | None = None) -> dict[str, float]:
     """``clients`` DORAs in batches of ``batch`` datagrams; returns the figures."""
     server = DhcpServer(loads(CONFIG.format(extra=extra)), LeaseTable())
     server.set_interfaces([IFACE])
@@ -151,6 +190,9 @@ def run(clients: int, batch: int, store_kind: str, extra: str = "",
                        max_awaiting=lambda: 1 << 30)
     port = ListPort()
     path.port = port
+    if lines is not None:
+        lines.attach(path, server.table)
+    end_turn = lines.end_turn if lines is not None else (lambda: None)
     sid = struct.pack("!I", SERVER_IP)
     discovers = [Rx(_packet(MessageType.DISCOVER, i, i, {})) for i in range(clients)]
     prof = cProfile.Profile() if profile else None
@@ -164,6 +206,7 @@ def run(clients: int, batch: int, store_kind: str, extra: str = "",
         # in the next: the order perfdhcp's steady state gives a server.
         port.out.clear()
         path.on_batch(discovers[start:start + batch], 0)
+        end_turn()
         requests = []
         for data in port.out:
             offer = parse(data)
@@ -172,6 +215,7 @@ def run(clients: int, batch: int, store_kind: str, extra: str = "",
                                        {50: struct.pack("!I", offer.yiaddr), 54: sid})))
         port.out.clear()
         path.on_batch(requests, 0)
+        end_turn()
         for data in port.out:
             if parse(data).message_type == MessageType.ACK:
                 acked += 1
@@ -199,14 +243,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--server-extra", default="", help="[server] lines, \\n-separated")
     ap.add_argument("--repeat", type=int, default=3, help="runs (a fresh server each); the best is reported")
     ap.add_argument("--profile", metavar="FILE", help="cProfile stats of the last run to FILE")
+    ap.add_argument("--lease-lines", metavar="FILE",
+                    help="log each reply's lease line to FILE, as twistd -n cnrd logs to stdout")
     args = ap.parse_args(argv)
+    lines = LeaseLines(args.lease_lines) if args.lease_lines else None
     if not 0 < args.clients <= 65000:
         ap.error("--clients must be 1..65000 (one /16 pool)")
     results = []
     for n in range(args.repeat):
         last = n == args.repeat - 1
         r = run(args.clients, args.batch, args.store, args.server_extra.replace("\\n", "\n"),
-                args.profile if last else None)
+                args.profile if last else None, lines)
         results.append(r)
         print(f"run {n + 1}: {r['dora_per_s']:.0f} DORA/s, {r['cpu_us_per_dora']:.1f} µs CPU per DORA, "
               f"{r['commits']} commits", file=sys.stderr)

@@ -47,7 +47,8 @@ class Options(usage.Options):
         # chosen now and follows the running configuration from makeService on.
         self.log_settings = logs.SettingsSource(self.config.server.log_settings)
         s = self.config.server
-        logs.use_for_twistd(self, self.log_settings, max_size=s.log_max_size, max_files=s.log_max_files)
+        self.own_observer = logs.use_for_twistd(self, self.log_settings, max_size=s.log_max_size,
+                                                max_files=s.log_max_files)
 
 
 def load_or_exit(path: str) -> Config:
@@ -89,6 +90,12 @@ def makeService(options: Options) -> service.IService:
     if settings is not None:
         dhcp = top.getServiceNamed("dhcp")
         settings.follow(lambda: dhcp.config.server.log_settings)
+        if getattr(options, "own_observer", False):
+            # The lease lines go straight to twistd's observer (ours, the
+            # only one), a reactor turn's lines in one write at its end.
+            from cnrd.ops import logs
+
+            logs.direct_in_twistd(dhcp.lease_log, lambda flush: reactor.callLater(0, flush))
     if config.api.enabled:
         try:
             top.getServiceNamed("api").prepare()  # the API token, before anything starts

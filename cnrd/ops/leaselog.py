@@ -24,14 +24,25 @@ carries the same fields (:func:`cnrd.ops.logs.json_line`).
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
+from socket import inet_ntoa
 from typing import Any
 
 from cnrd.dhcp.packet import DhcpPacket, MessageType
 from cnrd.text import int_to_ip
 
-__all__ = ["LeaseLine", "EVENT", "reply_line", "release_line", "decline_line", "expiry_line", "client_text",
-           "INFINITE"]
+__all__ = [
+    "EVENT",
+    "INFINITE",
+    "LeaseLine",
+    "client_text",
+    "decline_line",
+    "expiry_line",
+    "release_line",
+    "reply_line",
+    "reply_text",
+]
 
 #: The ``event`` field of every lease line (in the JSON format).
 EVENT = "dhcp-lease"
@@ -149,6 +160,45 @@ def reply_line(reply: DhcpPacket, via: str, *, host_name: str = "", client_id: b
         return LeaseLine("DHCPACK to {address} ({hw})" + _who(f) + " via {via}", f)
     f = _fields(name, reply.yiaddr, reply.chaddr, cid, host_name, via, _u32(options.get(51)))
     return LeaseLine("{kind} on {address} to {hw}" + _who(f) + " via {via}" + _lease(f["lease_time"]), f)
+
+
+_FAST_NAMES = {bytes([MessageType.OFFER]): "DHCPOFFER on ", bytes([MessageType.ACK]): "DHCPACK on "}
+_PACK_U32 = struct.Struct("!I").pack
+# The lease time's words by option 51's value: a few values, the same for
+# every reply of a policy.  Bounded, as a misconfigured value may vary.
+_LEASE_WORDS: dict[bytes | None, str] = {}
+
+
+def _lease_words(value: bytes | None) -> str:
+    words = _LEASE_WORDS.get(value)
+    if words is None:
+        if len(_LEASE_WORDS) >= 64:
+            _LEASE_WORDS.clear()
+        lease_time = _u32(value)
+        words = _LEASE_WORDS[value] = "" if lease_time is None else _lease(lease_time).format(lease_time=lease_time)
+    return words
+
+
+def reply_text(reply: DhcpPacket, via: str, *, host_name: str = "", client_id: bytes | None = None,
+               request: DhcpPacket | None = None) -> str | None:
+    """``reply_line(...).text``, built straight from the reply for the lines of every exchange.
+
+    An OFFER or an ACK of a lease (nearly every line a busy server writes)
+    is put together here without the fields a :class:`LeaseLine` carries;
+    every other reply goes through :func:`reply_line`.
+    """
+    options = reply.options
+    name = _FAST_NAMES.get(options.get(53))  # type: ignore[arg-type]  # None is simply not a key
+    yiaddr = reply.yiaddr
+    if name is None or not yiaddr:
+        line = reply_line(reply, via, host_name=host_name, client_id=client_id, request=request)
+        return None if line is None else line.text
+    chaddr = reply.chaddr
+    hw = chaddr.hex(":") if chaddr else _NO_IDENTIFIER
+    host = f" ({_printable(host_name)})" if host_name else ""
+    cid = options.get(61) or client_id
+    ident = f" (client-id {cid.hex(':')})" if cid else ""
+    return f"{name}{inet_ntoa(_PACK_U32(yiaddr))} to {hw}{host}{ident} via {via}{_lease_words(options.get(51))}"
 
 
 def release_line(address: int, hw: bytes, client_id: bytes | None, host_name: str = "") -> LeaseLine:

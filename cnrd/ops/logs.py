@@ -31,40 +31,45 @@ Two halves:
   object per line while log-settings has ``json``.  ``twistd cnrd`` installs
   it through :func:`use_for_twistd` (twistd's own ``--logger`` hook), so the
   log file, stdout under ``-n``, and log rotation stay as twistd does them.
+
+* Lease lines straight to that observer (:func:`direct_lease_lines`): when
+  it is the one observer, a text line needs no log event, and the lines of
+  one reactor turn are written together (one write, one flush) at the end
+  of the turn, or sooner: before any other line, at 512 waiting, at exit.
+  A lease line therefore reaches the file at most one reactor turn after
+  its reply left; a kill -9 inside that turn loses it.
 """
 
 from __future__ import annotations
 
-import datetime
-import enum
-import json
+import atexit
 import math
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Mapping
 from collections.abc import Set as AbstractSet
 from types import FrameType
 from typing import IO, Any, Protocol, cast
 
-from constantly import NamedConstant  # type: ignore[import-untyped]  # constantly ships no type information
 from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
-from twisted.logger import (
-    FileLogObserver,
-    ILogObserver,
-    LogEvent,
-    Logger,
-    LogLevel,
-    formatEvent,
-    formatEventAsClassicLogText,
-    formatTime,
-    timeFormatRFC3339,
-)
+from twisted.logger import ILogObserver, LogEvent, Logger, LogLevel
 from twisted.python import usage
 from twisted.python.logfile import LogFile
+from zope.interface import implementer
 
 from cnrd.dhcp.packet import DhcpPacket, MessageType
-from cnrd.ops.leaselog import LeaseLine, decline_line, expiry_line, release_line, reply_line
+from cnrd.ops.leaselog import (
+    LeaseLine,
+    decline_line,
+    expiry_line,
+    release_line,
+    reply_line,
+    reply_text,
+)
+from cnrd.ops.logformat import StampCache as _StampCache  # noqa: F401  (tests compare it with twistd's)
+from cnrd.ops.logformat import journal_line, json_line, stamp, text_line
 from cnrd.ops.traps import reject_name
 from cnrd.text import int_to_ip, ip_to_int
 
@@ -255,6 +260,11 @@ class LeaseLogger:
         self.settings = settings
         self.via = via
         self.known = known
+        #: The log observer that takes the text of a line without a log
+        #: event (:func:`direct_lease_lines`); None: every line is an event.
+        self.direct: LogWriter | None = None
+        # Relay addresses as ``via`` names them: a few relays, in every line.
+        self._relays: dict[int, str] = {}
 
     def sent(self, reply: SentReply, request: DhcpPacket | None = None) -> None:
         """A reply went on the wire: its lease line (``request`` is what it answered, when known)."""
@@ -262,12 +272,32 @@ class LeaseLogger:
         kind = packet.options.get(53)
         if kind is not None and kind not in _LEASE_REPLIES:
             return
-        if kind != _NAK and not shown(SUCCESS, self.settings()):
+        settings = self.settings()
+        if kind != _NAK and "no-success-messages" in settings:
             return
         host_name, client_id = self.known(packet.yiaddr or packet.ciaddr) if kind != _NAK else ("", None)
+        direct = self.direct
+        if direct is not None and direct.takes_text(settings):
+            giaddr = packet.giaddr
+            via = self._relays.get(giaddr) if giaddr else None
+            if via is None:
+                via = self._via(reply, giaddr)
+            text = reply_text(packet, via, host_name=host_name, client_id=client_id, request=request)
+            if text is not None:
+                direct.lease_text(text)
+            return
         line = reply_line(packet, self.via(reply), host_name=host_name, client_id=client_id, request=request)
         if line is not None:
             _emit(line)
+
+    def _via(self, reply: SentReply, giaddr: int) -> str:
+        """``via(reply)``, kept for a relay's address (bounded: the address is the sender's to pick)."""
+        via = self.via(reply)
+        if giaddr:
+            if len(self._relays) >= 1024:
+                self._relays.clear()
+            self._relays[giaddr] = via
+        return via
 
     def lease_changed(self, lease: LeaseRecord, what: str) -> None:
         """A durable lease change (a :attr:`cnrd.leases.table.LeaseTable.listeners` entry): RELEASE, expiry."""
@@ -277,126 +307,18 @@ class LeaseLogger:
             make = expiry_line
         else:
             return
-        if not shown(SUCCESS, self.settings()):
+        settings = self.settings()
+        if not shown(SUCCESS, settings):
             return
-        _emit(make(lease.address, lease.hw[1:], lease.client_id, lease.host_name))
+        line = make(lease.address, lease.hw[1:], lease.client_id, lease.host_name)
+        direct = self.direct
+        if direct is not None and direct.takes_text(settings):
+            direct.lease_text(line.text)
+        else:
+            _emit(line)
 
 
 # -- the observer ----------------------------------------------------------------
-
-# Keys of events from the legacy twisted.python.log API, already in "message".
-_LEGACY_KEYS = frozenset({"message", "format", "isError", "system", "time", "why", "failure"})
-
-
-def _plain(value: Any, depth: int = 0) -> Any:
-    """``value`` as something json.dumps writes as one valid JSON value."""
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, (enum.Enum, NamedConstant)):  # Python enums; twisted's LogLevel
-        return value.name
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, (bytes, bytearray)):
-        return value.hex()
-    if depth < 4:
-        if isinstance(value, dict):
-            return {str(k): _plain(v, depth + 1) for k, v in value.items()}
-        if isinstance(value, (list, tuple, set, frozenset)):
-            items = sorted(value, key=str) if isinstance(value, (set, frozenset)) else value
-            return [_plain(v, depth + 1) for v in items]
-    return str(value)
-
-
-def _iso(t: float | None) -> str | None:
-    if t is None:
-        return None
-    when = datetime.datetime.fromtimestamp(t, datetime.UTC)
-    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
-
-
-def json_line(event: LogEvent) -> str:
-    """One log event as one line of JSON.
-
-    ``time`` (UTC, ISO 8601), ``level``, ``namespace`` and ``message`` (the
-    text the line would have had) come first; then the event's own fields
-    (``event``, ``pair``, ``reason`` ...), and ``traceback`` for a failure.
-    """
-    level = event.get("log_level")
-    out: dict[str, Any] = {
-        "time": _iso(event.get("log_time")),
-        "level": getattr(level, "name", None),
-        "namespace": event.get("log_namespace") or event.get("log_system"),
-        "message": formatEvent(event),
-    }
-    for key, value in event.items():
-        if key.startswith("log_") or key in _LEGACY_KEYS or key in out:
-            continue
-        out[key] = _plain(value)
-    failure = event.get("log_failure")
-    if failure is not None:
-        try:
-            out["traceback"] = failure.getTraceback()
-        except Exception:  # a broken failure must not lose the line
-            out["traceback"] = repr(failure)
-    # json.dumps escapes newlines inside strings: always exactly one line.
-    return json.dumps(out, ensure_ascii=False, allow_nan=False) + "\n"
-
-
-class _StampCache:
-    """twistd's time stamps (RFC 3339, whole seconds), worked out once per second.
-
-    With a lease line for every exchange the stamp was the dearest part of
-    a text line; every line of one second has the same one.
-    """
-
-    def __init__(self) -> None:
-        self._last: tuple[int, str] = (-1, "")  # one attribute: a reader never sees half an update
-
-    def __call__(self, when: float | None) -> str:
-        if when is None:
-            return formatTime(when, timeFormatRFC3339)
-        second = math.floor(when)
-        last = self._last
-        if last[0] != second:
-            last = self._last = (second, formatTime(second, timeFormatRFC3339))
-        return last[1]
-
-
-_stamp = _StampCache()
-
-
-def _text_line(event: LogEvent) -> str | None:
-    """twistd's own format (as textFileLogObserver writes it)."""
-    return formatEventAsClassicLogText(event, formatTime=_stamp)
-
-
-# syslog priorities (sd-daemon(3) prefixes) for twisted.logger's levels.
-_JOURNAL_PRIORITY = {LogLevel.debug: 7, LogLevel.info: 6, LogLevel.warn: 4, LogLevel.error: 3,
-                     LogLevel.critical: 2}
-
-
-def journal_line(event: LogEvent) -> str | None:
-    """A line for journald's stdout stream: its ``<priority>`` prefix, the system, the text; no time stamp.
-
-    journald stamps each line itself and takes the priority from the prefix
-    (sd-daemon(3)); a second time stamp would only repeat it.
-    """
-    text = formatEvent(event)
-    if not text:
-        return None
-    level = event.get("log_level")
-    prio = _JOURNAL_PRIORITY.get(level, 6) if isinstance(level, NamedConstant) else 6
-    system = event.get("log_system") or event.get("log_namespace") or "-"
-    failure = event.get("log_failure")
-    if failure is not None:
-        try:
-            text += "\n" + failure.getTraceback()
-        except Exception:
-            text += "\n" + repr(failure)
-    # One journal entry per line: continuation lines keep the priority.
-    return "".join(f"<{prio}>[{system}] {part}\n" for part in text.split("\n"))
 
 
 def journal_stream(out: IO[str], env: Mapping[str, str] | None = None) -> bool:
@@ -412,21 +334,135 @@ def journal_stream(out: IO[str], env: Mapping[str, str] | None = None) -> bool:
     return (st.st_dev, st.st_ino) == (int(dev), int(ino))
 
 
-def observer(out: IO[str], settings: Callable[[], AbstractSet[str]], *, journal: bool = False) -> ILogObserver:
+def observer(out: IO[str], settings: Callable[[], AbstractSet[str]], *, journal: bool = False) -> LogWriter:
     """A log observer writing to ``out``: twistd's text lines, or JSON lines while ``settings()`` has json.
 
     ``journal``: text lines in journald's form (:func:`journal_line`).
     """
-    text_line = journal_line if journal else _text_line
+    return LogWriter(out, settings, journal=journal)
 
-    def fmt(event: LogEvent) -> str | None:
+
+#: Lease lines waiting for the end of the turn before they are written at once.
+MAX_PENDING = 512
+
+
+@implementer(ILogObserver)
+class LogWriter:
+    """twistd's log observer (:func:`observer`), which also takes lease lines as text.
+
+    A log event is written and flushed as it comes, as twisted's
+    FileLogObserver does.  A lease line given by :meth:`lease_text` waits
+    in a list until :meth:`flush`: the one ``schedule`` (the reactor's
+    ``callLater(0, ...)``) asks for at the turn's end, the next log event,
+    :data:`MAX_PENDING` lines, or the process's exit; so the lines keep
+    their order among the other lines, and a turn's lines cost one write
+    and one flush.
+    """
+
+    def __init__(self, out: IO[str], settings: Callable[[], AbstractSet[str]], *, journal: bool = False) -> None:
+        self.out = out
+        self.settings = settings
+        self.journal = journal
+        self._text_line = journal_line if journal else text_line
+        #: Runs the function it is given once the current reactor turn is
+        #: over; None: every lease line is written at once.
+        self.schedule: Callable[[Callable[[], None]], object] | None = None
+        self._pending: list[str] = []
+        # twistd's stamp of an info line of the cnrd namespace, or journald's prefix.
+        self._system = "<6>[cnrd] " if journal else " [cnrd#info] "
+        # The second of the last line's stamp, and the stamp and system for it.
+        self._second = -1.0
+        self._prefix = self._system
+
+    def _format(self, event: LogEvent) -> str | None:
         try:
-            as_json = "json" in settings()
+            as_json = "json" in self.settings()
         except Exception:  # the log must keep working whatever the settings source does
             as_json = False
-        return json_line(event) if as_json else text_line(event)
+        return json_line(event) if as_json else self._text_line(event)
 
-    return FileLogObserver(out, fmt)
+    def __call__(self, event: LogEvent) -> None:
+        """Write one log event (after the lease lines before it)."""
+        text = self._format(event)
+        if self._pending:
+            self._write_pending()
+        elif not text:
+            return
+        if text:
+            _write(self.out, [text])
+        self.out.flush()
+
+    def takes_text(self, settings: AbstractSet[str]) -> bool:
+        """Whether a lease line may come as text under ``settings``: not while lines are JSON."""
+        return "json" not in settings
+
+    def lease_text(self, text: str) -> None:
+        """A lease line's text (info, namespace cnrd), to be written by the turn's end."""
+        pending = self._pending
+        if "\n" in text:  # never from leaselog's lines, which show control characters escaped
+            pending.append(self._lines(text))
+        else:
+            now = time.time()
+            if not self._second <= now < self._second + 1:
+                self._second = math.floor(now)
+                self._prefix = self._system if self.journal else stamp(now) + self._system
+            pending.append(self._prefix + text + "\n")
+        if len(pending) == 1 and self.schedule is not None:
+            self.schedule(self.flush)
+        elif len(pending) >= MAX_PENDING or self.schedule is None:
+            self.flush()
+
+    def _lines(self, text: str) -> str:
+        """``text`` of several lines as the journal (a prefix each) or twisted (a tab each) continues them."""
+        if self.journal:
+            return "".join(self._system + part + "\n" for part in text.split("\n"))
+        return stamp(time.time()) + self._system + text.replace("\n", "\n\t") + "\n"
+
+    def flush(self) -> None:
+        """Write the waiting lease lines, with one flush."""
+        if self._pending:
+            self._write_pending()
+            self.out.flush()
+
+    def _write_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        _write(self.out, pending)
+
+
+def _write(out: IO[str], lines: list[str]) -> None:
+    """``lines`` to ``out`` in as few writes as a rotated log file allows.
+
+    A :class:`LogFile` rotates before a write once it holds its limit: the
+    lines are cut into writes where one write per line would have rotated,
+    so each file ends where it did.
+    """
+    limit = out.rotateLength if isinstance(out, LogFile) else 0
+    if not limit:
+        out.write(lines[0] if len(lines) == 1 else "".join(lines))
+        return
+    size = cast(LogFile, out).size
+    chunk: list[str] = []
+    for line in lines:
+        if size >= limit:
+            if chunk:
+                out.write("".join(chunk))
+                chunk = []
+            size = 0
+        chunk.append(line)
+        size += len(line) if line.isascii() else len(line.encode("utf-8"))
+    out.write("".join(chunk))
+
+
+def direct_lease_lines(lease_log: LeaseLogger, writer: LogWriter,
+                       schedule: Callable[[Callable[[], None]], object] | None) -> None:
+    """Have ``lease_log`` hand its text lines to ``writer``, written once per turn as ``schedule`` runs.
+
+    Only for a ``writer`` that is the one log observer: a lease line then
+    goes to no other observer (in JSON, the lines stay log events).
+    """
+    writer.schedule = schedule
+    lease_log.direct = writer
+    atexit.register(writer.flush)
 
 
 class SettingsSource:
@@ -451,9 +487,22 @@ class _TwistdLog:
     max_size = 10 << 20
     max_files = 10
     settings: Callable[[], AbstractSet[str]] = SettingsSource()
+    writer: LogWriter | None = None
+    direct: tuple[LeaseLogger, Callable[[Callable[[], None]], object]] | None = None
 
 
 _twistd = _TwistdLog()
+
+
+def direct_in_twistd(lease_log: LeaseLogger, schedule: Callable[[Callable[[], None]], object]) -> None:
+    """:func:`direct_lease_lines` to twistd's observer, once twistd made it (after ``makeService``).
+
+    Nothing changes when twistd logs through another observer (the
+    operator's ``--logger`` or ``--syslog``).
+    """
+    _twistd.direct = (lease_log, schedule)
+    if _twistd.writer is not None:
+        direct_lease_lines(lease_log, _twistd.writer, schedule)
 
 
 def use_for_twistd(options: usage.Options, settings: Callable[[], AbstractSet[str]], *,
@@ -483,7 +532,10 @@ def use_for_twistd(options: usage.Options, settings: Callable[[], AbstractSet[st
 def twistd_observer() -> ILogObserver:
     """twistd's ``--logger`` factory: :func:`observer` on the file twistd itself would use."""
     out = _open_twistd_log(_twistd.logfile, _twistd.nodaemon, _twistd.max_size, _twistd.max_files)
-    return observer(out, _twistd.settings, journal=journal_stream(out))
+    writer = _twistd.writer = observer(out, _twistd.settings, journal=journal_stream(out))
+    if _twistd.direct is not None:
+        direct_lease_lines(_twistd.direct[0], writer, _twistd.direct[1])
+    return writer
 
 
 def _open_twistd_log(logfile: str, nodaemon: bool, max_size: int = 10 << 20, max_files: int = 10) -> IO[str]:
@@ -502,11 +554,18 @@ def _open_twistd_log(logfile: str, nodaemon: bool, max_size: int = 10 << 20, max
         # reactor call that is safe from a signal handler.
         from twisted.internet import reactor
 
-        cast(IReactorFromThreads, reactor).callFromThread(out.rotate)
+        cast(IReactorFromThreads, reactor).callFromThread(_rotate, out)
 
     signal.signal(signal.SIGUSR1, rotate)
     # FileLogObserver only writes and flushes, which LogFile does.
     return cast(IO[str], out)
+
+
+def _rotate(out: LogFile) -> None:
+    # The lease lines still waiting belong to the file before the rotation.
+    if _twistd.writer is not None:
+        _twistd.writer.flush()
+    out.rotate()
 
 
 def open_log_file(path: str, max_size: int, max_files: int) -> LogFile:
