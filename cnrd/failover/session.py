@@ -96,6 +96,10 @@ class _GateView:
 
     def __init__(self, session: FailoverSession) -> None:
         self._session = session
+        # The main's map for the pair settings it was made from: asked for on
+        # every request, and hashing the settings for main_hba's cache costs
+        # more than comparing them by identity.
+        self._hba_of: tuple[FailoverPairConfig, bytes] | None = None
 
     @property
     def state(self) -> S:
@@ -117,7 +121,11 @@ class _GateView:
     def hba(self) -> bytes:
         """The main's map as this side knows it: ours as main, the one in the main's CONNECT as backup."""
         if self._session.role is Role.MAIN:
-            return main_hba(self._session.pair)
+            pair = self._session.pair
+            cached = self._hba_of
+            if cached is None or cached[0] is not pair:
+                cached = self._hba_of = (pair, main_hba(pair))
+            return cached[1]
         return self._session.link.partner_hba or ALL_MAIN
 
     @property

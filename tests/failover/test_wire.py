@@ -761,3 +761,34 @@ def test_hba_helpers():
             w.hba_from_split(bad)
     with pytest.raises(ValueError):
         w.hba_has_bucket(b"\x00" * 31, 0)
+
+
+def test_binding_builders_keep_ranges_and_the_option_order_of_what_is_given():
+    # [D] §12.13, §12.18, §12.25, §12.6: times are 32-bit unsigned.
+    for field in ("lease_expiration", "potential_expiration", "start_time_of_state", "cltt"):
+        args = dict(lease_expiration=0, potential_expiration=0, start_time_of_state=0, cltt=None)
+        for bad in (-1, 2**32):
+            args[field] = bad
+            with pytest.raises(ValueError):
+                w.bndupd(1, 2, assigned_address=1, binding_status=3, **args)
+    lean = w.bndupd(1, 2, assigned_address="10.0.0.1", binding_status=3, lease_expiration=0,
+                    potential_expiration=None, start_time_of_state=7)
+    assert lean.options == [(2, bytes([10, 0, 0, 1])), (3, b"\x03"), (13, b"\0\0\0\0"), (25, b"\0\0\0\x07")]
+    assert [c for c, _ in w.bndack(1, 2, assigned_address=1, message="m").options] == [2, 16]
+
+
+def test_a_binding_without_its_required_options_is_rejected_not_fatal():
+    # ISC dhcp_failover_process_bind_update: no address or status -> reject 3.
+    upd = w.bndupd(1, 2, assigned_address=1, binding_status=3, lease_expiration=0,
+                   potential_expiration=0, start_time_of_state=0)
+    for drop in (Option.ASSIGNED_IP_ADDRESS, Option.BINDING_STATUS):
+        msg = Message(upd.type, 1, 2, [o for o in upd.options if o[0] != drop])
+        raises(encode(msg), False, RejectReason.MISSING_BINDING_INFO)
+    ack = Message(MessageType.BNDACK, 1, 2, [(Option.REJECT_REASON, b"\x01")])
+    raises(encode(ack), False, RejectReason.MISSING_BINDING_INFO)
+    # batched: the second binding lacks its status
+    second = [o for o in upd.options if o[0] != Option.BINDING_STATUS]
+    raises(encode(Message(upd.type, 1, 2, upd.options + second)), False, RejectReason.MISSING_BINDING_INFO)
+    decode(encode(Message(upd.type, 1, 2, upd.options + upd.options)))  # both complete
+    assert decode(encode(upd)).binding_status is BindingStatus.EXPIRED
+    assert Message(upd.type, 1, 2, [(Option.BINDING_STATUS, b"\x63")]).binding_status == 99  # unknown: a plain int

@@ -144,30 +144,48 @@ def bndupd(xid: int, time: int, *, assigned_address: int | str, binding_status: 
     ISC sends expiry, PET and STOS for every status (0 for never-used addresses),
     CLTT and IP-flags only when non-zero.  Never send ``ddns`` to ISC: its parser
     cannot take the option and drops the link."""
-    o = _Options()
-    o.add(Option.ASSIGNED_IP_ADDRESS, assigned_address, _ip)
-    o.add(Option.BINDING_STATUS, binding_status, _u8)
-    o.add(Option.CLIENT_IDENTIFIER, client_id, bytes)
-    o.add(Option.CLIENT_HARDWARE_ADDRESS, client_hw, bytes)
-    o.add(Option.LEASE_EXPIRATION_TIME, lease_expiration, _u32)
-    o.add(Option.POTENTIAL_EXPIRATION_TIME, potential_expiration, _u32)
-    o.add(Option.START_TIME_OF_STATE, start_time_of_state, _u32)
-    o.add(Option.CLIENT_LAST_TRANSACTION_TIME, cltt, _u32)
-    o.add(Option.IP_FLAGS, ip_flags, _u16)
-    o.add(Option.DDNS, ddns, lambda d: _u16(d[0]) + bytes(d[1]))
-    o.add(Option.CLIENT_REQUEST_OPTIONS, request_options, bytes)
-    o.add(Option.CLIENT_REPLY_OPTIONS, reply_options, bytes)
-    return Message(MessageType.BNDUPD, xid, time, o.items)
+    # Built straight into the option list (the main sends one per lease
+    # change): the same values and order as _Options would give.
+    items: list[tuple[int, bytes]] = [(_ADDRESS, _ip(assigned_address)), (_STATUS, _u8(binding_status))]
+    if client_id is not None:
+        items.append((_CLIENT_ID, bytes(client_id)))
+    if client_hw is not None:
+        items.append((_CLIENT_HW, bytes(client_hw)))
+    for code, value in ((_EXPIRATION, lease_expiration), (_PET, potential_expiration),
+                        (_STOS, start_time_of_state), (_CLTT, cltt)):
+        if value is not None:
+            if not 0 <= value <= 0xFFFFFFFF:
+                raise ValueError(f"{value} does not fit in 32 bits")
+            items.append((code, value.to_bytes(4, "big")))
+    if ip_flags is not None:
+        items.append((_IP_FLAGS, _u16(ip_flags)))
+    if ddns is not None:
+        items.append((_DDNS, _u16(ddns[0]) + bytes(ddns[1])))
+    if request_options is not None:
+        items.append((_REQUEST_OPTIONS, bytes(request_options)))
+    if reply_options is not None:
+        items.append((_REPLY_OPTIONS, bytes(reply_options)))
+    return Message(MessageType.BNDUPD, xid, time, items)
+
+
+_ADDRESS, _STATUS = int(Option.ASSIGNED_IP_ADDRESS), int(Option.BINDING_STATUS)
+_CLIENT_ID, _CLIENT_HW = int(Option.CLIENT_IDENTIFIER), int(Option.CLIENT_HARDWARE_ADDRESS)
+_EXPIRATION, _PET = int(Option.LEASE_EXPIRATION_TIME), int(Option.POTENTIAL_EXPIRATION_TIME)
+_STOS, _CLTT = int(Option.START_TIME_OF_STATE), int(Option.CLIENT_LAST_TRANSACTION_TIME)
+_IP_FLAGS, _DDNS = int(Option.IP_FLAGS), int(Option.DDNS)
+_REQUEST_OPTIONS, _REPLY_OPTIONS = int(Option.CLIENT_REQUEST_OPTIONS), int(Option.CLIENT_REPLY_OPTIONS)
+_REJECT_REASON, _MESSAGE = int(Option.REJECT_REASON), int(Option.MESSAGE)
 
 
 def bndack(xid: int, time: int, *, assigned_address: int | str,
            reject_reason: int | None = None, message: str | bytes | None = None) -> Message:
     """BNDACK with the BNDUPD's xid ([D] §7.2): 2 [, 21, 16] as ISC sends it."""
-    o = _Options()
-    o.add(Option.ASSIGNED_IP_ADDRESS, assigned_address, _ip)
-    o.add(Option.REJECT_REASON, reject_reason, _u8)
-    o.add(Option.MESSAGE, message, _bytes_of)
-    return Message(MessageType.BNDACK, xid, time, o.items)
+    items: list[tuple[int, bytes]] = [(_ADDRESS, _ip(assigned_address))]
+    if reject_reason is not None:
+        items.append((_REJECT_REASON, _u8(reject_reason)))
+    if message is not None:
+        items.append((_MESSAGE, _bytes_of(message)))
+    return Message(MessageType.BNDACK, xid, time, items)
 
 
 def disconnect(xid: int, time: int, *, reject_reason: int,

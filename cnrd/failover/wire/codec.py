@@ -37,6 +37,8 @@ __all__ = ["decode", "encode", "validate"]
 
 _HEADER = struct.Struct("!HBBII")
 _TLV = struct.Struct("!HH")
+_NEED_BNDACK = ((Option.ASSIGNED_IP_ADDRESS, RejectReason.MISSING_BINDING_INFO),)
+_NEED_BNDUPD = _NEED_BNDACK + ((Option.BINDING_STATUS, RejectReason.MISSING_BINDING_INFO),)
 
 
 def _parse(frame: bytes) -> Message:
@@ -114,11 +116,13 @@ def validate(msg: Message) -> None:
     allowed = ALLOWED[mtype]
     batched = mtype in (MessageType.BNDUPD, MessageType.BNDACK)
     seen: set[int] = set()
+    present: set[int] = set()  # every code the type uses that is in the message
     addresses = 0
     lead = False  # a binding option came before the first assigned-IP-address
     for code, value in msg.options:
         if code not in allowed:
             continue
+        present.add(code)
         size = FIXED_SIZE.get(code)
         if size is not None and len(value) != size:
             raise fatal(f"{Option(code).name} has length {len(value)}, not {size}", msg)
@@ -153,9 +157,9 @@ def validate(msg: Message) -> None:
     elif mtype == MessageType.STATE:
         _missing(msg, mtype, REQUIRED_STATE)
     elif batched:
-        need = [(Option.ASSIGNED_IP_ADDRESS, RejectReason.MISSING_BINDING_INFO)]
-        if mtype == MessageType.BNDUPD:
-            need.append((Option.BINDING_STATUS, RejectReason.MISSING_BINDING_INFO))
+        need = _NEED_BNDUPD if mtype == MessageType.BNDUPD else _NEED_BNDACK
+        if addresses <= 1 and all(code in present for code, _ in need):
+            return  # one binding with all it needs (what nearly every update is)
         parts = msg.bindings()
         for i, binding in enumerate(parts):
             _missing(msg, mtype, need, binding, f" binding {i + 1}" if len(parts) > 1 else "")
@@ -179,12 +183,14 @@ def encode(msg: Message) -> bytes:
         raise ValueError("extra header too long")
     parts = [b"", msg.extra_header]
     length = payoff
+    tlv = _TLV.pack
     for code, value in msg.options:
-        if not 0 <= code <= 0xFFFF or len(value) > 0xFFFF:
+        size = len(value)
+        if not 0 <= code <= 0xFFFF or size > 0xFFFF:
             raise ValueError(f"option {code} does not fit a TLV")
-        parts.append(_TLV.pack(code, len(value)))
-        parts.append(bytes(value))
-        length += 4 + len(value)
+        parts.append(tlv(code, size))
+        parts.append(value if type(value) is bytes else bytes(value))
+        length += 4 + size
     if length > MAX_MESSAGE_SIZE:
         raise ValueError(f"message of {length} bytes exceeds {MAX_MESSAGE_SIZE}")
     try:

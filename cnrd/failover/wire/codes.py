@@ -288,7 +288,7 @@ REQUIRED_STATE = (
 def as_enum(cls: type[enum.IntEnum], value: int) -> int:
     """The enum member for ``value`` if there is one, else the plain int: a peer
     may send codes we do not know, and the caller decides what that means."""
-    try:
-        return cls(value)
-    except ValueError:
-        return value
+    # The members by value, without the call machinery of ``cls(value)``:
+    # binding status and reject reason are converted for every binding.
+    member: int = cls._value2member_map_.get(value, value)  # type: ignore[assignment]
+    return member
