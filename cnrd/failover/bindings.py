@@ -73,6 +73,10 @@ _WITH_REQUEST_OPTIONS = (BindingStatus.ACTIVE, BindingStatus.RELEASED)
 RELAY_AGENT_INFO, HOST_NAME, VENDOR_CLASS = 82, 12, 60
 
 
+_RESERVED, _BOOTP = int(LeaseFlag.RESERVED), int(LeaseFlag.BOOTP)
+_IP_RESERVED, _IP_BOOTP = int(wire.IPFlags.RESERVED), int(wire.IPFlags.BOOTP)
+
+
 def status_of(lease: Lease | None) -> int:
     """The binding status that tells the partner about ``lease`` (FREE for no record)."""
     if lease is None:
@@ -86,10 +90,11 @@ def bndupd(address: int, lease: Lease | None, xid: int, now: int) -> tuple[Messa
     if lease is None:
         lease = Lease(address)
     flags = 0
-    if lease.flags & LeaseFlag.RESERVED:
-        flags |= wire.IPFlags.RESERVED
-    if lease.flags & LeaseFlag.BOOTP:
-        flags |= wire.IPFlags.BOOTP
+    held = int(lease.flags)  # plain ints: an IntFlag operation builds a member each time
+    if held & _RESERVED:
+        flags |= _IP_RESERVED
+    if held & _BOOTP:
+        flags |= _IP_BOOTP
     abandoned = status == BindingStatus.ABANDONED
     expiration = lease.expiration if 0 <= lease.expiration <= 0xFFFFFFFF else 0
     pet = lease.potential_expiration if status == BindingStatus.ACTIVE else 0

@@ -223,3 +223,17 @@ def test_bndupd_of_an_active_lease_tells_its_potential_expiration() -> None:
     msg, status, pet = bndupd(ADDR, lease, 5, NOW)
     assert (status, pet) == (B.ACTIVE, NOW + 3660)
     assert msg.potential_expiration == NOW + 3660 and msg.lease_expiration == NOW + 60 and msg.cltt == NOW
+
+
+def test_bndupd_ip_flags_follow_the_lease_flags():
+    # [D] §12.12: IP-flags carries RESERVED and BOOTP; ISC sends the option only when non-zero.
+    from cnrd.failover import bindings as b
+    from cnrd.leases.model import Lease, LeaseFlag, LeaseState
+    lease = Lease(0x0A000001, LeaseState.LEASED, hw=b"\x01\x02\x03\x04\x05\x06\x07", expiration=100, start=1)
+    msg, _, _ = b.bndupd(lease.address, lease, 1, 1)
+    assert msg.ip_flags is None
+    lease.flags = LeaseFlag.RESERVED | LeaseFlag.BOOTP
+    msg, _, _ = b.bndupd(lease.address, lease, 1, 1)
+    assert msg.ip_flags == wire.IPFlags.RESERVED | wire.IPFlags.BOOTP
+    lease.flags = LeaseFlag.BOOTP
+    assert b.bndupd(lease.address, lease, 1, 1)[0].ip_flags == wire.IPFlags.BOOTP
