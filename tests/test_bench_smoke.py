@@ -99,3 +99,20 @@ def test_bench_latency_at_refuses_pairs_and_bad_rates():
         cp = subprocess.run([sys.executable, "-m", "bench.run", *args, "--out", "/nonexistent/x.json"],
                             cwd=REPO, capture_output=True, text=True, timeout=60)
         assert cp.returncode == 2 and "--latency-at" in cp.stderr, (args, cp.returncode, cp.stderr)
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(missing_requirements(("kea-dhcp4",)) == ["kea-dhcp4"], reason="kea-dhcp4 not installed")
+def test_bench_smoke_kea_ha_pair_serves_and_syncs_a_fresh_standby(tmp_path):
+    cp, data = _smoke(tmp_path, "--servers", "kea-ha-pair")
+    kea = data["servers"]["kea-ha-pair"]
+    assert kea["errors"] == []
+    m = kea["metrics"]
+    for key in ("dora_per_s", "sat_leases", "cpu_s_per_1k", "recovery_s", "recovery_full_s"):
+        assert isinstance(m[key], (int, float)) and m[key] > 0, (key, m[key])
+    # the standby's own lease file holds every lease the primary had
+    assert m["recovery_leases"] == 1000 and m["recovery_backup_leases"] == 1000
+    rec = kea["recovery"]
+    assert rec["primary_status_ok"] is True, rec["primary_status"]
+    assert rec["backup_moves"][-1].endswith("to HOT-STANDBY") and any("SYNCING" in mv for mv in rec["backup_moves"])
+    assert "pair: fresh backup to NORMAL, s" in cp.stdout
