@@ -31,6 +31,8 @@ _TIMED = frozenset({LeaseState.LEASED, LeaseState.OFFERED, LeaseState.UNAVAILABL
 
 #: Vetoes an address the caller may not hand out (e.g. one a client-class excludes).
 Accept = Callable[[int], bool]
+#: A client index: client-id or hardware address -> address, or addresses.
+Index = dict[bytes, "int | list[int]"]
 
 
 class LeaseTable:
@@ -43,8 +45,8 @@ class LeaseTable:
         # entry costs no key of its own.  The value is the address, or a list
         # of addresses for a client bound in several scopes: a list per client
         # would cost ~100 MB per million leases.
-        self._by_cid: dict[bytes, int | list[int]] = {}
-        self._by_hw: dict[bytes, int | list[int]] = {}
+        self._by_cid: Index = {}
+        self._by_hw: Index = {}
         self.pools: dict[str, Pool] = {}
         # When something runs out: a heap of times, and the addresses due at
         # each (one address, or an array of them: 4 bytes a lease where a
@@ -151,12 +153,12 @@ class LeaseTable:
                 table[address] = lease
                 cid = lease.client_id
                 if cid:
-                    self._index_add(by_cid, cid, address)
+                    _index_add(by_cid, cid, address)
                 else:
                     hw = lease.hw
                     if hw:
                         if hw in by_hw:
-                            self._index_add(by_hw, hw, address)
+                            _index_add(by_hw, hw, address)
                         else:
                             by_hw[hw] = address
                 exp = lease.expiration
@@ -199,8 +201,8 @@ class LeaseTable:
         old = self.leases.get(lease.address)
         self.leases[lease.address] = lease
         if old is not None:
-            self._unindex(old.client_id, old.hw, old.address)
-        self._reindex(lease.client_id, lease.hw, lease.address)
+            _unindex(self._by_cid, self._by_hw, old.client_id, old.hw, old.address)
+        _reindex(self._by_cid, self._by_hw, lease.client_id, lease.hw, lease.address)
         pool = self.pools.get(lease.scope)
         if pool is None or lease.address not in pool:
             pool = self.pool_of(lease.address)
@@ -228,47 +230,6 @@ class LeaseTable:
         else:
             pool.remove_free(address)
             pool.remove_backup(address)
-
-    @staticmethod
-    def _index_add(index: dict[bytes, int | list[int]], key: bytes, address: int) -> None:
-        cur = index.get(key)
-        if cur is None:
-            index[key] = address
-        elif isinstance(cur, int):
-            if cur != address:
-                index[key] = [cur, address]
-        elif address not in cur:
-            cur.append(address)
-
-    @staticmethod
-    def _index_remove(index: dict[bytes, int | list[int]], key: bytes, address: int) -> None:
-        cur = index.get(key)
-        if cur is None:
-            return
-        if isinstance(cur, int):
-            if cur == address:
-                del index[key]
-            return
-        if address in cur:
-            cur.remove(address)
-        if len(cur) == 1:
-            index[key] = cur[0]
-        elif not cur:
-            del index[key]
-
-    def _reindex(self, client_id: bytes | None, hw: bytes, address: int) -> None:
-        """Index ``address`` under the client key made of these fields (see :func:`client_key`)."""
-        if client_id:
-            self._index_add(self._by_cid, client_id, address)
-        elif hw:
-            self._index_add(self._by_hw, hw, address)
-
-    def _unindex(self, client_id: bytes | None, hw: bytes, address: int) -> None:
-        """Drop ``address`` from under the client key made of these fields."""
-        if client_id:
-            self._index_remove(self._by_cid, client_id, address)
-        elif hw:
-            self._index_remove(self._by_hw, hw, address)
 
     def addresses_of(self, key: bytes) -> list[int]:
         """The addresses whose records carry the client key ``key``."""
@@ -426,36 +387,86 @@ class LeaseTable:
         from ``fields`` rather than named: callers pass their decisions'
         field dicts straight through.
         """
-        source = str(fields.pop("source", ""))
+        source = str(fields.pop("source", "")) if "source" in fields else ""
         lease = self.leases.get(address)
-        old_state = None if lease is None else lease.state
         if lease is None:
-            lease = Lease(address=address)
-            self.leases[address] = lease
-            pool = self.pool_of(address)
-            if pool is not None:
-                pool.exclude(address)
+            old_state = None
+            lease = self.leases[address] = Lease(address)
+        else:
+            old_state = lease.state
         old_cid, old_hw = lease.client_id, lease.hw
         for name, value in fields.items():
             setattr(lease, name, value)
-        if lease.state is not LeaseState.EXPIRED and self._in_grace:
+        self._changed(lease, old_state, old_cid, old_hw, durable, event, now, from_partner, source)
+        return lease
+
+    def bind(
+        self, address: int, durable: bool, event: str | None, now: int, state: LeaseState, scope: str, hw: bytes,
+        client_id: bytes | None, expiration: int, flags: LeaseFlag, host_name: str,
+        start: int | None = None, cltt: int | None = None, potential_expiration: int | None = None,
+        relay_info: bytes | None = None, vendor_class: bytes | None = None,
+    ) -> Lease:
+        """:meth:`update` for what a DHCP exchange sets (an OFFER, an ACK), by position.
+
+        The same change as ``update(address, durable=..., event=..., now=...,
+        state=..., ...)`` with the fields given here (None: left as they are),
+        without a keyword dict and a ``setattr`` per field: about 1 µs less
+        per call on the request path.
+        """
+        lease = self.leases.get(address)
+        if lease is None:
+            old_state = None
+            lease = self.leases[address] = Lease(address)
+        else:
+            old_state = lease.state
+        old_cid, old_hw = lease.client_id, lease.hw
+        lease.state = state
+        lease.scope = scope
+        lease.hw = hw
+        lease.client_id = client_id
+        lease.expiration = expiration
+        lease.flags = flags
+        lease.host_name = host_name
+        if start is not None:
+            lease.start = start
+        if cltt is not None:
+            lease.cltt = cltt
+        if potential_expiration is not None:
+            lease.potential_expiration = potential_expiration
+        if relay_info is not None:
+            lease.relay_info = relay_info
+        if vendor_class is not None:
+            lease.vendor_class = vendor_class
+        self._changed(lease, old_state, old_cid, old_hw, durable, event, now, False, "")
+        return lease
+
+    def _changed(self, lease: Lease, old_state: LeaseState | None, old_cid: bytes | None, old_hw: bytes,
+                 durable: bool, event: str | None, now: int, from_partner: bool, source: str) -> None:
+        """Bring every index in line with ``lease``'s new fields (it was in
+        ``old_state``, None when new, with that client-id and hw)."""
+        address = lease.address
+        state = lease.state
+        if state is not LeaseState.EXPIRED and self._in_grace:
             self._in_grace.discard(address)
         cid, hw = lease.client_id, lease.hw
         # The client key is the client-id when there is one, else the
         # hardware address: re-index only when that changed.
         if (cid or None) != (old_cid or None) or (not cid and hw != old_hw):
-            self._unindex(old_cid, old_hw, address)
-            self._reindex(cid, hw, address)
+            _unindex(self._by_cid, self._by_hw, old_cid, old_hw, address)
+            _reindex(self._by_cid, self._by_hw, cid, hw, address)
         pool = self.pool_of(address)
         if pool is not None:
+            if old_state is None:
+                pool.exclude(address)
             self._classify(pool, lease)
-            if old_state is not lease.state:
+            if old_state is not state:
                 if old_state is None:
                     pool.reserved_unused.discard(address)
                 else:
                     pool.state_counts[old_state] -= 1
-                pool.state_counts[lease.state] += 1
-        self._schedule(lease)
+                pool.state_counts[state] += 1
+        if state in _TIMED and 0 < lease.expiration < Lease.INFINITE:
+            self._push(lease.expiration, address)
         if durable:
             self._dirty[address] = lease
             if not from_partner:
@@ -466,7 +477,6 @@ class LeaseTable:
                 LeaseEvent(now, address, lease.state, lease.key or b"", lease.expiration, event,
                            "partner" if from_partner else source, lease.hw)
             )
-        return lease
 
     def withdraw_offer(self, address: int) -> None:
         """An OFFERED address the client did not take is free again, in the
@@ -573,3 +583,47 @@ def _withdrawn(lease: Lease) -> tuple[LeaseState, LeaseFlag]:
     if lease.flags & LeaseFlag.OFFERED_FROM_BACKUP:
         return LeaseState.BACKUP, lease.flags & ~LeaseFlag.OFFERED_FROM_BACKUP
     return LeaseState.AVAILABLE, lease.flags
+
+
+
+def _index_add(index: Index, key: bytes, address: int) -> None:
+    cur = index.get(key)
+    if cur is None:
+        index[key] = address
+    elif isinstance(cur, int):
+        if cur != address:
+            index[key] = [cur, address]
+    elif address not in cur:
+        cur.append(address)
+
+
+def _index_remove(index: Index, key: bytes, address: int) -> None:
+    cur = index.get(key)
+    if cur is None:
+        return
+    if isinstance(cur, int):
+        if cur == address:
+            del index[key]
+        return
+    if address in cur:
+        cur.remove(address)
+    if len(cur) == 1:
+        index[key] = cur[0]
+    elif not cur:
+        del index[key]
+
+
+def _reindex(by_cid: Index, by_hw: Index, client_id: bytes | None, hw: bytes, address: int) -> None:
+    """Index ``address`` under the client key made of these fields (see :func:`client_key`)."""
+    if client_id:
+        _index_add(by_cid, client_id, address)
+    elif hw:
+        _index_add(by_hw, hw, address)
+
+
+def _unindex(by_cid: Index, by_hw: Index, client_id: bytes | None, hw: bytes, address: int) -> None:
+    """Drop ``address`` from under the client key made of these fields."""
+    if client_id:
+        _index_remove(by_cid, client_id, address)
+    elif hw:
+        _index_remove(by_hw, hw, address)

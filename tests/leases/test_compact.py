@@ -205,3 +205,27 @@ def test_the_store_serves_reads_and_writes_after_a_full_load(tmp_path: "os.PathL
         assert store.lease_count() == 50
     finally:
         store.close()
+
+
+def test_bind_changes_a_lease_as_update_does() -> None:
+    """The positional fast path: same records, indexes, counts, events and listener calls as update."""
+    tables = [lru_table((100, 109)), lru_table((100, 109))]
+    heard: list[list[tuple[int, str]]] = [[], []]
+    for t, log in zip(tables, heard):
+        t.listeners.append(lambda lease, what, log=log: log.append((lease.address, what)))
+    offer = dict(state=LeaseState.OFFERED, scope="s", hw=hw(1), client_id=b"\x01c", expiration=130,
+                 flags=LeaseFlag.NONE, host_name="h")
+    ack = dict(offer, state=LeaseState.LEASED, expiration=3700, start=100, cltt=100, potential_expiration=3700,
+               relay_info=b"\x01\x02ab", vendor_class=b"v")
+    a, b = tables
+    a.update(100, durable=False, **offer)
+    b.bind(100, False, None, 0, offer["state"], "s", hw(1), b"\x01c", 130, LeaseFlag.NONE, "h")
+    a.update(100, durable=True, event="ack", now=100, **ack)
+    b.bind(100, True, "ack", 100, LeaseState.LEASED, "s", hw(1), b"\x01c", 3700, LeaseFlag.NONE, "h",
+           start=100, cltt=100, potential_expiration=3700, relay_info=b"\x01\x02ab", vendor_class=b"v")
+    assert a.leases == b.leases
+    assert a.addresses_of(client_key(b"\x01c", hw(1))) == b.addresses_of(client_key(b"\x01c", hw(1))) == [100]
+    assert a.pools["s"].address_counts() == b.pools["s"].address_counts()
+    assert a.take_dirty() == b.take_dirty()
+    assert heard[0] == heard[1] == [(100, "ack")]
+    assert [lease.address for lease in b.expire(3700)] == [100]
