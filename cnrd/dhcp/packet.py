@@ -103,10 +103,18 @@ _END = b"\xff"
 _NOT_WRITTEN = frozenset((OPT_PAD, OPT_OVERLOAD, OPT_END))
 # ... and 53, which serialize() writes first, outside the loop.
 _NOT_IN_LOOP = _NOT_WRITTEN | {OPT_MESSAGE_TYPE}
-# The code and length bytes of every TLV head, _TLV_HEADS[code][length],
-# and the zero runs that pad a reply to BOOTP's minimum: made once.
-_TLV_HEADS = tuple(tuple(bytes((code, n)) for n in range(256)) for code in range(256))
+# The code and length bytes of TLV heads, _TLV_HEADS[code][length]: a
+# code's row is made when serialize() first writes that code (a server
+# writes a few dozen codes, so most rows are never made).  And the zero
+# runs that pad a reply to BOOTP's minimum.
+_TLV_HEADS: list[tuple[bytes, ...] | None] = [None] * 256
 _PADDING = tuple(bytes(n) for n in range(BOOTP_MIN_SIZE + 1))
+
+
+def _tlv_row(code: int) -> tuple[bytes, ...]:
+    """The TLV heads of ``code`` for every length (RFC 2132 §2 option format), made once."""
+    row = _TLV_HEADS[code] = tuple(bytes((code, n)) for n in range(256))
+    return row
 
 
 def _append_option(parts: list[bytes], code: int, value: bytes) -> None:
@@ -114,7 +122,8 @@ def _append_option(parts: list[bytes], code: int, value: bytes) -> None:
     (RFC 3396 §6: split long values into consecutive instances)."""
     n = len(value)
     if n <= 255:
-        parts.append(bytes((code, n)))
+        row = _TLV_HEADS[code]
+        parts.append((row if row is not None else _tlv_row(code))[n])
         parts.append(value)
         return
     for i in range(0, n, 255):
@@ -338,18 +347,25 @@ class DhcpPacket:
 
         # One join of header, options and END: the TLV heads come from a
         # table instead of a new bytes object per option.
-        parts = [self._header_cookie(sname, file)]
+        try:
+            head = _HEADER_COOKIE.pack(
+                self.op, self.htype, self.hlen, self.hops, self.xid, self.secs, self.flags,
+                self.ciaddr, self.yiaddr, self.siaddr, self.giaddr, chaddr, sname, file, MAGIC_COOKIE)
+        except struct.error as exc:
+            raise MalformedPacket(f"header field out of range: {exc}") from None
+        parts = [head]
         append = parts.append
+        heads = _TLV_HEADS
         mt = options.get(OPT_MESSAGE_TYPE)
         if mt is not None:
             _append_option(parts, OPT_MESSAGE_TYPE, mt)
-        heads = _TLV_HEADS
         for code, value in options.items():
             if code in _NOT_IN_LOOP:
                 continue
             n = len(value)
             if n <= 255:  # the usual case, inlined
-                append(heads[code][n])
+                row = heads[code]
+                append((row if row is not None else _tlv_row(code))[n])
                 append(value)
             else:
                 _append_option(parts, code, value)

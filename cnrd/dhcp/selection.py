@@ -56,9 +56,10 @@ def relay_suboption(req: Request, code: int) -> bytes | None:
     """
     if not req.p.giaddr:
         return None
-    subs = req.p.relay_agent_info
-    if not subs:
-        return None
+    subs = req.relay_subs
+    if subs is None:
+        found = req.p.relay_agent_info
+        subs = req.relay_subs = tuple(found) if found else ()
     for sub, value in subs:
         if sub == code:
             return value

@@ -88,6 +88,9 @@ class Request:
     key: bytes  # the lease table's key for this client
     client: ClientConfig | None
     cls: ClientClassConfig | None
+    # Option 82's sub-options once a step has read them (() for none):
+    # scope selection and the server identifier each look at them.
+    relay_subs: tuple[tuple[int, bytes], ...] | None = None
 
     @property
     def lb_key(self) -> bytes:
