@@ -31,6 +31,8 @@ import time
 
 POOL_FIRST = (10 << 24) | (16 << 16) | 10  # 10.16.0.10, bench.servers.STARTUP_NET
 POOL_LAST = (10 << 24) | (31 << 16) | (255 << 8) | 250
+# More leases than the /12 holds: a /8 (10.0.0.10-10.255.255.250).
+BIG_FIRST, BIG_LAST, BIG_SUBNET = (10 << 24) | 10, (10 << 24) | 0xFFFFFA, "10.0.0.0/8"
 SCOPE = "bench"
 LEASE_TIME = 3600
 
@@ -44,9 +46,20 @@ data-dir = {data_dir}
 lease-time = 3600
 
 [scope bench]
-subnet = 10.16.0.0/12
-ranges = 10.16.0.10-10.31.255.250
+subnet = {subnet}
+ranges = {first}-{last}
 """
+
+
+def pool_for(n: int) -> tuple[str, int, int]:
+    """(subnet, first, last) of the pool for ``n`` preloaded leases."""
+    if n <= POOL_LAST - POOL_FIRST + 1:
+        return "10.16.0.0/12", POOL_FIRST, POOL_LAST
+    return BIG_SUBNET, BIG_FIRST, BIG_LAST
+
+
+def _ip(n: int) -> str:
+    return ".".join(str(n >> s & 255) for s in (24, 16, 8, 0))
 
 
 def mac(i: int) -> bytes:
@@ -59,14 +72,15 @@ def write_store(path: str, n: int, now: int) -> None:
     from cnrd.leases.lmdb_store import LmdbLeaseStore
     from cnrd.leases.model import Lease, LeaseState
 
-    if n > POOL_LAST - POOL_FIRST + 1:
-        raise SystemExit(f"{n} leases do not fit the /12 pool")
+    _, first, last = pool_for(n)
+    if n > last - first + 1:
+        raise SystemExit(f"{n} leases do not fit the /8 pool")
     store = LmdbLeaseStore(path, map_size=max(4 << 30, n * 400))
     try:
         batch: list[Lease] = []
         for i in range(n):
             batch.append(Lease(
-                address=POOL_FIRST + i, state=LeaseState.LEASED, scope=SCOPE, hw=b"\x01" + mac(i),
+                address=first + i, state=LeaseState.LEASED, scope=SCOPE, hw=b"\x01" + mac(i),
                 start=now, expiration=now + LEASE_TIME, cltt=now, potential_expiration=now + LEASE_TIME,
             ))
             if len(batch) >= 50000:
@@ -166,7 +180,9 @@ def child(path: str, n: int, want_breakdown: bool) -> dict[str, object]:
     before = status()
     reactor = MemoryReactorClock()
     reactor.advance(time.time())
-    rt = Runtime(loads(CONFIG.format(data_dir=path)), reactor,  # type: ignore[arg-type]
+    subnet, first, last = pool_for(n)
+    config = CONFIG.format(data_dir=path, subnet=subnet, first=_ip(first), last=_ip(last))
+    rt = Runtime(loads(config), reactor,  # type: ignore[arg-type]
                  port_factory=lambda *a, **kw: NoPort(), interfaces=lambda c: [])
     t0 = time.perf_counter()
     c0 = time.process_time()
@@ -186,9 +202,9 @@ def child(path: str, n: int, want_breakdown: bool) -> dict[str, object]:
         errors.append(f"pool free {pool.free_count()}, expected {pool.size - n}")
     if n < pool.size:
         got = table.allocate(SCOPE, b"\x00\x01new")
-        if got is None or got in table.leases or got != POOL_FIRST + n:
-            errors.append(f"allocation after the load gave {got}, expected {POOL_FIRST + n}")
-    if n and table.addresses_of(b"\x00\x01" + mac(n - 1)) != [POOL_FIRST + n - 1]:
+        if got is None or got in table.leases or got != first + n:
+            errors.append(f"allocation after the load gave {got}, expected {first + n}")
+    if n and table.addresses_of(b"\x00\x01" + mac(n - 1)) != [first + n - 1]:
         errors.append("the last client is not found by its hardware address")
     applier = getattr(rt.store, "_proc", None)
     out: dict[str, object] = {
