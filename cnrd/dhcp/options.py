@@ -403,7 +403,7 @@ def _encode_domain(name: str) -> bytes:
     return bytes(out)
 
 
-def _encode_route(dest: str, router: object) -> bytes:
+def _encode_route(dest: object, router: object) -> bytes:
     """RFC 3442 §3: width, the significant destination octets, router."""
     if not isinstance(dest, str):
         raise OptionValueError(f"{dest!r} is not a destination like 10.0.0.0/8")

@@ -475,7 +475,7 @@ def parse_suboptions(value: bytes, code: int) -> list[tuple[int, bytes]]:
     return result
 
 
-def parse(data: bytes) -> DhcpPacket:
+def parse(data: bytes | bytearray | memoryview) -> DhcpPacket:
     """Decode one DHCPv4/BOOTP message (RFC 2131 §2, RFC 2132, RFC 3396).
 
     Raises MalformedPacket (only) for: fewer than 236 bytes, op not 1/2,
@@ -484,8 +484,12 @@ def parse(data: bytes) -> DhcpPacket:
     not hold options; its ``drop`` names which.  Typed option values are
     checked by the accessors.
     """
-    if type(data) is not bytes:
-        data = bytes(data)  # so option values are bytes, not memoryview slices
+    # bytes, so option values are bytes, not memoryview slices (and the
+    # compiled parser works on bytes alone).
+    return _parse(data if type(data) is bytes else bytes(data))
+
+
+def _parse(data: bytes) -> DhcpPacket:
     n = len(data)
     if n < HEADER_SIZE:
         raise MalformedPacket(f"packet too short ({n} bytes)")
