@@ -33,6 +33,8 @@ __all__ = ["discover", "request", "release", "decline", "inform", "bootp", "pick
 
 # How long a declined address stays unavailable when its scope is gone.
 _DECLINE_HOLD_WITHOUT_SCOPE = 86400
+# The states a REQUEST may take an address from: our offer, its binding, or free.
+_REQUESTABLE_STATES = frozenset({LeaseState.OFFERED, LeaseState.LEASED, *FREE_STATES})
 
 
 # -- DISCOVER ------------------------------------------------------------------
@@ -70,16 +72,9 @@ def discover(state: ServerState, req: Request) -> Reply | None:
         # A bound client re-discovering keeps its binding; only the reply is an offer.
         new_state = LeaseState.LEASED
         expiration = lease.expiration
-    state.table.update(
-        address,
-        durable=False,
-        state=new_state,
-        scope=scope.name,
-        hw=req.hw,
-        client_id=req.cid,
-        expiration=expiration,
-        flags=flags,
-        host_name=req.host_name or (lease.host_name if lease else ""),
+    state.table.bind(
+        address, False, None, 0, new_state, scope.name, req.hw, req.cid, expiration, flags,
+        req.host_name or (lease.host_name if lease else ""),
     )
     state.counters.sent["OFFER"] += 1
     return build_reply(state, req, MessageType.OFFER, scope, address, lease_time, durable=False)
@@ -180,7 +175,7 @@ def _request_selecting(state: ServerState, req: Request, sid: int, want: int | N
         # yiaddr, and our offer to a client with a binding is that binding
         # (§4.3.1), so a request for another address is not one we made.
         return nak(state, req, "address not offered to this client")
-    if lease is not None and lease.state not in (LeaseState.OFFERED, LeaseState.LEASED, *FREE_STATES):
+    if lease is not None and lease.state not in _REQUESTABLE_STATES:
         return nak(state, req, "address not available")
     # With no offer on record (lost to a restart, or made by an earlier
     # process) a free address of the client's pool is still ours to give;
@@ -288,21 +283,12 @@ def _ack(state: ServerState, req: Request, scope: ScopeRuntime, address: int, wh
         pet = lease.potential_expiration
     flags = LeaseFlag.RESERVED if address in table.reserved else LeaseFlag.NONE
     start = lease.start if (lease is not None and lease.state is LeaseState.LEASED and lease.key == req.key) else req.now
-    table.update(
-        address,
-        durable=True,
-        event=what,
-        now=req.now,
-        state=LeaseState.LEASED,
-        scope=scope.name,
-        hw=req.hw,
-        client_id=req.cid,
+    table.bind(
+        address, True, what, req.now, LeaseState.LEASED, scope.name, req.hw, req.cid, req.now + lease_time, flags,
+        req.host_name or (lease.host_name if lease else ""),
         start=start,
-        expiration=req.now + lease_time,
-        potential_expiration=pet,
         cltt=req.now,
-        host_name=req.host_name or (lease.host_name if lease else ""),
-        flags=flags,
+        potential_expiration=pet,
         # A renewal comes straight from the client, past the relay (RFC 2131
         # §4.4.5), so without option 82: the relay's last one stays the
         # client's, for lease queries and the failover partner.
