@@ -97,8 +97,10 @@ def test_the_wheel_carries_the_example_configs_unit_and_alert_rules(tmp_path):
     # another build running at the same time would share.
     src = tmp_path / "src"
     shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(".venv", ".git", "build", "results", "__pycache__",
-                                                            "*.egg-info", ".hypothesis", "bench", "tests"))
-    env = {**os.environ, "PIP_CONSTRAINT": str(ROOT / "constraints.txt")}
+                                                            "*.egg-info", ".hypothesis", "bench", "tests", "*.so",
+                                                            "_compiled.json"))
+    # The files beside the code do not depend on compiling (tests/test_compiled.py covers that).
+    env = {**os.environ, "PIP_CONSTRAINT": str(ROOT / "constraints.txt"), "CNRD_PURE": "1"}
     cp = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(src)],
                         capture_output=True, text=True, timeout=300, env=env)
     assert cp.returncode == 0, cp.stdout + cp.stderr
@@ -115,6 +117,17 @@ def test_the_wheel_carries_the_example_configs_unit_and_alert_rules(tmp_path):
     assert "twisted/plugins/cnrd_plugin.py" in names and "cnrd/app/notify.py" in names
     assert "cnrd-import = cnrd.migrate.cli:main" in entry_points
     assert re.search(r"^License-Expression: MIT$", metadata, re.M)
+
+
+def test_the_build_compiles_with_mypyc_and_the_image_is_the_compiled_build():
+    build = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]
+    mypy = [Requirement(r) for r in build["requires"] if canonicalize_name(Requirement(r).name) == "mypy"]
+    assert mypy and mypy[0].specifier.contains(_pins()["mypy"]), "setup.py compiles with mypyc, from mypy"
+    docker = (ROOT / "Dockerfile").read_text()
+    assert "COPY setup.py " in docker
+    build_stage = docker.split("AS build", 1)[1].split("\nFROM ", 1)[0]
+    assert "gcc" in build_stage and "python3-dev" in build_stage and "setuptools wheel mypy" in build_stage
+    assert "not compiled" in build_stage  # the build fails if setup.py fell back to plain Python
 
 
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yaml"
