@@ -20,9 +20,11 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 # -- build: wheels for cnrd and its dependencies, installed into a clean venv.
+#    gcc and the Python headers: setup.py compiles cnrd's pure cores with mypyc
+#    (pyproject.toml [tool.cnrd.mypyc]); the runtime stage needs neither.
 FROM python AS build
 RUN apt-get update \
-    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-venv \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-venv python3-dev gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_ROOT_USER_ACTION=ignore
 WORKDIR /src
@@ -33,11 +35,11 @@ COPY pyproject.toml constraints.txt ./
 RUN --mount=type=secret,id=pip-ca \
     if [ -s /run/secrets/pip-ca ]; then export PIP_CERT=/run/secrets/pip-ca; fi \
     && python3 -m venv /opt/build \
-    && /opt/build/bin/pip install -q --upgrade -c constraints.txt pip setuptools wheel \
+    && /opt/build/bin/pip install -q --upgrade -c constraints.txt pip setuptools wheel mypy \
     && python3 -c "import tomllib; \
 print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" >requirements.txt \
     && /opt/build/bin/pip wheel -q -c constraints.txt --wheel-dir /wheels -r requirements.txt
-COPY setup.cfg README.md LICENSE CHANGELOG.md ./
+COPY setup.py setup.cfg README.md LICENSE CHANGELOG.md ./
 COPY etc ./etc
 COPY deploy/systemd ./deploy/systemd
 COPY deploy/prometheus ./deploy/prometheus
@@ -46,11 +48,17 @@ COPY cnrd ./cnrd
 COPY twisted ./twisted
 # --copies: the venv gets its own python binary, which alone receives the
 # file capabilities below (the image's /usr/bin/python3 stays unprivileged).
+# The image is the compiled build: the check after the install fails the
+# build if setup.py fell back to plain Python.
 RUN /opt/build/bin/pip wheel -q --no-deps --no-build-isolation --wheel-dir /wheels . \
     && python3 -m venv --without-pip --copies /opt/cnrd \
     && py="$(basename "$(readlink -f /usr/bin/python3)")" \
     && ln -sf "$py" /opt/cnrd/bin/python3 && ln -sf python3 /opt/cnrd/bin/python \
     && /opt/build/bin/pip --python /opt/cnrd/bin/python install -q --no-index --find-links /wheels cnrd \
+    && cd / && /opt/cnrd/bin/python -c "import importlib, tomllib; \
+mods = tomllib.load(open('/src/pyproject.toml', 'rb'))['tool']['cnrd']['mypyc']['modules']; \
+py = [m for m in mods if importlib.import_module(m).__file__.endswith('.py')]; \
+assert not py, f'not compiled: {py}'" \
     # The twistd plugin cache, made now: at run time site-packages is not
     # writable.  Twisted remakes a cache not newer than every plugin module,
     # and image layers keep whole seconds: hence the sleep.
