@@ -46,6 +46,8 @@ class Reply:
     hw_unicast: bool = False  # yiaddr has no ARP entry yet: deliver to chaddr
     durable: bool = False  # send only after the table's changes are committed
     max_size: int = 576
+    # The packet's first options as already encoded (DhcpPacket.serialize's prefix).
+    wire_prefix: tuple[int, bytes] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,7 @@ class ReplyTemplate(NamedTuple):
     list carries whoever the client is: the options in wire order and the boot fields."""
 
     options: dict[int, bytes]
+    wire: bytes  # the options encoded (cnrd.dhcp.packet.encode_options)
     prl: bytes | None  # the client's parameter request list (option 55), None without one
     siaddr: int | None
     file: bytes | None

@@ -21,7 +21,9 @@ from __future__ import annotations
 import enum
 import re
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import islice
 
 from cnrd.dhcp.errors import MalformedPacket
 from cnrd.text import int_to_ip, ip_to_int  # noqa: F401  (the codec's callers use them from here)
@@ -34,6 +36,7 @@ __all__ = [
     "MalformedPacket",
     "MessageType",
     "DhcpPacket",
+    "encode_options",
     "parse",
     "format_hw",
     "parse_hw",
@@ -318,7 +321,7 @@ class DhcpPacket:
             self.has_cookie or message_type is not None,
         )
 
-    def serialize(self, max_size: int = 1500) -> bytes:
+    def serialize(self, max_size: int = 1500, prefix: tuple[int, bytes] | None = None) -> bytes:
         """Encode for the wire (RFC 2131 §2, RFC 2132).
 
         Option 53 goes first (some clients look only there), then the others
@@ -331,6 +334,10 @@ class DhcpPacket:
         written after the cookie even if ``has_cookie`` is False (they
         cannot be sent any other way); codes 0, 52 and 255 in ``options``
         are skipped, as serialize owns the framing.
+
+        ``prefix`` is (n, what :func:`encode_options` made of the first n
+        options, 53 among them when present) for a caller that built the
+        options from a template it had encoded: those are not encoded again.
         """
         options = self.options
         chaddr, sname, file = self.chaddr, self.sname, self.file
@@ -356,10 +363,16 @@ class DhcpPacket:
         parts = [head]
         append = parts.append
         heads = _TLV_HEADS
-        mt = options.get(OPT_MESSAGE_TYPE)
-        if mt is not None:
-            _append_option(parts, OPT_MESSAGE_TYPE, mt)
-        for code, value in options.items():
+        items: Iterable[tuple[int, bytes]]
+        if prefix is not None:
+            append(prefix[1])
+            items = islice(options.items(), prefix[0], None)
+        else:
+            mt = options.get(OPT_MESSAGE_TYPE)
+            if mt is not None:
+                _append_option(parts, OPT_MESSAGE_TYPE, mt)
+            items = options.items()
+        for code, value in items:
             if code in _NOT_IN_LOOP:
                 continue
             n = len(value)
@@ -457,6 +470,18 @@ class DhcpPacket:
         if len(out) < BOOTP_MIN_SIZE:
             out += bytes(min(BOOTP_MIN_SIZE, max_size) - len(out))
         return out
+
+
+def encode_options(options: dict[int, bytes]) -> bytes:
+    """``options`` as :meth:`DhcpPacket.serialize` writes them (53 first, no END), for its ``prefix``."""
+    parts: list[bytes] = []
+    mt = options.get(OPT_MESSAGE_TYPE)
+    if mt is not None:
+        _append_option(parts, OPT_MESSAGE_TYPE, mt)
+    for code, value in options.items():
+        if code not in _NOT_IN_LOOP:
+            _append_option(parts, code, value)
+    return b"".join(parts)
 
 
 def parse_suboptions(value: bytes, code: int) -> list[tuple[int, bytes]]:

@@ -292,7 +292,7 @@ class RequestPath:
         if port is None:
             return
         try:
-            data = reply.packet.serialize(reply.max_size)
+            data = reply.packet.serialize(reply.max_size, reply.wire_prefix)
         except MalformedPacket as e:
             self.server.counters.drops["reply-too-large"] += 1
             log.warn("reply not sent: {reason}", reason=e.reason)

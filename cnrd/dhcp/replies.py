@@ -17,7 +17,7 @@ import struct
 
 from cnrd.config import PolicyConfig, ReservationConfig
 from cnrd.dhcp.model import BROADCAST, Reply, ReplyTemplate, ScopeRuntime
-from cnrd.dhcp.packet import BOOTREPLY, BROADCAST_FLAG, DhcpPacket, MessageType
+from cnrd.dhcp.packet import BOOTREPLY, BROADCAST_FLAG, DhcpPacket, MessageType, encode_options
 from cnrd.dhcp.selection import own_address, policy_for, server_id
 from cnrd.dhcp.state import Request, ServerState
 from cnrd.leases.model import Lease
@@ -70,6 +70,7 @@ def build_reply(
     p = req.p
     sid = server_id(state, req) if mtype is not None else 0
     template: ReplyTemplate | None = None
+    prefix: tuple[int, bytes] | None = None
     if mtype != MessageType.NAK and scope is not None:
         policy = policy_for(state, req, scope)
         prl = p.parameter_request_list
@@ -87,6 +88,7 @@ def build_reply(
                     templates.clear()  # option 55 is the client's to vary: bounded
                 template = templates[key] = _template(mtype, scope, policy, sid, lease_time, prl, None)
             opts = template.options.copy()
+            prefix = (len(opts), template.wire)
     else:
         opts = _layout(mtype, sid, lease_time)
     r = DhcpPacket(BOOTREPLY, p.htype, p.hlen, 0, p.xid, 0, p.flags, 0, yiaddr, 0, p.giaddr, p.chaddr, b"", b"",
@@ -103,6 +105,8 @@ def build_reply(
         popts = p.options
         if _PXE_CLIENT_ID in popts and _is_pxe(p):
             # RFC 4578 §2.2: PXE firmware matches the reply on its machine identifier.
+            if _PXE_CLIENT_ID in opts:
+                prefix = None  # a template option changes: encoded afresh
             opts[_PXE_CLIENT_ID] = popts[_PXE_CLIENT_ID]
         if 12 not in opts and (template.prl is None or 12 in template.prl):
             # As the client's list says, for a BOOTREPLY too (which sends every configured option).
@@ -111,8 +115,10 @@ def build_reply(
                 opts[12] = host_name.encode()
     if p.giaddr and 82 in p.options:
         opts[82] = p.options[82]  # RFC 3046 §2.2: echo relay agent information
+    if prefix is not None and 61 in opts:
+        prefix = None  # the policy sets option 61 and the echo below may change it
     _echo_client_id(state, p, opts)
-    return route(state, req, r, mtype, durable)
+    return route(state, req, r, mtype, durable, prefix)
 
 
 def _layout(mtype: int | None, sid: int, lease_time: int | None) -> dict[int, bytes]:
@@ -147,7 +153,7 @@ def _template(mtype: int | None, scope: ScopeRuntime, policy: PolicyConfig, sid:
             if code in configured and code not in opts:
                 opts[code] = configured[code]
     siaddr, file, sname = _boot_fields(policy, scope.policy)
-    return ReplyTemplate(opts, prl, siaddr, file, sname)
+    return ReplyTemplate(opts, encode_options(opts), prl, siaddr, file, sname)
 
 
 def _options(scope: ScopeRuntime, policy: PolicyConfig, held: ReservationConfig | None) -> dict[int, bytes]:
@@ -208,8 +214,9 @@ def nak(state: ServerState, req: Request, why: str) -> Reply:
     return route(state, req, r, MessageType.NAK, False)
 
 
-def route(state: ServerState, req: Request, r: DhcpPacket, mtype: int | None, durable: bool) -> Reply:
-    """Where a reply goes (RFC 2131 §4.1)."""
+def route(state: ServerState, req: Request, r: DhcpPacket, mtype: int | None, durable: bool,
+          prefix: tuple[int, bytes] | None = None) -> Reply:
+    """Where a reply goes (RFC 2131 §4.1); ``prefix``: its first options as encoded (:class:`Reply`)."""
     p = req.p
     max_size = _MIN_MESSAGE
     mms = p.max_message_size
@@ -224,14 +231,14 @@ def route(state: ServerState, req: Request, r: DhcpPacket, mtype: int | None, du
     if p.giaddr:
         if mtype == MessageType.NAK:
             r.flags |= BROADCAST_FLAG
-        return Reply(r, p.giaddr, sport, None, src, False, durable, max_size)
+        return Reply(r, p.giaddr, sport, None, src, False, durable, max_size, prefix)
     if mtype == MessageType.NAK:
-        return Reply(r, BROADCAST, cport, req.rx.ifindex, src, False, durable, max_size)
+        return Reply(r, BROADCAST, cport, req.rx.ifindex, src, False, durable, max_size, prefix)
     if p.ciaddr:
-        return Reply(r, p.ciaddr, cport, None, src, False, durable, max_size)
+        return Reply(r, p.ciaddr, cport, None, src, False, durable, max_size, prefix)
     if p.broadcast or not r.yiaddr:
-        return Reply(r, BROADCAST, cport, req.rx.ifindex, src, False, durable, max_size)
+        return Reply(r, BROADCAST, cport, req.rx.ifindex, src, False, durable, max_size, prefix)
     if p.htype != 1 or p.hlen != 6:
         # Only Ethernet hardware addresses can be unicast to without ARP here.
-        return Reply(r, BROADCAST, cport, req.rx.ifindex, src, False, durable, max_size)
-    return Reply(r, r.yiaddr, cport, req.rx.ifindex, src, True, durable, max_size)
+        return Reply(r, BROADCAST, cport, req.rx.ifindex, src, False, durable, max_size, prefix)
+    return Reply(r, r.yiaddr, cport, req.rx.ifindex, src, True, durable, max_size, prefix)

@@ -69,3 +69,29 @@ def test_many_parameter_request_lists_keep_the_order_each_asks_for() -> None:
         sent = [c for c in reply.packet.options if c in (3, 6)]
         assert sent == list(prl[:2])
     assert all(len(s.reply_templates) <= 256 for s in server.scopes.values())
+
+
+def test_a_reply_s_encoded_template_part_is_what_serialize_would_write() -> None:
+    """The template's options, encoded once, make the same datagram as encoding the reply's options afresh,
+    including when a client's option replaces a template's (PXE's 97, RFC 4578 §2.2)."""
+    text = BASE_CONFIG.replace("option.domain-name-servers = 10.1.0.1, 10.1.0.2\n",
+                               "option.domain-name-servers = 10.1.0.1, 10.1.0.2\noption.97 = 00aabb\n", 1)
+    for config in (BASE_CONFIG, text):
+        server, _ = make_server(config)
+        for n, opts in enumerate([
+            {},
+            {"o55": bytes([1, 3, 6, 12, 97]), "o12": b"host"},
+            {"o61": b"\x01" + mac(9), "o55": bytes([61, 3])},
+            {"o60": b"PXEClient:Arch:00000", "o97": b"\x00" + bytes(16), "o55": bytes([97, 3])},
+            {"o82": b"\x01\x03abc"},
+        ]):
+            for mtype in (M.DISCOVER, M.INFORM):
+                reply = server.handle(request(mtype, mac(n + 1), ciaddr=ip_to_int("10.1.0.120")
+                                              if mtype == M.INFORM else 0, giaddr=0, **opts), BCAST, NOW)
+                assert reply is not None
+                packet = reply.packet
+                fresh = packet.serialize(reply.max_size)
+                assert packet.serialize(reply.max_size, reply.wire_prefix) == fresh
+        assert any(r.wire_prefix is None for r in [server.handle(request(
+            M.DISCOVER, mac(50), o60=b"PXEClient", o97=b"\x00" + bytes(16)), BCAST, NOW)] if r is not None) \
+            or config == BASE_CONFIG
