@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             argv2 = [sys.executable, "-m", "bench.startup", "--child", path, "--leases", str(a.leases)]
             if a.breakdown:
                 argv2.append("--breakdown")
-            proc = subprocess.run(argv2, capture_output=True, text=True, timeout=3600)
+            proc = subprocess.run(argv2, capture_output=True, text=True, timeout=3600, check=False)
             if proc.returncode != 0:
                 print(proc.stdout, proc.stderr, file=sys.stderr)
                 return 1

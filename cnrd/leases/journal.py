@@ -44,7 +44,6 @@ from cnrd.leases.model import Lease, LeaseEvent
 from cnrd.leases.ring import DEFAULT_SIZE, Journal
 from cnrd.leases.store import HistoryQuery, PackedBatch, StoreError
 
-
 APPLIED_KEY = "journal/applied"
 EPOCH_KEY = "journal/epoch"
 _SEQ = struct.Struct("!Q")  # the epoch; the older form of journal/applied

@@ -175,7 +175,7 @@ class Lease:
         shape = _SHAPES.get(data[_SHAPE_AT:_HEAD_SIZE])
         if shape is None:
             shape = _shape(data)
-        (ver, addr, state, flags, start, exp, cltt, pet, ptime, slen, hlen, clen, raw, hw, cid,
+        (ver, addr, state, flags, start, exp, cltt, pet, ptime, _slen, _hlen, clen, raw, hw, cid,
          host_len, relay_len) = shape.unpack_from(data)
         if ver != 1 and ver != 2:  # _VERSION, _VERSION_VENDOR
             raise ValueError(f"unknown lease record version {ver}")

@@ -26,7 +26,7 @@ class AddressBits:
     the ranges are never members.
     """
 
-    __slots__ = ("_firsts", "_lasts", "_offsets", "_bits", "_count")
+    __slots__ = ("_bits", "_count", "_firsts", "_lasts", "_offsets")
 
     def __init__(self, ranges: tuple[Range, ...]) -> None:
         self._firsts = [r.first for r in ranges]

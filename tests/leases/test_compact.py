@@ -39,7 +39,7 @@ def test_address_bits_hold_only_addresses_of_the_ranges() -> None:
     assert not bits.add(20) and not bits.add(9) and not bits.add(99) and not bits.add(104)
     assert bits.add(10)  # again: still a member, counted once
     assert len(bits) == 4
-    assert [a for a in range(0, 110) if a in bits] == [10, 19, 100, 103]
+    assert [a for a in range(110) if a in bits] == [10, 19, 100, 103]
     assert "10" not in bits
 
 
@@ -193,7 +193,7 @@ def test_an_unknown_record_version_is_refused() -> None:
         Lease.unpack(bytes(data))
 
 
-def test_the_store_serves_reads_and_writes_after_a_full_load(tmp_path: "os.PathLike[str]") -> None:
+def test_the_store_serves_reads_and_writes_after_a_full_load(tmp_path: os.PathLike[str]) -> None:
     store = LmdbLeaseStore(str(tmp_path))
     try:
         store.commit([leased(100 + i, i) for i in range(50)])
@@ -213,13 +213,13 @@ def test_bind_changes_a_lease_as_update_does() -> None:
     heard: list[list[tuple[int, str]]] = [[], []]
     for t, log in zip(tables, heard):
         t.listeners.append(lambda lease, what, log=log: log.append((lease.address, what)))
-    offer = dict(state=LeaseState.OFFERED, scope="s", hw=hw(1), client_id=b"\x01c", expiration=130,
-                 flags=LeaseFlag.NONE, host_name="h")
-    ack = dict(offer, state=LeaseState.LEASED, expiration=3700, start=100, cltt=100, potential_expiration=3700,
-               relay_info=b"\x01\x02ab", vendor_class=b"v")
+    offer: dict[str, object] = {"state": LeaseState.OFFERED, "scope": "s", "hw": hw(1), "client_id": b"\x01c",
+                                "expiration": 130, "flags": LeaseFlag.NONE, "host_name": "h"}
+    ack = {**offer, "state": LeaseState.LEASED, "expiration": 3700, "start": 100, "cltt": 100,
+           "potential_expiration": 3700, "relay_info": b"\x01\x02ab", "vendor_class": b"v"}
     a, b = tables
     a.update(100, durable=False, **offer)
-    b.bind(100, False, None, 0, offer["state"], "s", hw(1), b"\x01c", 130, LeaseFlag.NONE, "h")
+    b.bind(100, False, None, 0, LeaseState.OFFERED, "s", hw(1), b"\x01c", 130, LeaseFlag.NONE, "h")
     a.update(100, durable=True, event="ack", now=100, **ack)
     b.bind(100, True, "ack", 100, LeaseState.LEASED, "s", hw(1), b"\x01c", 3700, LeaseFlag.NONE, "h",
            start=100, cltt=100, potential_expiration=3700, relay_info=b"\x01\x02ab", vendor_class=b"v")
