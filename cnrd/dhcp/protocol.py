@@ -230,10 +230,9 @@ class RequestPath:
                     infos.clear()
                 info = infos[where] = RxInfo(rx.ifindex, ip_to_int(rx.local_ip), ip_to_int(rx.dst_ip),
                                              ip_to_int(rx.src_ip), rx.src_port)
-            try:
-                kind = packet.message_type
-            except MalformedPacket:
-                kind = None  # handle() counts and drops it
+            raw_type = packet.options.get(53)
+            # Option 53 read in place; one of another length is handle()'s to count and drop.
+            kind = raw_type[0] if raw_type is not None and len(raw_type) == 1 else None
             (later if kind in _NOT_FIRST else first).append((packet, info))
         return first, later
 
@@ -260,8 +259,8 @@ class RequestPath:
         elapsed = perf_counter() - t0
         latency = self.latency
         for reply in replies:
-            kind = reply.packet.message_type
-            name = _TYPE_NAMES.get(kind, "BOOTREPLY") if kind is not None else "BOOTREPLY"
+            raw_type = reply.packet.options.get(53)  # one byte: the server wrote it
+            name = _TYPE_NAMES.get(raw_type[0], "BOOTREPLY") if raw_type else "BOOTREPLY"
             h = latency.get(name)
             if h is None:
                 h = latency[name] = Histogram(REPLY_BUCKETS)

@@ -35,6 +35,7 @@ from cnrd.dhcp.model import (
 from cnrd.dhcp.packet import (
     BOOTREQUEST,
     OPT_CLIENT_ID,
+    OPT_MESSAGE_TYPE,
     DhcpPacket,
     MalformedPacket,
     MessageType,
@@ -143,7 +144,9 @@ class DhcpServer(ServerState):
         if p.op != BOOTREQUEST:
             self.drop("not-a-request")
             return None
-        mtype = p.message_type
+        raw_type = p.options.get(OPT_MESSAGE_TYPE)
+        # The accessor's answer, read in place when it is one byte (the accessor raises otherwise).
+        mtype = raw_type[0] if raw_type is not None and len(raw_type) == 1 else p.message_type
         # A leasequery by IP address or client-id may leave chaddr empty (RFC 4388 §6.1).
         if p.hlen > 16 or p.hlen == 0 and mtype != MessageType.LEASEQUERY:
             self.drop("bad-hlen")
