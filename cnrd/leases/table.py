@@ -19,6 +19,7 @@ from __future__ import annotations
 import heapq
 from array import array
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from cnrd.leases.model import FREE_STATES, Lease, LeaseEvent, LeaseFlag, LeaseState
 from cnrd.leases.pool import Pool
@@ -142,7 +143,10 @@ class LeaseTable:
                     state = lease.state
                 elif state is LeaseState.EXPIRED:
                     self._hold_for_grace(lease, now)
-                address = lease.address
+                # Any, not int: compiled by mypyc an int would be unboxed here
+                # and boxed anew for the dict key and the client index, three
+                # int objects per lease where the record's own one does.
+                address: Any = lease.address
                 scope = lease.scope
                 if not (state in timed and scope in pools and address not in table and address not in reserved
                         and address not in grace):
@@ -153,7 +157,10 @@ class LeaseTable:
                 table[address] = lease
                 cid = lease.client_id
                 if cid:
-                    _index_add(by_cid, cid, address)
+                    if cid in by_cid:
+                        _index_add(by_cid, cid, address)
+                    else:
+                        by_cid[cid] = address
                 else:
                     hw = lease.hw
                     if hw:
