@@ -148,14 +148,19 @@ def test_a_durable_change_made_by_a_discover_is_committed_within_a_second():
     svc, port, store, clock = make()
     port.on_batch([Rx(request(M.DISCOVER, mac(1)).serialize())], 0)
     yi = port.sent[0][1].yiaddr
-    real = svc.server.handle
+    real = svc.server
 
-    def handle(packet, rx, now):
-        # what handling a DISCOVER may do to another lease (failover, reclaiming)
-        svc.table.update(yi + 1, durable=True, event="available", now=now)
-        return real(packet, rx, now)
+    class Handling:
+        """The server, its handle() also doing what a DISCOVER may do to another lease (failover, reclaiming)."""
 
-    svc.server.handle = handle
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def handle(self, packet, rx, now):
+            svc.table.update(yi + 1, durable=True, event="available", now=now)
+            return real.handle(packet, rx, now)
+
+    svc.path.server = Handling()  # a compiled DhcpServer's methods cannot be replaced on the instance
     port.on_batch([Rx(request(M.DISCOVER, mac(2)).serialize())], 0)
     assert store.commits == 0
     clock.advance(1)
