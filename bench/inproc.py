@@ -141,9 +141,10 @@ class LeaseLines:
 
         from cnrd.ops import logs
 
-        self.settings: frozenset[str] = frozenset()
-        self.out = open(path, "a", encoding="utf-8")
-        self.observer = logs.observer(self.out, lambda: self.settings)
+        # log-settings of the server running (--server-extra can set them).
+        self.settings: Callable[[], frozenset[str]] = frozenset
+        self.out = open(path, "a", encoding="utf-8")  # noqa: SIM115  (open for the process's life, as twistd's)
+        self.observer = logs.observer(self.out, lambda: self.settings())
         globalLogBeginner.beginLoggingTo([self.observer], redirectStandardIO=False)
         self.turn_end: list[Callable[[], object]] = []
 
@@ -155,7 +156,9 @@ class LeaseLines:
             lease = table.get(address)
             return ("", None) if lease is None else (lease.host_name, lease.client_id)
 
-        lease_log = logs.LeaseLogger(lambda: self.settings, via=path.via, known=known)
+        server = path.server
+        self.settings = lambda: server.config.server.log_settings
+        lease_log = logs.LeaseLogger(self.settings, via=path.via, known=known)
         path.on_sent = lease_log.sent
         table.listeners.append(lease_log.lease_changed)
         direct = getattr(logs, "direct_lease_lines", None)
