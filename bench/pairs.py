@@ -351,6 +351,7 @@ subnet {net.network_address} netmask {net.netmask} {{
 
 KEA_HOOKS = Path("/usr/lib/x86_64-linux-gnu/kea/hooks")
 KEA_HA_PORT = 8001  # each server's HA listener, on its failover-link address
+HEARTBEAT_S = 1.0  # the HA hook's heartbeat-delay
 KEA_HOT = "HOT-STANDBY"
 # 2.2 logs "HA_STATE_TRANSITION server transitions from WAITING to SYNCING state, ..."; later
 # versions put the server's name and a colon before "server"
@@ -422,7 +423,7 @@ class KeaHaPair(_PairMixin, KeaServer):
             {"library": str(KEA_HOOKS / "libdhcp_ha.so"), "parameters": {"high-availability": [{
                 "this-server-name": me,
                 "mode": "hot-standby",
-                "heartbeat-delay": 1000,
+                "heartbeat-delay": int(HEARTBEAT_S * 1000),
                 "max-response-delay": 3000,
                 "max-ack-delay": 1000,
                 "max-unacked-clients": 0,
@@ -521,8 +522,15 @@ class KeaHaPair(_PairMixin, KeaServer):
         wait_for(started, timeout, interval=0.02, what="the Kea standby to start")
 
     def _recovery_extra(self) -> dict:
-        ok, seen = kea_ha_verdict(kea_command(self.sock, "status-get"))
-        return {"primary_status": seen, "primary_status_ok": ok}
+        # The primary learns the standby's HOT-STANDBY from its next
+        # heartbeat (1 s): ask a few heartbeats long.
+        ok, seen = False, ""
+        deadline = time.monotonic() + 5 * HEARTBEAT_S
+        while True:
+            ok, seen = kea_ha_verdict(kea_command(self.sock, "status-get"))
+            if ok or time.monotonic() >= deadline:
+                return {"primary_status": seen, "primary_status_ok": ok}
+            time.sleep(0.2)
 
 
 SERVERS["cnrd-pair"] = CnrdPair
