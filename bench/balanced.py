@@ -30,7 +30,7 @@ from typing import Any
 
 from bench import perf
 from bench.pairs import BACKUP_FO, MAIN_FO, MCLT, PAIR, CnrdPair, IscPair
-from bench.servers import SERVERS, THROUGHPUT_NET
+from bench.servers import SERVERS, THROUGHPUT_NET, cnrd_server_lines
 from tests.integration.cnrd_proc import CnrdProcess
 from tests.integration.cnrd_proc import config as cnrd_config
 from tests.integration.lab import read_log, wait_for
@@ -265,8 +265,9 @@ failover-poll-timeout = 6
 subnet = {self.net.subnet}
 ranges = {self.net.pool_first}-{self.net.pool_last}
 """ + self._pair_section()
-        self.cp = CnrdProcess(self.ns, cnrd_config(self.iface, scopes), name=f"cnrdlbmain{self.n}")
-        self.bp = CnrdProcess(self.backup_ns, cnrd_config(backup_lan_if, scopes), name=f"cnrdlbbackup{self.n}")
+        lines = cnrd_server_lines()
+        self.cp = CnrdProcess(self.ns, cnrd_config(self.iface, scopes, lines), name=f"cnrdlbmain{self.n}")
+        self.bp = CnrdProcess(self.backup_ns, cnrd_config(backup_lan_if, scopes, lines), name=f"cnrdlbbackup{self.n}")
 
     def _grants(self, role: str) -> int:
         ns = self.ns if role == "main" else self.backup_ns
