@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import os
+import shutil
 import struct
 import sys
 import tempfile
@@ -87,7 +88,8 @@ class Side:
         self.server.set_interfaces([IFACE])
         for pool in self.table.pools.values():
             pool.failover = True
-        self.store: LeaseStore = make_store(store_kind, tempfile.mkdtemp(prefix=f"cnrd-inproc-{role.value}-"))
+        self.dir = tempfile.mkdtemp(prefix=f"cnrd-inproc-{role.value}-")
+        self.store: LeaseStore = make_store(store_kind, self.dir)
         self.session = FailoverSession(self.config.failover_pairs["benchpair"], role, self.table, ["bench"],
                                        now=now)
         self.table.listeners.append(self.session.lease_changed)
@@ -214,8 +216,9 @@ def run(clients: int, batch: int, store_kind: str, standalone: bool,
         if profile:
             prof.dump_stats(profile)
     wall = time.perf_counter() - wall0
-    main.store.close()
-    backup.store.close()
+    for side in (main, backup):
+        side.store.close()
+        shutil.rmtree(side.dir, ignore_errors=True)
     if acked != clients:
         raise SystemExit(f"inproc_pair: {acked} ACKs for {clients} clients")
     if not standalone:
