@@ -148,10 +148,23 @@ class _PairMixin:
         # the wait counts from the RECOVER start), stamped here because the
         # logs' timestamps have whole seconds only.
         entered = left = None
+        # When the backup first holds every lease of the main: a cnrd backup
+        # has them at the end of RECOVER, before the MCLT wait, so this is
+        # looked for while it recovers, about once a second.
+        full_s = None
+        next_count = t0 + 1.0
         deadline = t0 + timeout
         while not (self._main_normal() and self._backup_normal()):
             log = self._logs()[1].lower()
             now = time.monotonic()
+            if full_s is None and now >= next_count:
+                try:
+                    held = self._backup_lease_count()
+                except Exception:  # the backup has not created its store yet
+                    held = 0
+                if held >= self.preload:
+                    full_s = now - t0
+                next_count = time.monotonic() + 1.0
             if self.WAIT_IN is not None and entered is None and self.WAIT_IN in log:
                 entered = now
             if entered is not None and left is None and self.WAIT_OUT and self.WAIT_OUT in log:
@@ -167,9 +180,8 @@ class _PairMixin:
         # the bulk update (UPDREQALL) is fast and worthless
         backup_leases = self._backup_lease_count()
         # and when (if within SYNC_WAIT_S more) the backup holds all the main's leases
-        full_s = None
         deadline = time.monotonic() + SYNC_WAIT_S
-        while True:
+        while full_s is None:
             if self._backup_lease_count() >= self.preload:
                 full_s = time.monotonic() - t0
                 break

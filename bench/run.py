@@ -62,6 +62,10 @@ class Settings:
     duration: int = 10  # seconds per perfdhcp run (perfdhcp -p takes whole seconds)
     start_rate: int = 2000  # first asked DORA rate of the saturation search
     sat_tries: int = 5  # tries (2000, 4000, ... 32000/s), at most
+    # then tries halfway between the highest rate kept up with and the lowest
+    # not: doubling alone reports 15,600 for a server that keeps up with
+    # 16,000/s and collapses at 32,000/s, wherever between it saturates
+    refine_tries: int = 2
     renew_tries: int = 3
     # latency runs per server; the table shows the median of each figure: one
     # 10-second run's p99 moved 2-3x between back-to-back runs, for ISC too
@@ -82,8 +86,30 @@ class Settings:
 
 
 FULL = Settings()
+
+
+def _kept_up(t: dict) -> bool:
+    return (t.get("achieved") or 0) > 0.9 * t["asked"]
+
+
+def refine_rate(tries: list[dict]) -> int | None:
+    """The next saturation try halfway between the highest asked rate kept up
+    with and the lowest one not, or None (no failure yet, none kept up with,
+    or the two within 10 % of each other)."""
+    kept = [t["asked"] for t in tries if _kept_up(t)]
+    failed = [t["asked"] for t in tries if not _kept_up(t)]
+    if not kept or not failed:
+        return None
+    lo = max(kept)
+    above = [r for r in failed if r > lo]
+    if not above:
+        return None
+    hi = min(above)
+    if hi - lo <= 0.1 * lo:
+        return None
+    return (lo + hi) // 2
 QUICK = replace(FULL, startup_sizes=(100_000,), recovery_leases=10_000, mode="quick")
-SMOKE = replace(FULL, duration=1, start_rate=500, sat_tries=1, renew_tries=1, latency_tries=1,
+SMOKE = replace(FULL, duration=1, start_rate=500, sat_tries=1, refine_tries=0, renew_tries=1, latency_tries=1,
                 clients=100_000, startup_sizes=(1000,), start_timeout=120.0, quiet_wait=0.0,
                 recovery_leases=1000, mode="smoke")
 # A pool a little larger than the 100,000 recovery leases: UPDREQALL sends every
@@ -256,12 +282,15 @@ class Bench:
 
     # -- measurements -------------------------------------------------------------
     def saturation(self, factory) -> dict:
-        """Double the asked DORA rate while the server keeps up (>90 %); a
-        balanced pair gets one more try between its last balanced rate it
-        kept up with and the next (bench/balanced.py refine_rate)."""
+        """Double the asked DORA rate while the server keeps up (>90 %), then
+        bisect between the highest rate kept up with and the lowest not
+        (``refine_tries`` times, :func:`refine_rate`); a balanced pair gets
+        one try between its last balanced rate it kept up with and the next
+        (bench/balanced.py refine_rate)."""
         rate, tries = min(self.s.start_rate, getattr(factory, "start_rate", self.s.start_rate)), []
         refined = False
-        for i in range(self.s.sat_tries + 1):
+        refines = 0
+        for i in range(self.s.sat_tries + 1 + self.s.refine_tries):
             try:
                 with self.server(factory) as srv:
                     split0 = srv.per_server() if getattr(srv, "balanced", False) else None
@@ -304,17 +333,26 @@ class Bench:
                          f"(pair idle {t['idle_wait_s']:.0f} s after NORMAL)")
                 if any(moves.values()):
                     self.say(f"      state moves during the run: {moves}")
-            if res.rate is not None and res.rate > 0.9 * rate and i + 1 < self.s.sat_tries and not refined:
+            if (res.rate is not None and res.rate > 0.9 * rate and i + 1 < self.s.sat_tries and not refined
+                    and not refines):
                 rate *= 2
                 continue
-            mid = None if refined or split is None else balanced.refine_rate(tries)
-            if mid is not None:
-                refined, rate = True, mid
-                continue
-            break
-        last = tries[-1]
-        return {"tries": tries, "saturated": not (last["achieved"] or 0) > 0.9 * last["asked"],
-                "best_achieved": max(t["achieved"] or 0 for t in tries), "result": last}
+            if split is not None:
+                mid = None if refined else balanced.refine_rate(tries)
+                if mid is not None:
+                    refined, rate = True, mid
+                    continue
+                break
+            mid = refine_rate(tries) if refines < self.s.refine_tries else None
+            if mid is None:
+                break
+            refines, rate = refines + 1, mid
+        failed = [t for t in tries if not _kept_up(t)]
+        # The figures of the lowest rate the server did not keep up with (the
+        # last try when it kept up with every one).
+        result = min(failed, key=lambda t: t["asked"]) if failed else tries[-1]
+        return {"tries": tries, "saturated": bool(failed),
+                "best_achieved": max(t["achieved"] or 0 for t in tries), "result": result}
 
     def latency(self, factory, sat_rate: float) -> dict:
         """perfdhcp at half the saturation rate, ``latency_tries`` times (a fresh

@@ -54,3 +54,26 @@ def test_sample_skips_a_helper_that_has_ended_but_not_the_server() -> None:
         pass
     else:
         raise AssertionError("a vanished server must not sample as zero")
+
+
+def _try(asked: int, achieved: float) -> dict:
+    return {"asked": asked, "achieved": achieved}
+
+
+def test_saturation_bisects_between_the_last_rate_kept_up_with_and_the_first_not() -> None:
+    from bench.run import refine_rate
+
+    ladder = [_try(2000, 2000), _try(4000, 3999), _try(8000, 7998), _try(16000, 15635), _try(32000, 8793)]
+    assert refine_rate(ladder) == 24000
+    # kept up with 24,000 (> 90 %): the next try is between it and 32,000
+    assert refine_rate(ladder + [_try(24000, 23000)]) == 28000
+    # did not: between 16,000 and 24,000
+    assert refine_rate(ladder + [_try(24000, 20000)]) == 20000
+
+
+def test_saturation_stops_refining_without_a_bracket_or_once_it_is_narrow() -> None:
+    from bench.run import refine_rate
+
+    assert refine_rate([_try(2000, 1500)]) is None  # nothing kept up with
+    assert refine_rate([_try(2000, 2000), _try(4000, 4000)]) is None  # nothing failed yet
+    assert refine_rate([_try(16000, 15900), _try(17000, 9000)]) is None  # within 10 %
