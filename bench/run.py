@@ -67,6 +67,7 @@ class Settings:
     # 16,000/s and collapses at 32,000/s, wherever between it saturates
     refine_tries: int = 2
     renew_tries: int = 3
+    renew_refine_tries: int = 1
     # latency runs per server; the table shows the median of each figure: one
     # 10-second run's p99 moved 2-3x between back-to-back runs, for ISC too
     latency_tries: int = 3
@@ -88,16 +89,16 @@ class Settings:
 FULL = Settings()
 
 
-def _kept_up(t: dict) -> bool:
-    return (t.get("achieved") or 0) > 0.9 * t["asked"]
+def _kept_up(t: dict, achieved: str = "achieved") -> bool:
+    return (t.get(achieved) or 0) > 0.9 * t["asked"]
 
 
-def refine_rate(tries: list[dict]) -> int | None:
-    """The next saturation try halfway between the highest asked rate kept up
-    with and the lowest one not, or None (no failure yet, none kept up with,
-    or the two within 10 % of each other)."""
-    kept = [t["asked"] for t in tries if _kept_up(t)]
-    failed = [t["asked"] for t in tries if not _kept_up(t)]
+def refine_rate(tries: list[dict], achieved: str = "achieved") -> int | None:
+    """The next try halfway between the highest asked rate kept up with (its
+    ``achieved`` figure over 90 % of it) and the lowest one not, or None (no
+    failure yet, none kept up with, or the two within 10 % of each other)."""
+    kept = [t["asked"] for t in tries if _kept_up(t, achieved)]
+    failed = [t["asked"] for t in tries if not _kept_up(t, achieved)]
     if not kept or not failed:
         return None
     lo = max(kept)
@@ -109,7 +110,7 @@ def refine_rate(tries: list[dict]) -> int | None:
         return None
     return (lo + hi) // 2
 QUICK = replace(FULL, startup_sizes=(100_000,), recovery_leases=10_000, mode="quick")
-SMOKE = replace(FULL, duration=1, start_rate=500, sat_tries=1, refine_tries=0, renew_tries=1, latency_tries=1,
+SMOKE = replace(FULL, duration=1, start_rate=500, sat_tries=1, refine_tries=0, renew_tries=1, renew_refine_tries=0, latency_tries=1,
                 clients=100_000, startup_sizes=(1000,), start_timeout=120.0, quiet_wait=0.0,
                 recovery_leases=1000, mode="smoke")
 # A pool a little larger than the 100,000 recovery leases: UPDREQALL sends every
@@ -374,9 +375,11 @@ class Bench:
 
     def renew(self, factory, sat_rate: float) -> dict:
         """perfdhcp -r R -f R (renew rate may not exceed -r), R from sat/2,
-        doubled while the renewals keep up (>90 % of R)."""
+        doubled while the renewals keep up (>90 % of R), then one try halfway
+        between the last R kept up with and the first not."""
         rate, tries = max(2, int(round(sat_rate / 2))), []
-        for i in range(self.s.renew_tries):
+        refines = 0
+        for i in range(self.s.renew_tries + self.s.renew_refine_tries):
             with self.server(factory) as srv:
                 res, rec = self.perfdhcp(rate, ["-f", str(rate)])
             rn = perf.renewals(res)
@@ -386,10 +389,13 @@ class Bench:
                           "dora_per_s": res.rate, "perfdhcp": rec})
             self.say(f"    -r {rate} -f {rate}: {per_s:.0f} renewals/s (drops {rn.drops_ratio}%), "
                      f"{res.rate or 0:.0f} DORA/s alongside")
-            if per_s > 0.9 * rate and i + 1 < self.s.renew_tries:
+            if per_s > 0.9 * rate and i + 1 < self.s.renew_tries and not refines:
                 rate *= 2
                 continue
-            break
+            mid = refine_rate(tries, "renew_per_s") if refines < self.s.renew_refine_tries else None
+            if mid is None:
+                break
+            refines, rate = refines + 1, mid
         best = max(tries, key=lambda t: t["renew_per_s"])
         return {"tries": tries, "result": best}
 

@@ -77,3 +77,10 @@ def test_saturation_stops_refining_without_a_bracket_or_once_it_is_narrow() -> N
     assert refine_rate([_try(2000, 1500)]) is None  # nothing kept up with
     assert refine_rate([_try(2000, 2000), _try(4000, 4000)]) is None  # nothing failed yet
     assert refine_rate([_try(16000, 15900), _try(17000, 9000)]) is None  # within 10 %
+
+
+def test_renewals_bisect_on_their_own_figure() -> None:
+    from bench.run import refine_rate
+
+    tries = [{"asked": 7818, "renew_per_s": 7700}, {"asked": 15636, "renew_per_s": 6816}]
+    assert refine_rate(tries, "renew_per_s") == 11727
