@@ -73,6 +73,15 @@ _WITH_REQUEST_OPTIONS = (BindingStatus.ACTIVE, BindingStatus.RELEASED)
 RELAY_AGENT_INFO, HOST_NAME, VENDOR_CLASS = 82, 12, 60
 
 
+_O = wire.Option
+_O_ADDRESS, _O_STATUS, _O_REQUEST_OPTIONS = int(_O.ASSIGNED_IP_ADDRESS), int(_O.BINDING_STATUS), \
+    int(_O.CLIENT_REQUEST_OPTIONS)
+_O_HW, _O_CLIENT_ID, _O_CLTT = int(_O.CLIENT_HARDWARE_ADDRESS), int(_O.CLIENT_IDENTIFIER), \
+    int(_O.CLIENT_LAST_TRANSACTION_TIME)
+_O_EXPIRATION, _O_PET, _O_START = int(_O.LEASE_EXPIRATION_TIME), int(_O.POTENTIAL_EXPIRATION_TIME), \
+    int(_O.START_TIME_OF_STATE)
+_u32 = int.from_bytes  # big-endian by default: the wire's byte order
+
 _RESERVED, _BOOTP = int(LeaseFlag.RESERVED), int(LeaseFlag.BOOTP)
 _IP_RESERVED, _IP_BOOTP = int(wire.IPFlags.RESERVED), int(wire.IPFlags.BOOTP)
 
@@ -116,15 +125,6 @@ def request_options(lease: Lease) -> bytes | None:
         return None
     return wire.encode_client_options(
         ((HOST_NAME, host), (VENDOR_CLASS, lease.vendor_class), (RELAY_AGENT_INFO, lease.relay_info)))
-
-
-def _client_options(update: Message) -> dict[int, bytes] | None:
-    """The DHCP options in ``update``'s client-request-options, None when it has none.
-    Raises :class:`ClientOptionsError` for a malformed value."""
-    value = update.request_options
-    if value is None:
-        return None
-    return wire.decode_client_options(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,15 +172,20 @@ def decide(local: Lease | None, update: Message, ours_in_flight: int | None, rol
     update for the address, None when there is none.  The caller has
     checked that the address belongs to the relationship.
     """
-    status = update.binding_status
-    if update.assigned_address is None or status is None:
+    values = update.values()  # one pass over the options; fields read from it
+    raw_status = values.get(_O_STATUS)
+    if _O_ADDRESS not in values or raw_status is None:
         return Decision(reject=(RejectReason.MISSING_BINDING_INFO, "missing binding information"))
     try:
-        options = _client_options(update)
+        request = values.get(_O_REQUEST_OPTIONS)
+        options = None if request is None else wire.decode_client_options(request)
     except ClientOptionsError as error:
         return Decision(reject=(RejectReason.UNKNOWN, f"malformed client-request-options: {error}"))
-    theirs = _Update(status, update.client_hw, update.client_id, update.cltt or 0, update.lease_expiration or 0,
-                     update.potential_expiration or 0, update.start_time_of_state)
+    get = values.get
+    cltt, expiration, pet, start = get(_O_CLTT), get(_O_EXPIRATION), get(_O_PET), get(_O_START)
+    theirs = _Update(raw_status[0], get(_O_HW), get(_O_CLIENT_ID),
+                     _u32(cltt) if cltt else 0, _u32(expiration) if expiration else 0,
+                     _u32(pet) if pet else 0, None if start is None else _u32(start))
     decision = _decide(local, theirs, ours_in_flight, role, now)
     if decision.reject is None and decision.fields:
         decision.fields.update(_option_fields(local, theirs, options))

@@ -25,6 +25,8 @@ from cnrd.leases.table import LeaseTable
 
 Log = Callable[[str, dict[str, Any]], None]
 
+_O_ADDRESS, _O_STATUS = int(wire.Option.ASSIGNED_IP_ADDRESS), int(wire.Option.BINDING_STATUS)
+_O_REJECT_REASON = int(wire.Option.REJECT_REASON)
 _FREED_BY_ACK = (BindingStatus.EXPIRED, BindingStatus.RELEASED, BindingStatus.RESET)
 _FREED_STATES = (LeaseState.EXPIRED, LeaseState.RELEASED, LeaseState.RESET)
 
@@ -82,21 +84,22 @@ class Exchange:
 
     def bndack(self, msg: Message, now: int) -> None:
         """The partner acknowledged (or refused) one of our updates."""
-        update = self._updates.acked(msg.xid, rejected=msg.reject_reason is not None)
+        rejected = msg.values().get(_O_REJECT_REASON)  # one pass, kept on the message
+        update = self._updates.acked(msg.xid, rejected=rejected is not None)
         if update is None:
             return
         address = update.address
         if address in self.reclaiming:
             self.reclaiming.discard(address)
             lease = self.table.get(address)
-            if msg.reject_reason is None and update.status == BindingStatus.FREE \
+            if rejected is None and update.status == BindingStatus.FREE \
                     and lease is not None and lease.state is LeaseState.BACKUP:
                 # The backup gave it back: it is the main's to allocate now.
                 self.table.update(address, durable=True, from_partner=True, event="reclaimed", now=now,
                                   state=LeaseState.AVAILABLE, start=now)
-        if msg.reject_reason is not None:
+        if rejected is not None:
             self._log("failover-bndack-reject", {"pair": self.name, "address": address,
-                                                 "reason": int(msg.reject_reason), "message": msg.message_text})
+                                                 "reason": rejected[0], "message": msg.message_text})
         else:
             lease = self.table.get(address)
             if lease is not None:
@@ -122,7 +125,10 @@ class Exchange:
 
     def bndupd(self, msg: Message, now: int) -> Message:
         """Take the partner's binding into the table, or refuse it; the BNDACK to send after the commit."""
-        address, status = msg.assigned_address, msg.binding_status
+        values = msg.values()  # decide reads the same dict
+        raw = values.get(_O_ADDRESS)
+        address = None if raw is None else int.from_bytes(raw)
+        status = values.get(_O_STATUS)
         reason: RejectReason | None = None
         text: str | None = None
         pool = self.table.pool_of(address) if address is not None and status is not None else None

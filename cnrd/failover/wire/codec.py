@@ -115,8 +115,9 @@ def validate(msg: Message) -> None:
         raise fatal(f"unknown message type {mtype}", msg)
     allowed = ALLOWED[mtype]
     batched = mtype in (MessageType.BNDUPD, MessageType.BNDACK)
-    seen: set[int] = set()
+    seen: dict[int, bytes] = {}  # the current binding's (or the message's) values
     present: set[int] = set()  # every code the type uses that is in the message
+    before: dict[int, bytes] = {}  # unbatched: the values before the assigned-IP-address
     addresses = 0
     lead = False  # a binding option came before the first assigned-IP-address
     for code, value in msg.options:
@@ -132,16 +133,20 @@ def validate(msg: Message) -> None:
             addresses += 1
             if addresses == 1:
                 lead = bool(seen)
+                before = seen
             elif lead:
                 # In a batch the address opens each binding ([D] §6.3): options
                 # before the first one would belong to no binding.  (Unbatched,
                 # order is free; ISC itself always sends the address first.)
                 raise fatal("batched binding option before the first assigned-IP-address", msg)
-            seen = {code}
+            seen = {code: value}
             continue
         if code in seen:
             raise fatal(f"duplicate option {Option(code).name}", msg)
-        seen.add(code)
+        seen[code] = value
+    if addresses <= 1:
+        # Every value the typed attributes would read, first occurrence first.
+        msg._values = seen | before if before else seen
 
     if mtype == MessageType.CONNECT:
         _missing(msg, mtype, REQUIRED_CONNECT[:1])

@@ -152,6 +152,9 @@ class Message:
     time: int
     options: list[tuple[int, bytes]] = field(default_factory=list)
     extra_header: bytes = b""
+    # The first value of each option the type uses, as :func:`validate` found
+    # them: the receive path reads a binding's fields from it, not option by option.
+    _values: dict[int, bytes] | None = field(default=None, repr=False, compare=False)
 
     # -- typed access, one attribute per option ([D] §12) --
 
@@ -248,6 +251,31 @@ class Message:
         return as_enum(ServerState, value), self.server_flags or 0
 
     # -- raw access --
+
+    def values(self) -> dict[int, bytes]:
+        """The first value of every option the type uses, by code, read in one pass.
+
+        A validated unbatched message hands over what validation collected;
+        otherwise the options are read now, each size checked as the typed
+        attributes check it (a wrong size is fatal).  In a batched BNDUPD/BNDACK
+        these are the first binding's values, as for the typed attributes.
+        The dict is the message's own: read it, do not change it.
+        """
+        values = self._values
+        if values is not None:
+            return values
+        allowed = ALLOWED.get(self.type, NO_OPTIONS)
+        values = {}
+        for code, value in self.options:
+            if code in allowed and code not in values:
+                size = FIXED_SIZE.get(code)
+                if size is not None and len(value) != size:
+                    raise fatal(f"{Option(code).name} has length {len(value)}, not {size}", self)
+                if len(value) < MIN_SIZE.get(code, 0):
+                    raise fatal(f"{Option(code).name} too short", self)
+                values[code] = value
+        self._values = values
+        return values
 
     def get(self, code: int) -> bytes | None:
         """The value of the first option ``code``, whatever the message type."""
