@@ -13,14 +13,13 @@ Pure module.
 from __future__ import annotations
 
 from collections.abc import Callable
-from operator import itemgetter
 from typing import Any
 
 from cnrd.failover import bindings, recovery, wire
 from cnrd.failover.recovery import Recovery
 from cnrd.failover.states import Role
 from cnrd.failover.updates import InFlight, Updates
-from cnrd.failover.wire import BindingStatus, Message, MessageType, RejectReason
+from cnrd.failover.wire import BindingStatus, Message, RejectReason
 from cnrd.leases.model import Lease, LeaseState
 from cnrd.leases.table import LeaseTable
 
@@ -28,17 +27,6 @@ Log = Callable[[str, dict[str, Any]], None]
 
 _O_ADDRESS, _O_STATUS = int(wire.Option.ASSIGNED_IP_ADDRESS), int(wire.Option.BINDING_STATUS)
 _O_REJECT_REASON = int(wire.Option.REJECT_REASON)
-# A batched BNDUPD's or BNDACK's options stay within the 2048-byte message limit ([D] §6.1).
-_BATCH_BYTES = 2048 - 12
-
-
-def _wire_size(options: list[tuple[int, bytes]]) -> int:
-    return 4 * len(options) + sum(map(len, map(_second, options)))
-
-
-_second = itemgetter(1)
-
-
 _FREED_BY_ACK = (BindingStatus.EXPIRED, BindingStatus.RELEASED, BindingStatus.RESET)
 _FREED_STATES = (LeaseState.EXPIRED, LeaseState.RELEASED, LeaseState.RESET)
 
@@ -81,47 +69,23 @@ class Exchange:
         """Reclaims not acknowledged are dropped: the addresses stay the backup's."""
         self.reclaiming.clear()
 
-    def pump(self, window: int, now: int, batch: int = 1) -> None:
-        """Send queued updates while fewer than ``window`` BNDUPDs are unacknowledged,
-        up to ``batch`` bindings in each (draft §6.3; more than one only to a cnrd partner)."""
-        updates = self._updates
-        while (address := updates.next_due(window)) is not None:
-            xid = self._next_xid()
-            msg, status, pet = self._binding(address, xid, now)
-            updates.sent_update(xid, InFlight(address, status, pet))
-            if batch > 1:
-                options = msg.options
-                size = _wire_size(options)
-                n = 1
-                while n < batch and (more := updates.next_in_message()) is not None:
-                    part, status, pet = self._binding(more, xid, now)
-                    grown = size + _wire_size(part.options)
-                    if grown > _BATCH_BYTES:
-                        updates.put_back(more)
-                        break
-                    updates.sent_update(xid, InFlight(more, status, pet))
-                    options.extend(part.options)
-                    size = grown
-                    n += 1
+    def pump(self, window: int, now: int) -> None:
+        """Send queued updates while fewer than ``window`` are unacknowledged."""
+        while (address := self._updates.next_due(window)) is not None:
+            lease = self.table.get(address)
+            if address in self.reclaiming:
+                if lease is not None and lease.state is LeaseState.BACKUP:
+                    lease = Lease(address, LeaseState.AVAILABLE, scope=lease.scope, start=now)
+                else:
+                    self.reclaiming.discard(address)
+            msg, status, pet = bindings.bndupd(address, lease, self._next_xid(), now)
+            self._updates.sent_update(msg.xid, InFlight(address, status, pet))
             self._send(msg, now)
-
-    def _binding(self, address: int, xid: int, now: int) -> tuple[Message, int, int]:
-        """The BNDUPD for ``address`` with ``xid``; its status and potential expiration."""
-        lease = self.table.get(address)
-        if address in self.reclaiming:
-            if lease is not None and lease.state is LeaseState.BACKUP:
-                lease = Lease(address, LeaseState.AVAILABLE, scope=lease.scope, start=now)
-            else:
-                self.reclaiming.discard(address)
-        return bindings.bndupd(address, lease, xid, now)
 
     def bndack(self, msg: Message, now: int) -> None:
         """The partner acknowledged (or refused) one of our updates."""
-        values = msg.values()  # one pass, kept on the message
-        rejected = values.get(_O_REJECT_REASON)
-        named = values.get(_O_ADDRESS)
-        update = self._updates.acked(msg.xid, rejected=rejected is not None,
-                                     address=None if named is None else int.from_bytes(named))
+        rejected = msg.values().get(_O_REJECT_REASON)  # one pass, kept on the message
+        update = self._updates.acked(msg.xid, rejected=rejected is not None)
         if update is None:
             return
         address = update.address
@@ -158,28 +122,6 @@ class Exchange:
         """Addresses whose acknowledged partner time is not yet marked for a commit."""
         acked, self.acked_times = self.acked_times, set()
         return acked
-
-    def bndupds(self, msg: Message, now: int) -> list[Message]:
-        """Take each binding of a BNDUPD (one, or several from a cnrd partner, [D] §6.3);
-        the BNDACKs to send after the commit, with its xid, each binding's
-        options after its own address, in as few messages as the 2048-byte
-        limit allows."""
-        parts = msg.bindings()
-        if len(parts) == 1:
-            return [self.bndupd(msg, now)]
-        out: list[Message] = []
-        options: list[tuple[int, bytes]] = []
-        size = 0
-        for part in parts:
-            ack = self.bndupd(part, now).options
-            grown = size + _wire_size(ack)
-            if options and grown > _BATCH_BYTES:
-                out.append(Message(MessageType.BNDACK, msg.xid, now, options))
-                options, grown = [], _wire_size(ack)
-            options.extend(ack)
-            size = grown
-        out.append(Message(MessageType.BNDACK, msg.xid, now, options))
-        return out
 
     def bndupd(self, msg: Message, now: int) -> Message:
         """Take the partner's binding into the table, or refuse it; the BNDACK to send after the commit."""

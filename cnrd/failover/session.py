@@ -43,13 +43,7 @@ from cnrd.failover.wire import FailoverWireError, Message, MessageType, Option, 
 from cnrd.leases.model import Lease
 from cnrd.leases.table import LeaseTable
 
-#: Our vendor-class-identifier in CONNECT/CONNECTACK.  A partner that sends
-#: the same takes several bindings per BNDUPD/BNDACK ([D] §6.3); ISC dhcpd
-#: does not, so anything else gets one binding per message.
-VENDOR = "cnrd-2"
-#: Bindings per BNDUPD to a partner that takes batches (the 2048-byte limit
-#: usually stops a message first).
-BATCH = 64
+VENDOR = "cnrd"
 RECOVER_WARN_INTERVAL = 3600  # seconds between "unset failover-recover" warnings
 #: Pair settings the two servers agree on in the handshake.
 NEGOTIATED = ("mclt", "load_balancing", "split", "hba", "max_unacked_updates", "failover_poll_timeout")
@@ -266,8 +260,8 @@ class FailoverSession:
             in_touch=link.in_touch, connected=link.connected, comm_since=self.comm_since, stos=self.stos,
             heard=link.in_touch or self.comm_since is not None or (self.talked and link.last_received > self.started),
             last_received=link.last_received, last_contact=link.last_contact, started=self.started,
-            mclt=self.mclt, clock_skew=link.clock_skew, queued=len(upd.pending) + upd.in_flight_count,
-            in_flight=upd.in_flight_count, sent_updates=upd.sent_updates, acked_updates=upd.acked_updates,
+            mclt=self.mclt, clock_skew=link.clock_skew, queued=len(upd.pending) + len(upd.unacked),
+            in_flight=len(upd.unacked), sent_updates=upd.sent_updates, acked_updates=upd.acked_updates,
             rejected_updates=upd.rejected_updates, received_updates=upd.received_updates,
             transitions=self.transitions)
 
@@ -395,10 +389,9 @@ class FailoverSession:
         elif t == MessageType.STATE:
             self._on_state(msg, now)
         elif t == MessageType.BNDUPD:
-            self._out.acks.extend(self.exchange.bndupds(msg, now))
+            self._out.acks.append(self.exchange.bndupd(msg, now))
         elif t == MessageType.BNDACK:
-            for part in msg.bindings():
-                self.exchange.bndack(part, now)
+            self.exchange.bndack(msg, now)
         elif t in (MessageType.UPDREQALL, MessageType.UPDREQ):
             self.exchange.updreq(msg, now, everything=t == MessageType.UPDREQALL)
         elif t == MessageType.UPDDONE:
@@ -538,8 +531,7 @@ class FailoverSession:
     def pump(self, now: int) -> None:
         """Send queued updates while the partner's window allows."""
         if self.link.in_touch and self._state is not S.STARTUP:
-            self.exchange.pump(self.link.partner_max_unacked, now,
-                               BATCH if self.link.partner_vendor == VENDOR else 1)
+            self.exchange.pump(self.link.partner_max_unacked, now)
 
     def rebalance(self, now: int) -> int:
         """Main only: move FREE addresses to BACKUP until each scope's share is met."""
@@ -673,4 +665,3 @@ class FailoverSession:
                 (pct_changed or old.backup_pct != pair.backup_pct or old.load_balancing != pair.load_balancing):
             self.rebalance(now)
         return changed
-

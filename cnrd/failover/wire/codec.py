@@ -118,7 +118,6 @@ def validate(msg: Message) -> None:
     seen: dict[int, bytes] = {}  # the current binding's (or the message's) values
     present: set[int] = set()  # every code the type uses that is in the message
     before: dict[int, bytes] = {}  # unbatched: the values before the assigned-IP-address
-    done: list[dict[int, bytes]] = []  # batched: the values of each binding before the current one
     addresses = 0
     lead = False  # a binding option came before the first assigned-IP-address
     for code, value in msg.options:
@@ -140,8 +139,6 @@ def validate(msg: Message) -> None:
                 # before the first one would belong to no binding.  (Unbatched,
                 # order is free; ISC itself always sends the address first.)
                 raise fatal("batched binding option before the first assigned-IP-address", msg)
-            else:
-                done.append(seen)
             seen = {code: value}
             continue
         if code in seen:
@@ -150,9 +147,6 @@ def validate(msg: Message) -> None:
     if addresses <= 1:
         # Every value the typed attributes would read, first occurrence first.
         msg._values = seen | before if before else seen
-    else:
-        done.append(seen)
-        msg._binding_values = done
 
     if mtype == MessageType.CONNECT:
         _missing(msg, mtype, REQUIRED_CONNECT[:1])
@@ -171,14 +165,9 @@ def validate(msg: Message) -> None:
         need = _NEED_BNDUPD if mtype == MessageType.BNDUPD else _NEED_BNDACK
         if addresses <= 1 and all(code in present for code, _ in need):
             return  # one binding with all it needs (what nearly every update is)
-        if addresses <= 1:
-            _missing(msg, mtype, need)
-            return
-        for i, values in enumerate(done):
-            for code, why in need:
-                if code not in values:
-                    raise FailoverWireError(f"{mtype.name} binding {i + 1} without {code.name}", why,
-                                            fatal=False, message=msg)
+        parts = msg.bindings()
+        for i, binding in enumerate(parts):
+            _missing(msg, mtype, need, binding, f" binding {i + 1}" if len(parts) > 1 else "")
 
 
 def decode(frame: bytes, *, strict: bool = True) -> Message:

@@ -155,8 +155,6 @@ class Message:
     # The first value of each option the type uses, as :func:`validate` found
     # them: the receive path reads a binding's fields from it, not option by option.
     _values: dict[int, bytes] | None = field(default=None, repr=False, compare=False)
-    # The same for each binding of a validated batched BNDUPD/BNDACK, in order.
-    _binding_values: list[dict[int, bytes]] | None = field(default=None, repr=False, compare=False)
 
     # -- typed access, one attribute per option ([D] §12) --
 
@@ -319,9 +317,5 @@ class Message:
                 groups[-1].append((code, value))
             else:
                 lead.append((code, value))
-        parts = [Message(self.type, self.xid, self.time, lead + g, self.extra_header) for g in groups]
-        known = self._binding_values
-        if known is not None and len(known) == len(parts):
-            for part, values in zip(parts, known):
-                part._values = values
-        return parts
+        return [Message(self.type, self.xid, self.time, lead + g, self.extra_header)
+                for g in groups]
