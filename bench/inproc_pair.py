@@ -109,8 +109,8 @@ class Side:
 
     def commit(self, then: Callable[[bool], None]) -> None:
         """As Runtime.commit does it, with the store committed at once."""
-        if self.table.has_dirty and hasattr(self.session, "mark_acked_times"):  # older sessions have none
-            self.session.mark_acked_times()
+        if self.table.has_dirty:
+            self.session.exchange.mark_acked_times()
         leases, events = self.table.take_dirty()
         state = self.session.take_persist()
         if not leases and not events and all(v is None for v in state.values()):

@@ -434,7 +434,7 @@ class Runtime(service.Service):
             port.stop()
         service.Service.stopService(self)
         for session in self.sessions:
-            session.mark_acked_times()
+            session.exchange.mark_acked_times()
         self.commit(lambda ok: None)
         d = self.committer.drain()
 
@@ -456,7 +456,7 @@ class Runtime(service.Service):
             # Partner times the BNDACKs raised ride along with lease changes
             # written anyway (and with the sessions' tick otherwise).
             for session in sessions:
-                session.mark_acked_times()
+                session.exchange.mark_acked_times()
         leases, events = self.table.take_dirty()
         state: dict[str, bytes | None] = {}
         for session in sessions:

@@ -113,15 +113,24 @@ class Exchange:
                     # place.  Losing it in a crash only shortens the next
                     # renewal to the MCLT rule's limit (and the partner is
                     # asked again on UPDREQ), so it needs no sync of its own:
-                    # it rides along with the next commit (take_acked_times).
+                    # it rides along with the next commit (mark_acked_times).
                     lease.partner_time = update.pet
                     self.acked_times.add(address)
         self._settled(address, now)
 
-    def take_acked_times(self) -> set[int]:
-        """Addresses whose acknowledged partner time is not yet marked for a commit."""
+    def mark_acked_times(self) -> int:
+        """Mark the leases whose partner time BNDACKs raised for the next commit; how many.
+
+        The adapter's commit calls this whenever it writes lease changes
+        anyway, and the session's tick once a second, so acknowledgements
+        cost no sync of their own and wait at most a second to be written.
+        """
         acked, self.acked_times = self.acked_times, set()
-        return acked
+        table = self.table
+        for address in acked:
+            if table.get(address) is not None:
+                table.update(address, durable=True, from_partner=True)
+        return len(acked)
 
     def bndupd(self, msg: Message, now: int) -> Message:
         """Take the partner's binding into the table, or refuse it; the BNDACK to send after the commit."""

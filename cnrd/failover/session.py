@@ -365,7 +365,7 @@ class FailoverSession:
     def connection_lost(self, now: int) -> None:
         """The link went down (closed, reset or timed out)."""
         was = self.link.down()
-        self.mark_acked_times()
+        self.exchange.mark_acked_times()
         self.updates.requeue()
         self.exchange.link_lost()
         self.recovery.link_lost()
@@ -514,20 +514,6 @@ class FailoverSession:
         """The LeaseTable listener: a durable lease change becomes a binding update."""
         self.exchange.lease_changed(lease, what)
 
-    def mark_acked_times(self) -> int:
-        """Mark the leases whose partner time BNDACKs raised for the next commit; how many.
-
-        The adapter's commit calls this whenever it writes lease changes
-        anyway, and :meth:`tick` once a second, so acknowledgements cost no
-        sync of their own and wait at most a second to be written.
-        """
-        acked = self.exchange.take_acked_times()
-        table = self._table
-        for address in acked:
-            if table.get(address) is not None:
-                table.update(address, durable=True, from_partner=True)
-        return len(acked)
-
     def pump(self, now: int) -> None:
         """Send queued updates while the partner's window allows."""
         if self.link.in_touch and self._state is not S.STARTUP:
@@ -598,7 +584,7 @@ class FailoverSession:
         if self._role is Role.MAIN and self._state is S.NORMAL \
                 and now - self.last_rebalance >= pool.rebalance_interval(pair.load_balancing):
             self.rebalance(now)
-        self.mark_acked_times()
+        self.exchange.mark_acked_times()
         self.pump(now)
 
     # -- operator --------------------------------------------------------------

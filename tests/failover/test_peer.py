@@ -467,10 +467,10 @@ def test_acknowledged_partner_time_needs_no_commit_of_its_own_and_rides_with_the
         main.session.receive(got, now)
     assert main.table.get(yi).partner_time == now + 3660  # in force at once (lease_time reads it)
     assert not main.table.has_dirty  # nothing to sync for it
-    assert main.session.mark_acked_times() == 1
+    assert main.session.exchange.mark_acked_times() == 1
     dirty, _ = main.table.take_dirty()
     assert [(l.address, l.partner_time) for l in dirty] == [(yi, now + 3660)]
-    assert main.session.mark_acked_times() == 0  # marked once
+    assert main.session.exchange.mark_acked_times() == 0  # marked once
 
 
 def test_tick_writes_acknowledged_partner_times():
