@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import re
 from collections import Counter, OrderedDict
 from collections.abc import Generator, Iterable, Iterator
 
@@ -79,8 +80,35 @@ class AddressBits:
         i = self._index(address)
         return i >= 0 and bool(self._bits[i >> 3] & (1 << (i & 7)))
 
+    def next_clear(self, address: int, last: int) -> int | None:
+        """The first non-member in ``address``..``last`` (both in one range), or None.
+
+        Full bytes are skipped by a search in C: after a restart on a
+        million leases the pool's cursor starts over at the range's first
+        address, and testing them one by one held the first DISCOVER for a
+        third of a second.
+        """
+        i, end = self._index(address), self._index(last)
+        if i < 0 or end < i:
+            return None
+        bits = self._bits
+        byte = bits[i >> 3] | ((1 << (i & 7)) - 1)  # bits below i count as members
+        pos = i >> 3
+        if byte == 0xFF:
+            m = _NOT_FULL.search(bits, pos + 1, (end >> 3) + 1)
+            if m is None:
+                return None
+            pos = m.start()
+            byte = bits[pos]
+        j = (pos << 3) + ((~byte & (byte + 1)).bit_length() - 1)  # the lowest clear bit
+        return address + (j - i) if j <= end else None
+
     def __len__(self) -> int:
         return self._count
+
+
+# A byte of AddressBits with a clear bit.
+_NOT_FULL = re.compile(b"[^\xff]")
 
 
 class Pool:
@@ -254,12 +282,14 @@ class Pool:
         while self._range_index < len(self.ranges):
             r = self.ranges[self._range_index]
             while self._cursor <= r.last:
-                address = self._cursor
-                self._cursor += 1
-                if address not in self._skip:
-                    # Offered now, so it will have a record: never fresh again.
-                    self._skip.add(address)
-                    yield address
+                found = self._skip.next_clear(self._cursor, r.last)
+                if found is None:
+                    self._cursor = r.last + 1
+                    break
+                self._cursor = found + 1
+                # Offered now, so it will have a record: never fresh again.
+                self._skip.add(found)
+                yield found
             self._range_index += 1
             if self._range_index < len(self.ranges):
                 self._cursor = self.ranges[self._range_index].first

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cnrd.leases.lmdb_store import LmdbLeaseStore
 from cnrd.leases.model import Lease, LeaseFlag, LeaseState, Range, client_key
@@ -41,6 +43,31 @@ def test_address_bits_hold_only_addresses_of_the_ranges() -> None:
     assert len(bits) == 4
     assert [a for a in range(110) if a in bits] == [10, 19, 100, 103]
     assert "10" not in bits
+
+
+RANGES = (Range(1000, 1049), Range(2000, 2060))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sets(st.integers(0, 110)), st.integers(0, 110), st.integers(0, 110))
+def test_next_clear_is_the_first_address_of_the_range_without_a_record(members: set[int], a: int, b: int) -> None:
+    addresses = [x for r in RANGES for x in range(r.first, r.last + 1)]
+    bits = AddressBits(RANGES)
+    for m in members:
+        bits.add(addresses[m])
+    start, last = sorted((addresses[a], addresses[b]))
+    r = next(r for r in RANGES if r.first <= start <= r.last)
+    last = min(last, r.last)  # both in one range, as the pool asks
+    expected = next((x for x in range(start, last + 1) if x not in bits), None)
+    assert bits.next_clear(start, last) == expected
+
+
+def test_after_a_load_allocations_take_the_never_used_addresses_in_order() -> None:
+    t = lru_table((100, 4099))
+    t.load([leased(100 + i, i % 250) for i in range(3000) if i != 1234], now=0)
+    got = [t.allocate("s", client_key(None, hw(250 + i))) for i in range(3)]
+    # the one address no record holds comes first, then the range past the records
+    assert got == [1334, 3100, 3101]
 
 
 def test_a_pool_of_two_ranges_counts_its_free_addresses() -> None:
