@@ -81,6 +81,12 @@ def isc_balanced_away(isc: Isc) -> set[bytes]:
     return {perfdhcp_client_id(_mac(mac)) for mac in _ISC_BALANCED.findall(isc.log())}
 
 
+def isc_lines_of(isc: Isc, client_ids: list[bytes]) -> str:
+    """ISC's log lines naming these perfdhcp clients (ISC prints MACs without zero padding)."""
+    macs = {":".join(f"{b:x}" for b in k[1:]) for k in client_ids}
+    return "\n".join(line for line in isc.log().splitlines() if any(f" {m} " in f"{line} " for m in macs))
+
+
 def cnrd_config(name: str, iface: str) -> str:
     # The same max-unacked-updates on both sides, as an ISC pair is configured:
     # ISC holds its BNDACKs for up to 2 s unless as many updates as the
@@ -114,12 +120,15 @@ def check_split(label: str, ours: CnrdProcess, isc: Isc, cnrd_is_main: bool) -> 
     assert sent == len(by_cnrd), "cnrd's ACK counter and its ack events disagree"
     # cnrd stored the client-ids perfdhcp sent, the keys ISC's side is given here
     assert all(len(k) == 7 and k[0] == 1 for k in by_cnrd), [k.hex() for k in by_cnrd][:5]
+    # Whose buckets first: a client ACKed by both is then blamed on the one
+    # that answered outside its own, with that server's log lines for it.
+    cnrd_wrong = [m.hex() for m in by_cnrd if main_bucket(m) != cnrd_is_main]
+    isc_wrong = [m for m in by_isc if main_bucket(m) == cnrd_is_main]
+    assert not cnrd_wrong, f"cnrd answered {len(cnrd_wrong)} clients of ISC's buckets: {cnrd_wrong[:5]}"
+    assert not isc_wrong, (f"ISC answered {len(isc_wrong)} clients of cnrd's buckets: "
+                           f"{[m.hex() for m in isc_wrong[:5]]}\n{isc_lines_of(isc, isc_wrong[:3])}")
     assert not set(by_cnrd) & set(by_isc), "clients ACKed by both servers"
     assert not set(by_cnrd.values()) & {ip_to_int(a) for a in by_isc.values()}, "addresses granted by both"
-    cnrd_wrong = [m.hex() for m in by_cnrd if main_bucket(m) != cnrd_is_main]
-    isc_wrong = [m.hex() for m in by_isc if main_bucket(m) == cnrd_is_main]
-    assert not cnrd_wrong, f"cnrd answered {len(cnrd_wrong)} clients of ISC's buckets: {cnrd_wrong[:5]}"
-    assert not isc_wrong, f"ISC answered {len(isc_wrong)} clients of cnrd's buckets: {isc_wrong[:5]}"
     assert all(main_bucket(m) == cnrd_is_main for m in away), "ISC left its own clients to cnrd"
     for n in (len(by_cnrd), len(by_isc)):
         assert 0.35 <= n / total <= 0.65, (len(by_cnrd), len(by_isc))
