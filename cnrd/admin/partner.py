@@ -21,7 +21,6 @@ import json
 from typing import Any
 from urllib.parse import quote
 
-import treq
 from twisted.internet import defer
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
@@ -111,9 +110,13 @@ class PartnerApi:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.timeout = timeout
+        # treq only once a partner API is configured: a server without
+        # one does not carry it.
+        from treq.client import HTTPClient
+
         # One connection per call: calls are rare (a minute apart at most)
         # and a kept-alive socket would outlive a partner's restart.
-        self._http = treq.client.HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
+        self._http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=False)))
 
     def _url(self, pair: str, what: str) -> str:
         return f"{self.base_url}{PREFIX}/failover-pairs/{quote(pair, safe='')}/{what}"

@@ -12,7 +12,6 @@ import json
 from collections.abc import Callable
 from typing import Any, Protocol, cast
 
-from treq.client import HTTPClient
 from twisted.internet import defer, protocol
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 from twisted.logger import Logger
@@ -107,6 +106,10 @@ class TrapNotifier:
         if self.in_flight >= MAX_IN_FLIGHT:
             self._failed(url, f"{self.in_flight} webhook requests still outstanding")
             return defer.succeed(False)
+        # treq is imported at the first trap sent, not at start: a server
+        # without webhooks does not carry it.
+        from treq.client import HTTPClient
+
         try:
             client = HTTPClient(self._agent or self._make_agent())
             # No redirects: a trap goes where the operator said, not where an answer points.
