@@ -20,7 +20,7 @@ import os
 import select
 import sys
 
-from cnrd.leases.journal import apply_journal, stored_epoch
+from cnrd.leases.apply import apply_journal, stored_epoch
 from cnrd.leases.lmdb_store import LmdbLeaseStore
 from cnrd.leases.ring import Journal
 

@@ -31,7 +31,6 @@ to pace restarts of the applier.
 from __future__ import annotations
 
 import os
-import struct
 import subprocess
 import sys
 import threading
@@ -39,20 +38,20 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Protocol
 
-from cnrd.leases.lmdb_store import LmdbLeaseStore, StateReader
+from cnrd.leases.apply import APPLIED_KEY, EPOCH_KEY, applied_of, apply_journal, batch_of, marks, stored_epoch
+from cnrd.leases.lmdb_store import LmdbLeaseStore
 from cnrd.leases.model import Lease, LeaseEvent
 from cnrd.leases.ring import DEFAULT_SIZE, Journal
 from cnrd.leases.store import HistoryQuery, PackedBatch, StoreError
 
-APPLIED_KEY = "journal/applied"
-EPOCH_KEY = "journal/epoch"
-_SEQ = struct.Struct("!Q")  # the epoch; the older form of journal/applied
 # Seconds between the applier's LMDB commits.  Each is two fsyncs, and a
 # journal fdatasync queued behind one waits for both (milliseconds instead of
 # a fraction of one): frequent applies show in the REQUEST->ACK tail.  A
 # second of records fills about 2 % of the ring.
 APPLY_INTERVAL = 1.0
-_APPLIED = struct.Struct("!QQQ")  # last sequence LMDB holds, where the next record starts, applies
+
+__all__ = ["APPLIED_KEY", "APPLY_INTERVAL", "EPOCH_KEY", "JournaledStore", "StoreSettings", "apply_journal",
+           "open_store", "stored_epoch"]
 
 
 class StoreSettings(Protocol):
@@ -83,68 +82,6 @@ def open_store(server: StoreSettings) -> "JournaledStore | LmdbLeaseStore":
         JournaledStore(server.data_dir, map_size=size, event_history=history).close()
         os.unlink(jpath)
     return LmdbLeaseStore(server.data_dir, map_size=size, event_history=history, event_history_age=age)
-
-
-def stored_epoch(get_state: StateReader) -> int:
-    """The journal epoch an LMDB store holds (0: it never had a journal)."""
-    raw = get_state(EPOCH_KEY)
-    return int(_SEQ.unpack(raw)[0]) if raw else 0
-
-
-def _applied_of(value: bytes | None) -> tuple[int, int | None, int]:
-    """``journal/applied``: (last sequence LMDB holds, where the next record starts, applies so far).
-
-    The older form holds the sequence alone (offset None)."""
-    if not value:
-        return 0, None, 0
-    if len(value) == _SEQ.size:
-        return int(_SEQ.unpack(value)[0]), None, 0
-    seq, offset, applies = _APPLIED.unpack(value)
-    return int(seq), int(offset), int(applies)
-
-
-def _batch_of(records: list[tuple[int, bytes]], path: str) -> PackedBatch:
-    """The journal records' changes, merged in order; a record that will not decode is a StoreError."""
-    batch = PackedBatch()
-    for seq, payload in records:
-        try:
-            batch.extend(PackedBatch.from_bytes(payload))
-        except ValueError as e:
-            raise StoreError(f"lease journal record {seq} in {path} is corrupt: {e}") from e
-    return batch
-
-
-def apply_journal(inner: LmdbLeaseStore, journal: Journal, epoch: int, *, extra: PackedBatch | None = None,
-                  extra_seq: int = 0, next_offset: int = 0, limit: int = 1 << 30) -> int:
-    """Apply what the journal holds beyond LMDB's number (then ``extra``) in one LMDB transaction.
-
-    LMDB's number is read inside the write transaction, so the server and
-    its applier process may both call this: whichever comes second finds
-    only what is left.  ``extra`` (sequence ``extra_seq``, not in the ring)
-    goes last; the next journal record will then start at ``next_offset``.
-    Returns the number of journal records applied.
-    """
-    applied = [0]
-
-    def make(get_state: StateReader) -> PackedBatch | None:
-        seq, offset, applies = _applied_of(get_state(APPLIED_KEY))
-        records, end = journal.read_from(epoch, seq, offset, limit)
-        if not records and extra is None:
-            return None
-        batch = _batch_of(records, journal.path)
-        last = records[-1][0] if records else seq
-        if extra is not None:
-            if last != extra_seq - 1:
-                raise StoreError(f"lease journal in {journal.path}: LMDB holds up to {last}, "
-                                 f"records up to {extra_seq - 1} were written")
-            batch.extend(extra)
-            last, end = extra_seq, next_offset
-        batch.state[APPLIED_KEY] = _APPLIED.pack(last, end or 0, applies + 1)
-        applied[0] = len(records)
-        return batch
-
-    inner.commit_with(make)
-    return applied[0]
 
 
 class JournaledStore:
@@ -216,7 +153,7 @@ class JournaledStore:
         return stored_epoch(self.inner.get_state)
 
     def _applied(self) -> tuple[int, int | None, int]:
-        return _applied_of(self.inner.get_state(APPLIED_KEY))
+        return applied_of(self.inner.get_state(APPLIED_KEY))
 
     def _unapplied(self) -> PackedBatch:
         """Records above LMDB's number, in order and without a gap (read-only view)."""
@@ -225,7 +162,7 @@ class JournaledStore:
             return PackedBatch()  # LMDB never had a journal: nothing in the file is its
         seq, offset, _ = self._applied()
         records, _ = self.journal.read_from(epoch, seq, offset)
-        return _batch_of(records, self.path)
+        return batch_of(records, self.path)
 
     def _recover(self, journal: Journal) -> int:
         self.epoch = self._epoch()
@@ -240,8 +177,7 @@ class JournaledStore:
             seq, offset, applies = self._applied()[0], 0, 0
         # Always in the current form, with where the next record will go.
         journal.pos = offset or 0
-        self.inner.commit_packed(PackedBatch(state={EPOCH_KEY: _SEQ.pack(self.epoch),
-                                                    APPLIED_KEY: _APPLIED.pack(seq, journal.pos, applies)}))
+        self.inner.commit_packed(PackedBatch(state=dict(marks(self.epoch, seq, journal.pos, applies))))
         return seq
 
     # -- the applier process -------------------------------------------------------
