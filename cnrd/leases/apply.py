@@ -30,7 +30,7 @@ def stored_epoch(get_state: StateReader) -> int:
     return int(_SEQ.unpack(raw)[0]) if raw else 0
 
 
-def marks(epoch: int, seq: int, offset: int, applies: int) -> dict[str, bytes]:
+def marks(epoch: int, seq: int, offset: int, applies: int) -> dict[str, bytes | None]:
     """The state entries naming LMDB's journal epoch and how far it has applied the journal."""
     return {EPOCH_KEY: _SEQ.pack(epoch), APPLIED_KEY: _APPLIED.pack(seq, offset, applies)}
 

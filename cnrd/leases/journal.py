@@ -177,7 +177,7 @@ class JournaledStore:
             seq, offset, applies = self._applied()[0], 0, 0
         # Always in the current form, with where the next record will go.
         journal.pos = offset or 0
-        self.inner.commit_packed(PackedBatch(state=dict(marks(self.epoch, seq, journal.pos, applies))))
+        self.inner.commit_packed(PackedBatch(state=marks(self.epoch, seq, journal.pos, applies)))
         return seq
 
     # -- the applier process -------------------------------------------------------
