@@ -82,8 +82,12 @@ class Admin:
     """The operations of the admin API over one running server (and its failover sessions)."""
 
     def __init__(self, runtime: RunningServer, *, local_tz: datetime.tzinfo | None = None,
-                 config_check: Callable[[FailoverPairConfig], dict[str, Any]] = unchecked_status) -> None:
+                 config_check: Callable[[FailoverPairConfig], dict[str, Any]] = unchecked_status,
+                 tls: bool = True) -> None:
         self.runtime = runtime
+        # False: the process started without TLS, so a reload keeps TLS
+        # settings for the next start (cnrd.app.tls).
+        self.tls = tls
         # A pair's ``config`` field: how its configuration compares with the
         # partner's (the running cnrd.admin.mismatch poller's status).
         self.config_check = config_check
@@ -435,7 +439,7 @@ class Admin:
             raise AdminError(400, str(e)) from None
         table = self.runtime.table
         leased = Counter(lease.scope for lease in table.leases.values() if lease.state is LeaseState.LEASED)
-        plan = plan_reload(old, new, leased, force=force)
+        plan = plan_reload(old, new, leased, force=force, tls=self.tls)
         running = plan.running
         warnings = plan.warnings + self.runtime.reconfigure(running)
         for name, sc in running.scopes.items():

@@ -17,7 +17,7 @@ from cnrd.admin.values import PAIR_PENDING, AdminError, json_pending
 from cnrd.config import Config, FailoverPairConfig
 from cnrd.text import hw_text, int_to_ip
 
-__all__ = ["ReloadPlan", "plan_reload", "field_diff", "SERVER_RESTART", "PAIR_RESTART"]
+__all__ = ["ReloadPlan", "plan_reload", "hold_tls", "field_diff", "SERVER_RESTART", "PAIR_RESTART"]
 
 # [server] settings fixed for the life of the process: sockets, the store,
 # threads.  A reload reports them as restart-required and keeps the old value.
@@ -60,15 +60,57 @@ class ReloadPlan:
     pending: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
-def plan_reload(old: Config, new: Config, leased: Mapping[str, int], *, force: bool) -> ReloadPlan:
+def hold_tls(old: Config, new: Config) -> tuple[Config, list[str]]:
+    """``new`` with every setting that needs TLS at its running value, and those settings' labels.
+
+    For a process that runs without TLS (cnrd.app.tls): they wait for the
+    next start.  [api] is left alone: all of it waits for a restart anyway.
+    """
+    labels = [label for label in new.tls_settings() if not label.startswith("[api]")]
+    if not labels:
+        return new, []
+    held: list[str] = []
+    server = new.server
+    if "[server] trap-webhook" in labels:
+        server = replace(server, trap_webhook=old.server.trap_webhook)
+        held.append("[server] trap-webhook")
+    pairs = dict(new.failover_pairs)
+    for name, pair in new.failover_pairs.items():
+        running = old.failover_pairs.get(name)
+        if running is None:
+            continue  # a new pair waits for a restart as a whole
+        keep = {f"{key}_api": getattr(running, f"{key}_api") for key in ("main", "backup")
+                if f"[failover-pair {name}] {key}-api" in labels}
+        if keep:
+            pairs[name] = replace(pair, **keep)
+            held += [f"[failover-pair {name}] {key.replace('_', '-')}" for key in keep]
+    ldap = dict(new.ldap)
+    for name in new.ldap:
+        if f"[ldap {name}] use-ssl" in labels:
+            held.append(f"[ldap {name}] use-ssl")
+            if name in old.ldap:
+                ldap[name] = old.ldap[name]
+            else:
+                del ldap[name]
+    return replace(new, server=server, failover_pairs=pairs, ldap=ldap), [
+        f"{label} (needs TLS, which this process did not load: nothing it started with used it)" for label in held]
+
+
+def plan_reload(old: Config, new: Config, leased: Mapping[str, int], *, force: bool,
+                tls: bool = True) -> ReloadPlan:
     """Plan running ``new`` in place of ``old``.
 
     ``leased`` counts leased addresses per scope: removing a scope that
     still holds some is refused (:class:`AdminError` 409) unless ``force``.
+    ``tls``: False when the process runs without TLS, so that settings
+    needing it wait for a restart (:func:`hold_tls`).
     """
     applied: list[str] = []
     restart: list[str] = []
     warnings: list[str] = []
+    if not tls:
+        new, held = hold_tls(old, new)
+        restart += held
 
     keep: dict[str, Any] = {}
     for name, label in field_diff("server", old.server, new.server):

@@ -148,13 +148,18 @@ def build(
     reactor: Reactor,
     *,
     host_addresses: Callable[[], set[str]] = _host_addresses,
+    tls: bool = True,
     **kw: Any,
 ) -> service.MultiService:
-    """The whole cnrd service tree for ``config`` (``kw`` goes to :class:`Runtime`)."""
+    """The whole cnrd service tree for ``config`` (``kw`` goes to :class:`Runtime`).
+
+    ``tls``: False when the process runs without TLS (cnrd.app.tls), so that
+    reloads keep TLS settings for the next start.
+    """
     top = service.MultiService()
     runtime = Runtime(config, reactor, **kw)
     runtime.setServiceParent(top)
-    admin = Admin(runtime)
+    admin = Admin(runtime, tls=tls)
     if any(p.failover for p in config.failover_pairs.values()):
         add_failover(top, runtime, config, reactor, host_addresses())
         # Compares each pair's configuration with the partner's, all the time.

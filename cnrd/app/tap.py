@@ -68,6 +68,12 @@ def _fail(line: str) -> None:
 
 def makeService(options: Options) -> service.IService:
     """Build the service tree for twistd, checking what only the host can tell."""
+    from cnrd.app.tls import leave_unloaded
+
+    config = options.config
+    # Before the reactor's import, which is where Twisted loads TLS.
+    tls = bool(config.tls_settings()) or not leave_unloaded()
+
     from twisted.internet import reactor
 
     from cnrd.leases.journal import open_store
@@ -75,7 +81,6 @@ def makeService(options: Options) -> service.IService:
     from cnrd.app.build import build
     from cnrd.app.runtime import Reactor, resolve_interfaces
 
-    config = options.config
     try:
         resolve_interfaces(config)
     except ConfigError as e:
@@ -85,7 +90,10 @@ def makeService(options: Options) -> service.IService:
         store = open_store(s)
     except StoreError as e:
         _fail(f"{config.path}: [server] data-dir: {e}")
-    top = build(config, cast(Reactor, reactor), store=store)
+    top = build(config, cast(Reactor, reactor), store=store, tls=tls)
+    if not tls:
+        log.info("TLS not loaded: no setting of {path} uses it (a reload that turns one on waits for a restart)",
+                 path=config.path)
     settings = getattr(options, "log_settings", None)
     if settings is not None:
         dhcp = top.getServiceNamed("dhcp")

@@ -303,6 +303,29 @@ class Config:
     failover_pairs: dict[str, FailoverPairConfig]
     ldap: dict[str, LdapConfig] = field(default_factory=dict)
 
+    def tls_settings(self) -> list[str]:
+        """The settings that need TLS in the server process, as "[section] key" labels.
+
+        Empty: the process can run without loading TLS at all (cnrd.app.tls).
+        """
+        out: list[str] = []
+        api = self.api
+        if api.enabled:
+            out += [f"[api] {key}" for key, listen in (("listen", api.listen), ("metrics-listen", api.metrics_listen))
+                    if listen is not None and listen.scheme == "https"]
+        if _https(self.server.trap_webhook):
+            out.append("[server] trap-webhook")
+        for name, pair in self.failover_pairs.items():
+            out += [f"[failover-pair {name}] {key}" for key, url in (("main-api", pair.main_api),
+                                                                      ("backup-api", pair.backup_api))
+                    if _https(url)]
+        out += [f"[ldap {name}] use-ssl" for name, server in self.ldap.items() if server.use_ssl != "off"]
+        return out
+
+
+def _https(url: str | None) -> bool:
+    return url is not None and url[:8].lower() == "https://"
+
 
 def field_default(cls: type, name: str) -> Any:
     """The dataclass default of ``cls.name``, so defaults live in one place."""

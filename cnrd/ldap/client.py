@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import error as net_error
-from twisted.internet import ssl
 from twisted.internet.defer import CancelledError, Deferred, fail, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.protocol import Factory
@@ -39,6 +38,10 @@ _WARNED_LIMIT = 10_000
 
 
 def _tls_options(server: LdapConfig) -> Any:
+    # Imported here: a server whose LDAP servers do not use STARTTLS may run
+    # without TLS at all (cnrd.app.tls).
+    from twisted.internet import ssl
+
     trust: Any = None  # None: the platform's trust store
     if server.ca_file:
         with open(server.ca_file, "rb") as f:

@@ -135,6 +135,10 @@ def test_cnrctl_over_https_and_a_unix_socket(lab):
                                   .replace("@DATA@", str(server.data_dir)))
     server.start()
     wait_for(lambda: f"admin API listening on unix:{sock}" in server.log(), 10, what="the API on the socket")
+    # Nothing in this file speaks TLS: the server runs without pyOpenSSL and
+    # cryptography (it had them while it listened on ssl:).
+    assert "TLS not loaded: no setting of" in server.log()
+    assert not tls_mapped(server), "TLS libraries mapped in a server whose configuration uses no TLS"
     assert (os.stat(sock).st_mode & 0o777) == 0o600
     r = cnrctl(ns, "--config", str(server.config_path), "--json", "dhcp", "show")
     assert r.returncode == 0, r.stderr
@@ -144,4 +148,28 @@ def test_cnrctl_over_https_and_a_unix_socket(lab):
     # Nothing listens on TCP 8443 any more.
     r = cnrctl(ns, *https, "--cacert", str(ca), "dhcp", "show")
     assert r.returncode == 1 and "cannot reach the cnrd API" in r.stderr
+    # A reload that turns on an https webhook keeps it for the next start.
+    text = server.config_path.read_text()
+    server.config_path.write_text(text.replace("[server]\n", "[server]\ntrap-webhook = https://127.0.0.1:9/t\n"
+                                                             "stats-interval = 30\n", 1))
+    r = cnrctl(ns, "--config", str(server.config_path), "--json", "dhcp", "reload")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["applied"] == ["[server] stats-interval"]
+    assert out["restart-required"] == ["[server] trap-webhook (needs TLS, which this process did not load: "
+                                       "nothing it started with used it)"]
+    assert not tls_mapped(server)
     server.stop()
+    # Started with it, the server loads TLS.
+    server.start()
+    wait_for(lambda: f"admin API listening on unix:{sock}" in server.log(), 10, what="the API on the socket")
+    assert "TLS not loaded" not in server.log() and tls_mapped(server)
+    server.stop()
+
+
+def tls_mapped(server: CnrdProcess) -> bool:
+    """Whether ``server``'s process has cryptography's Rust extension (pyOpenSSL's base) mapped."""
+    assert server.proc is not None
+    maps = Path(f"/proc/{server.proc.pid}/maps").read_text()
+    assert "python" in maps  # the process read is the server's interpreter
+    return "cryptography/hazmat/bindings/_rust" in maps
