@@ -12,10 +12,13 @@ Connection direction, as ISC dhcpd does it in practice: both servers listen
 (:class:`~cnrd.failover.listen.FailoverListener`, one per address and
 port, hands accepted connections over); the main dials the backup and
 sends CONNECT on whatever link comes up first (an accepted one included).
-The backup does not dial: a main that lost the link redials every few
-seconds, and one link per relationship avoids the race of two
-simultaneous dials.  Only the configured partner address may connect;
-anything else is closed at once and logged.
+The backup dials once, when it starts, so that a restarted backup begins
+its recovery at once instead of at the main's next redial (up to 5 s
+later); after that only the main redials, every few seconds, which keeps
+two simultaneous dials (each side keeping a different link and closing the
+other's) to that one moment.  A link that is up closes a second one.  Only
+the configured partner address may connect; anything else is closed at
+once and logged.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any, cast
 from twisted.application import service
 from twisted.application.internet import ClientService
 from twisted.internet import endpoints
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IAddress, IReactorTCP, IReactorTime, ITCPTransport, ITransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import LoopingCall
@@ -167,6 +171,7 @@ class FailoverService(service.MultiService):
         self._tick = LoopingCall(self._on_tick)
         self._tick.clock = self.clock
         self._client: ClientService | None = None
+        self._first_dial: Deferred[Any] | None = None  # the backup's one dial at start
         # BNDUPD -> BNDACK round trips: when each unacked BNDUPD left, by xid.
         self.bndack_seconds = Histogram(BNDACK_BUCKETS)
         self.bndupd_sent: dict[int, float] = {}
@@ -195,18 +200,29 @@ class FailoverService(service.MultiService):
 
     def startService(self) -> None:
         super().startService()  # type: ignore[no-untyped-call]
+        dial = endpoints.TCP4ClientEndpoint(self.reactor, self.partner_ip, self.port, timeout=5,
+                                            bindAddress=(self.local_ip, 0))
         if self.session.role is Role.MAIN:
-            dial = endpoints.TCP4ClientEndpoint(self.reactor, self.partner_ip, self.port, timeout=5,
-                                                bindAddress=(self.local_ip, 0))
             # Redial within seconds, as ISC does: backing off from 1 s to at most 5 s.
             self._client = ClientService(dial, _Factory(self, outgoing=True), retryPolicy=_retry,
                                          clock=self.clock)
             self._client.startService()
+        else:
+            self._first_dial = dial.connect(_Factory(self, outgoing=True))
+            self._first_dial.addErrback(self._first_dial_failed)
         self._tick.start(1, now=False)
+
+    def _first_dial_failed(self, failure: Failure) -> None:
+        if not failure.check(CancelledError) and self.activity():
+            log.info("failover {pair}: {partner} did not answer our dial ({reason}); waiting for it to dial us",
+                     pair=self.session.name, partner=self.partner_ip, reason=failure.getErrorMessage())
 
     def stopService(self) -> Any:
         if self._tick.running:
             self._tick.stop()
+        if self._first_dial is not None:
+            self._first_dial.cancel()  # no-op once it has connected or failed
+            self._first_dial = None
         if self._client is not None:
             self._client.stopService()
         if self.link is not None:

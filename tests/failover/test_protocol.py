@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.python.failure import Failure
 
 from cnrd.failover import wire
 from cnrd.failover.protocol import FailoverProtocol, FailoverService
@@ -98,3 +100,46 @@ def test_stopping_records_the_lost_link_while_the_store_is_still_open():
     assert len(commits) > before and svc.link is None
     proto.connectionLost(None)  # the transport's own report later changes nothing
     assert side.session.state is wire.ServerState.COMMUNICATIONS_INTERRUPTED
+
+
+def test_a_backup_dials_the_main_once_when_it_starts():
+    svc, side, _ = make(role=Role.BACKUP)
+    svc.startService()
+    reactor = svc.reactor
+    assert [(c[0], c[1], c[4]) for c in reactor.tcpClients] == [("10.1.0.1", 647, ("10.1.0.2", 0))]
+    factory = reactor.tcpClients[0][2]
+    factory.clientConnectionFailed(reactor.connectors[0], Failure(ConnectionRefusedError()))
+    reactor.advance(120)
+    assert len(reactor.tcpClients) == 1  # no redial: the main redials
+    svc.stopService()
+
+
+def test_the_backups_own_dial_is_its_link_and_a_second_one_is_closed():
+    svc, side, commits = make(role=Role.BACKUP)
+    svc.startService()
+    factory = svc.reactor.tcpClients[0][2]
+    dialled = factory.buildProtocol(IPv4Address("TCP", "10.1.0.1", 647))
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "10.1.0.1", 647))
+    dialled.makeConnection(transport)
+    assert svc.link is not None and svc.link.outgoing
+    # The main sends CONNECT on the link the backup opened (as ISC's primary does).
+    dialled.dataReceived(wire.encode(wire.connect(0, T0, relationship_name="examplepair", max_unacked=10,
+                                                  receive_timer=6, vendor_class="x", mclt=60,
+                                                  hba=wire.hba_from_split(256))))
+    assert [m.type for m in messages(transport)] == [wire.MessageType.CONNECTACK, wire.MessageType.STATE]
+    # The main's own dial arriving meanwhile is closed; the link stays.
+    link = svc.link
+    _, second = connect(svc, "10.1.0.1")
+    assert second.disconnecting and svc.link is link
+    svc.stopService()
+
+
+def test_a_main_keeps_redialling():
+    svc, side, _ = make(role=Role.MAIN)
+    svc.startService()
+    reactor = svc.reactor
+    for _ in range(3):
+        reactor.tcpClients[-1][2].clientConnectionFailed(reactor.connectors[-1], Failure(ConnectionRefusedError()))
+        reactor.advance(5)
+    assert len(reactor.tcpClients) == 4
+    svc.stopService()
