@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from cnrd.leases import backup
-from cnrd.leases.journal import EPOCH_KEY, JournaledStore
+from cnrd.leases.apply import EPOCH_KEY
+from cnrd.leases.journal import JournaledStore
 from cnrd.leases.lmdb_store import LmdbLeaseStore
 from cnrd.leases.model import LeaseState
 from cnrd.leases.store import MemoryLeaseStore, StoreError

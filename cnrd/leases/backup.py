@@ -39,7 +39,8 @@ from dataclasses import dataclass
 
 import lmdb
 
-from cnrd.leases.journal import EPOCH_KEY, JournaledStore
+from cnrd.leases.apply import EPOCH_KEY
+from cnrd.leases.journal import JournaledStore
 from cnrd.leases.lmdb_store import LmdbLeaseStore
 from cnrd.leases.model import Lease, LeaseState
 from cnrd.leases.store import PackedBatch, StoreError

@@ -50,8 +50,7 @@ from cnrd.leases.store import HistoryQuery, PackedBatch, StoreError
 # second of records fills about 2 % of the ring.
 APPLY_INTERVAL = 1.0
 
-__all__ = ["APPLIED_KEY", "APPLY_INTERVAL", "EPOCH_KEY", "JournaledStore", "StoreSettings", "apply_journal",
-           "open_store", "stored_epoch"]
+__all__ = ["APPLY_INTERVAL", "JournaledStore", "StoreSettings", "open_store"]
 
 
 class StoreSettings(Protocol):

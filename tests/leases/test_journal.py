@@ -10,7 +10,8 @@ import time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cnrd.leases.journal import EPOCH_KEY, JournaledStore
+from cnrd.leases.apply import EPOCH_KEY
+from cnrd.leases.journal import JournaledStore
 from cnrd.leases.lmdb_store import LmdbLeaseStore
 from cnrd.leases.model import LeaseState
 from cnrd.leases import ring
