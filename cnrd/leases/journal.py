@@ -242,8 +242,13 @@ class JournaledStore:
         self.flush()
         overlay = self._overlay
         if overlay is None or not overlay.leases:
-            yield from self.inner.load()
-            return
+            # LMDB's own iterator, not one more generator around it: a
+            # start-up reads every record through this.
+            return self.inner.load()
+        return self._load_with(overlay)
+
+    def _load_with(self, overlay: PackedBatch) -> Iterator[Lease]:
+        """LMDB's records with the read-only view's unapplied journal records laid over them."""
         extra = dict(overlay.leases)
         for lease in self.inner.load():
             mine = extra.pop(lease.address, None)
