@@ -97,6 +97,10 @@ class _PairMixin:
 
     main_fo_if = None
 
+    def backup_lease_count(self) -> int:
+        """Leases the backup's own store holds as bound now (what a failover would keep)."""
+        return self._backup_lease_count()
+
     def _failover_link(self) -> None:
         lab = self.lab
         self.backup_ns = lab.netns(f"bk{self.n}")

@@ -66,6 +66,7 @@ BALANCED_ROWS: list[tuple[str, str, str | None]] = [
 
 
 PAIR_ROWS: list[tuple[str, str, str | None]] = [
+    ("sat_backup_leases", "pair: backup's leases when the load stopped", None),
     ("recovery_leases", "pair: leases on the main at recovery", None),
     ("recovery_backup_leases", "  leases the backup holds at NORMAL", None),
     ("recovery_s", "pair: fresh backup to NORMAL, s", "low"),

@@ -365,6 +365,9 @@ class Bench:
             marks = srv.move_marks() if split0 is not None else None
             before = perf.proc_sample(srv.pids())
             res, rec = self.perfdhcp(rate)
+            # A pair: how far the backup has followed when the load stops
+            # (read first: it keeps catching up while we look).
+            backup_leases = srv.backup_lease_count() if hasattr(srv, "backup_lease_count") else None
             after = perf.proc_sample(srv.pids())
             split = balanced.per_server_delta(split0, srv.per_server()) if split0 is not None else None
             moves = srv.moves_since(marks) if marks is not None else None
@@ -377,14 +380,17 @@ class Bench:
             "pool_used_pct": 100.0 * leases / THROUGHPUT_NET.pool_size,
             "perfdhcp": rec,
         }
+        if backup_leases is not None:
+            t["backup_leases"] = backup_leases
         if split is not None:
             t["per_server"] = split
             t["share"] = balanced.share_verdict(split)
             t["moves_during_run"] = moves
             t["idle_wait_s"] = round(srv.idle_wait_s or 0.0, 1)  # before the run: pool hand-over
             t["idle_cpu_before"] = srv.idle_cpu
+        held = f" (the backup {backup_leases} when the load stopped)" if backup_leases is not None else ""
         self.say(f"    asked {rate}/s for {rec['seconds']:.1f} s: {res.rate or 0:.0f} DORA/s, drops "
-                 f"DO {_f(res.do.drops_ratio)}% RA {_f(res.ra.drops_ratio)}%, {leases} leases, "
+                 f"DO {_f(res.do.drops_ratio)}% RA {_f(res.ra.drops_ratio)}%, {leases} leases{held}, "
                  f"{t['cpu_s']:.1f} CPU s; UDP buffer drops server {_rcvbuf(rec, 'server')}, "
                  f"load {_rcvbuf(rec, 'load')}")
         if split is not None:
@@ -560,6 +566,8 @@ class Bench:
                 best = r["achieved"] if ok else best
             m.update(dora_per_s=best, sat_asked_rate=r["asked"], sat_do_drop_pct=r["do_drop_pct"],
                      sat_ra_drop_pct=r["ra_drop_pct"], sat_leases=r["leases"])
+            if r.get("backup_leases") is not None:
+                m["sat_backup_leases"] = r["backup_leases"]
             m["peak_rss_mb"] = r["vmhwm_kb"] / 1024  # both processes
             if r["leases"]:
                 m["cpu_s_per_1k"] = r["cpu_s"] / (r["leases"] / 1000)
