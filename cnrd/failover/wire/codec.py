@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable
+from typing import Any
 
 from cnrd.failover.wire.codes import (
     ALLOWED,
@@ -29,7 +30,6 @@ from cnrd.failover.wire.codes import (
     MessageType,
     Option,
     RejectReason,
-    as_enum,
 )
 from cnrd.failover.wire.message import FailoverWireError, Message, fatal
 
@@ -37,6 +37,10 @@ __all__ = ["decode", "encode", "validate"]
 
 _HEADER = struct.Struct("!HBBII")
 _TLV = struct.Struct("!HH")
+# The message types by value.  Read and kept as ``Any``, not ``int``: this
+# module is compiled by mypyc, which would turn an IntEnum member held as an
+# ``int`` into a plain int (an unknown type stays the peer's plain int).
+_MESSAGE_TYPES: dict[int, Any] = {int(t): t for t in MessageType}
 _NEED_BNDACK = ((Option.ASSIGNED_IP_ADDRESS, RejectReason.MISSING_BINDING_INFO),)
 _NEED_BNDUPD = _NEED_BNDACK + ((Option.BINDING_STATUS, RejectReason.MISSING_BINDING_INFO),)
 
@@ -65,7 +69,7 @@ def _parse(frame: bytes) -> Message:
             raise fatal(f"option {code} runs past the end of the message")
         options.append((code, bytes(frame[pos:pos + olen])))
         pos += olen
-    type_: MessageType | int = as_enum(MessageType, mtype)
+    type_: Any = _MESSAGE_TYPES.get(mtype, mtype)
     return Message(type_, xid, mtime, options, bytes(frame[HEADER_SIZE:payoff]))
 
 
@@ -108,7 +112,7 @@ def validate(msg: Message) -> None:
 
     Options a type does not use are skipped, unchecked, as in ISC.
     """
-    mtype = msg.type
+    mtype: Any = msg.type  # Any: see _MESSAGE_TYPES
     if not isinstance(mtype, MessageType):
         if 128 <= mtype <= 255:
             return
