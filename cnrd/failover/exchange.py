@@ -126,10 +126,9 @@ class Exchange:
         cost no sync of their own and wait at most a second to be written.
         """
         acked, self.acked_times = self.acked_times, set()
-        table = self.table
+        mark = self.table.mark_durable
         for address in acked:
-            if table.get(address) is not None:
-                table.update(address, durable=True, from_partner=True)
+            mark(address)
         return len(acked)
 
     def bndupd(self, msg: Message, now: int) -> Message:

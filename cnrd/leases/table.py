@@ -571,6 +571,19 @@ class LeaseTable:
                 )
             changed.append(lease)
 
+    def mark_durable(self, address: int) -> bool:
+        """Write ``address``'s record as it is with the next commit; False if there is none.
+
+        For a field changed in place that no index, pool count, expiry or
+        listener depends on (the partner time a BNDACK raises): the record
+        is only queued, not re-classified.
+        """
+        lease = self.leases.get(address)
+        if lease is None:
+            return False
+        self._dirty[address] = lease
+        return True
+
     @property
     def has_dirty(self) -> bool:
         """Whether changes wait for a commit."""
