@@ -76,7 +76,7 @@ class ServerState:
         self.log_event("dhcp-drop", {"reason": reason, **(fields or {})})
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Request:
     """One request in flight: the packet and what the server worked out about its client."""
 
@@ -90,7 +90,21 @@ class Request:
     cls: ClientClassConfig | None
     # Option 82's sub-options once a step has read them (() for none):
     # scope selection and the server identifier each look at them.
-    relay_subs: tuple[tuple[int, bytes], ...] | None = None
+    relay_subs: tuple[tuple[int, bytes], ...] | None
+
+    # Written out so that it is compiled (see DhcpPacket.__init__).
+    def __init__(self, p: DhcpPacket, rx: RxInfo, now: int, hw: bytes, cid: bytes | None, key: bytes,
+                 client: ClientConfig | None, cls: ClientClassConfig | None,
+                 relay_subs: tuple[tuple[int, bytes], ...] | None = None) -> None:
+        self.p = p
+        self.rx = rx
+        self.now = now
+        self.hw = hw
+        self.cid = cid
+        self.key = key
+        self.client = client
+        self.cls = cls
+        self.relay_subs = relay_subs
 
     @property
     def lb_key(self) -> bytes:
