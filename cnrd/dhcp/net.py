@@ -27,8 +27,7 @@ import os
 import socket
 import struct
 import time
-from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from twisted.internet.interfaces import IReactorFDSet, IReadDescriptor
 from twisted.logger import Logger
@@ -61,9 +60,12 @@ _RECV_BUFSIZE = 65535
 _ANY = b"\0\0\0\0"
 
 
-@dataclass(frozen=True, slots=True)
-class Received:
-    """One datagram as it arrived."""
+class Received(NamedTuple):
+    """One datagram as it arrived.
+
+    A named tuple rather than a frozen dataclass: as immutable, and built in
+    a third of the time (one per datagram).
+    """
 
     data: bytes
     src_ip: str

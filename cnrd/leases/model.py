@@ -21,6 +21,7 @@ import enum
 import struct
 import sys
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
 class LeaseState(enum.IntEnum):
@@ -247,8 +248,18 @@ def _scope(raw: bytes) -> str:
     return name
 
 
-@dataclass(frozen=True, slots=True)
-class LeaseEvent:
+# A lease event's record.  Version 1 (stores written before the source
+# field): time, address, state, expiration, what-length, then what and the
+# key.  Its first byte is the top byte of a big-endian epoch time, always 0
+# for any time before the year 2^56 s, so a record starting with 2 is
+# version 2: version, the same fields, source and hw lengths, then what,
+# source, hw, key.  (Module constants: a NamedTuple's body holds its fields.)
+_EVENT_HEAD = struct.Struct("!qIBqB")
+_EVENT_HEAD2 = struct.Struct("!BqIBqBBB")
+_EVENT_VERSION2 = 2
+
+
+class LeaseEvent(NamedTuple):
     """One change to a lease, kept in the event history (and, with failover, sent as BNDUPD).
 
     ``source`` says who made the change: ``""`` this server (a client's
@@ -256,6 +267,9 @@ class LeaseEvent:
     update received from it), ``"operator"`` an admin command.  ``hw`` is
     the client's htype byte + chaddr, so the history can be asked by
     hardware address even for a client known by its client-id.
+
+    A named tuple rather than a frozen dataclass: as immutable, and built
+    in a third of the time (one per ACK).
     """
 
     time: int
@@ -267,22 +281,12 @@ class LeaseEvent:
     source: str = ""
     hw: bytes = b""
 
-    # Version 1 (stores written before the source field): time, address,
-    # state, expiration, what-length, then what and the key.  Its first byte
-    # is the top byte of a big-endian epoch time, always 0 for any time
-    # before the year 2^56 s, so a record starting with 2 is version 2:
-    # version, the same fields, source and hw lengths, then what, source,
-    # hw, key.
-    _HEAD = struct.Struct("!qIBqB")
-    _HEAD2 = struct.Struct("!BqIBqBBB")
-    _VERSION2 = 2
-
     def pack(self) -> bytes:
         """Serialise for the store's event history (version 2)."""
         what = self.what.encode()
         source = self.source.encode()
         return b"".join((
-            self._HEAD2.pack(self._VERSION2, self.time, self.address, int(self.state), self.expiration,
+            _EVENT_HEAD2.pack(_EVENT_VERSION2, self.time, self.address, int(self.state), self.expiration,
                              len(what), len(source), len(self.hw)),
             what, source, self.hw, self.key,
         ))
@@ -290,9 +294,9 @@ class LeaseEvent:
     @classmethod
     def unpack(cls, data: bytes | memoryview) -> "LeaseEvent":
         """Inverse of :meth:`pack`; reads version 1 records too."""
-        if data[0] == cls._VERSION2:
-            _, time, addr, state, exp, wlen, slen, hlen = cls._HEAD2.unpack_from(data)
-            off = cls._HEAD2.size
+        if data[0] == _EVENT_VERSION2:
+            _, time, addr, state, exp, wlen, slen, hlen = _EVENT_HEAD2.unpack_from(data)
+            off = _EVENT_HEAD2.size
             what = str(data[off : off + wlen], "utf-8")
             off += wlen
             source = str(data[off : off + slen], "utf-8")
@@ -300,8 +304,8 @@ class LeaseEvent:
             hw = bytes(data[off : off + hlen])
             key = bytes(data[off + hlen :])
             return cls(time, addr, _STATES[state], key, exp, what, source, hw)
-        time, addr, state, exp, wlen = cls._HEAD.unpack_from(data)
-        off = cls._HEAD.size
+        time, addr, state, exp, wlen = _EVENT_HEAD.unpack_from(data)
+        off = _EVENT_HEAD.size
         what = str(data[off : off + wlen], "utf-8")
         key = bytes(data[off + wlen :])
         # Version 1 kept no hardware address; a client known by it has it in its key.
@@ -311,12 +315,12 @@ class LeaseEvent:
     @classmethod
     def index_fields(cls, data: bytes | memoryview) -> tuple[int, int, bytes]:
         """(time, address, hw) of a packed event, for the store's history indexes."""
-        if data[0] == cls._VERSION2:
-            _, time, addr, _, _, wlen, slen, hlen = cls._HEAD2.unpack_from(data)
-            off = cls._HEAD2.size + wlen + slen
+        if data[0] == _EVENT_VERSION2:
+            _, time, addr, _, _, wlen, slen, hlen = _EVENT_HEAD2.unpack_from(data)
+            off = _EVENT_HEAD2.size + wlen + slen
             return time, addr, bytes(data[off : off + hlen])
-        time, addr, _, _, wlen = cls._HEAD.unpack_from(data)
-        key = bytes(data[cls._HEAD.size + wlen :])
+        time, addr, _, _, wlen = _EVENT_HEAD.unpack_from(data)
+        key = bytes(data[_EVENT_HEAD.size + wlen :])
         return time, addr, key[1:] if key[:1] == b"\x00" else b""
 
 
