@@ -143,6 +143,9 @@ class DhcpPort:
         self._packet: socket.socket | None = None
         self._reading = False
         self._last_error_log: dict[tuple[str, int], float] = {}
+        # Our addresses and the destinations datagrams reach us at, as text:
+        # the same few in every datagram, and inet_ntoa formats with printf.
+        self._ntoa_cache: dict[bytes, str] = {}
         self._suppressed: dict[tuple[str, int], int] = {}
 
     # -- lifecycle ---------------------------------------------------------
@@ -230,6 +233,7 @@ class DhcpPort:
         count = 0
         kernel = None
         recvmsg = sock.recvmsg
+        ntoa = self._ntoa_cache
         while count < limit:
             full = len(batch) >= max_batch
             try:
@@ -258,8 +262,8 @@ class DhcpPort:
                         src[0],
                         src[1],
                         ifindex,
-                        socket.inet_ntoa(spec_dst),
-                        socket.inet_ntoa(dst),
+                        ntoa.get(spec_dst) or self._ntoa(spec_dst),
+                        ntoa.get(dst) or self._ntoa(dst),
                     )
                 )
         if kernel is not None and kernel != self.kernel_drops:
@@ -279,6 +283,15 @@ class DhcpPort:
         except Exception:
             # Never let a handler bug make the reactor drop this descriptor.
             self.log.failure("on_batch raised; batch of {n} datagrams lost", n=len(batch))
+
+    def _ntoa(self, raw: bytes) -> str:
+        """``raw`` (4 bytes) as dotted text, remembered (bounded: a header
+        destination is the sender's to pick)."""
+        cache = self._ntoa_cache
+        if len(cache) >= 256:
+            cache.clear()
+        text = cache[raw] = socket.inet_ntoa(raw)
+        return text
 
     # -- sending -------------------------------------------------------------
 
