@@ -48,6 +48,7 @@ Pure module.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from cnrd.failover import wire
 from cnrd.failover.states import Role
@@ -127,9 +128,12 @@ def request_options(lease: Lease) -> bytes | None:
         ((HOST_NAME, host), (VENDOR_CLASS, lease.vendor_class), (RELAY_AGENT_INFO, lease.relay_info)))
 
 
-@dataclass(frozen=True, slots=True)
-class _Update:
-    """The fields of a received BNDUPD that the rules read, decoded once."""
+class _Update(NamedTuple):
+    """The fields of a received BNDUPD that the rules read, decoded once.
+
+    A named tuple: as immutable as a frozen dataclass, and built in a third
+    of the time (one per BNDUPD received).
+    """
 
     status: int
     hw: bytes | None

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
 def queue_key(pair: str, address: int) -> str:
@@ -22,9 +22,8 @@ def queue_key(pair: str, address: int) -> str:
     return f"failover/{pair}/q/{address:08x}"
 
 
-@dataclass(frozen=True)
-class InFlight:
-    """One of our BNDUPDs the partner has not acknowledged yet."""
+class InFlight(NamedTuple):
+    """One of our BNDUPDs the partner has not acknowledged yet (a named tuple: one per BNDUPD sent)."""
 
     address: int
     status: int  # the binding status sent
