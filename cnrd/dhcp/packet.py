@@ -22,7 +22,7 @@ import enum
 import re
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import islice
 
 from cnrd.dhcp.errors import MalformedPacket
@@ -193,8 +193,8 @@ class DhcpPacket:
     chaddr: bytes
     sname: bytes
     file: bytes
-    options: dict[int, bytes] = field(default_factory=dict)
-    has_cookie: bool = True
+    options: dict[int, bytes]
+    has_cookie: bool
 
     # Written out rather than generated: the dataclass decorator's __init__
     # is interpreted Python even in the compiled module (about 0.5 µs per

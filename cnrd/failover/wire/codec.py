@@ -13,7 +13,7 @@ Pure module: stdlib only.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from cnrd.failover.wire.codes import (
@@ -30,6 +30,7 @@ from cnrd.failover.wire.codes import (
     MessageType,
     Option,
     RejectReason,
+    as_enum,
 )
 from cnrd.failover.wire.message import FailoverWireError, Message, fatal
 
@@ -37,10 +38,10 @@ __all__ = ["decode", "encode", "validate"]
 
 _HEADER = struct.Struct("!HBBII")
 _TLV = struct.Struct("!HH")
-# The message types by value.  Read and kept as ``Any``, not ``int``: this
-# module is compiled by mypyc, which would turn an IntEnum member held as an
-# ``int`` into a plain int (an unknown type stays the peer's plain int).
-_MESSAGE_TYPES: dict[int, Any] = {int(t): t for t in MessageType}
+# as_enum, seen as returning Any rather than int: this module is compiled by
+# mypyc, which would turn an IntEnum member held as an ``int`` into a plain
+# int (an unknown type stays the peer's plain int).
+_as_member: Callable[[Any, int], Any] = as_enum
 _NEED_BNDACK = ((Option.ASSIGNED_IP_ADDRESS, RejectReason.MISSING_BINDING_INFO),)
 _NEED_BNDUPD = _NEED_BNDACK + ((Option.BINDING_STATUS, RejectReason.MISSING_BINDING_INFO),)
 
@@ -69,7 +70,7 @@ def _parse(frame: bytes) -> Message:
             raise fatal(f"option {code} runs past the end of the message")
         options.append((code, bytes(frame[pos:pos + olen])))
         pos += olen
-    type_: Any = _MESSAGE_TYPES.get(mtype, mtype)
+    type_: Any = _as_member(MessageType, mtype)
     return Message(type_, xid, mtime, options, bytes(frame[HEADER_SIZE:payoff]))
 
 
@@ -112,7 +113,7 @@ def validate(msg: Message) -> None:
 
     Options a type does not use are skipped, unchecked, as in ISC.
     """
-    mtype: Any = msg.type  # Any: see _MESSAGE_TYPES
+    mtype: Any = msg.type  # Any: see _as_member
     if not isinstance(mtype, MessageType):
         if 128 <= mtype <= 255:
             return
