@@ -15,7 +15,7 @@ from cnrd.dhcp.packet import MessageType as M
 from cnrd.dhcp.packet import ip_to_int, parse
 from cnrd.failover import record
 from cnrd.failover.states import S
-from cnrd.leases.model import LeaseState
+from cnrd.leases.model import Lease, LeaseFlag, LeaseState
 from cnrd.leases.store import MemoryLeaseStore, StoreError
 
 from tests.dhcp.helpers import BASE_CONFIG, IFACE, SERVER_IP, mac, request, u32
@@ -312,7 +312,28 @@ def test_renamed_pair_takes_over_the_old_names_state_and_queue_in_one_commit():
     assert store.state_items("failover/oldname/") == []
     assert record.unpack(store.get_state(record.key("newname"))).previous is S.NORMAL
     assert store.get_state(record.peers_key("newname")) == b"10.1.0.1,10.1.0.2"
-    assert store.get_state("failover/newname/q/0a010064") == b""
+    assert store.state_items("failover/newname/q/") == []  # the queue lives in the lease records
+
+
+def test_a_queue_stored_as_keys_moves_into_the_lease_records_and_survives_a_restart():
+    # A store written before the queue moved into the lease records: a key per queued address.
+    store = _old_store("p", 2)
+    address = ip_to_int("10.1.0.100")
+    store.commit([Lease(address, LeaseState.LEASED, scope="lan", hw=b"\x01" + bytes(range(6)),
+                        expiration=2_000_000)])
+    rt = _with_pair(_server_config("", PAIR_SECTION.format(name="p")), store)
+    rt.startService()
+    assert list(rt.sessions[0].updates.pending) == [address]
+    rt.commit(lambda ok: None)
+    assert store.state_items("failover/p/q/") == []  # deleted in the commit that wrote the flag
+    stored = {lease.address: lease for lease in store.load()}
+    assert stored[address].flags & LeaseFlag.UPDATE_PENDING
+    rt.stopService()
+    # The next start finds the queue in the lease record alone.
+    again = _with_pair(_server_config("", PAIR_SECTION.format(name="p")), store)
+    again.startService()
+    assert list(again.sessions[0].updates.pending) == [address]
+    again.stopService()
 
 
 def test_renamed_pair_whose_role_changed_starts_afresh():

@@ -28,6 +28,7 @@ from cnrd.failover import record
 from cnrd.failover.listen import FailoverListener
 from cnrd.failover.protocol import FailoverService
 from cnrd.failover.session import FailoverSession
+from cnrd.failover.updates import legacy_queue_prefix
 from cnrd.failover.states import Role
 from cnrd.text import int_to_ip
 from cnrd.app.runtime import Reactor, Runtime
@@ -80,8 +81,12 @@ def add_failover(top: service.MultiService, runtime: Runtime, config: Config, re
                                       stored=store.state_items("failover/"))
             if old is not None:
                 stored_name, stored_state = old, store.get_state(record.key(old))
-        prefix = f"failover/{stored_name}/q/"
-        queue = [int(k[len(prefix):], 16) for k, _ in store.state_items(prefix)]
+        # The update queue is in the lease records (the session reads it once
+        # they are loaded), but a store written before may hold queue keys:
+        # the session takes them over and the first commit deletes them.
+        prefix = legacy_queue_prefix(stored_name)
+        legacy = [k for k, _ in store.state_items(prefix)]
+        queue = [int(k[len(prefix):], 16) for k in legacy]
         old_keys: list[str] = []
         if stored_name != pair.name:
             log.info("failover pair {pair}: renamed from {old}; its failover state and update queue "
@@ -93,9 +98,8 @@ def add_failover(top: service.MultiService, runtime: Runtime, config: Config, re
             stored_state=stored_state, stored_queue=queue,
             log=runtime.log_event, failover_recover=config.server.failover_recover,
             renamed_from_keys=old_keys)
-        if session.discarded_queue:
-            # The role changed: the old relationship's unsent updates mean nothing now.
-            session.restore_persist({key: None for key, _ in store.state_items(prefix)})
+        if legacy:
+            session.restore_persist({key: None for key in legacy})
         link = FailoverService(session, reactor, local_ip=local, partner_ip=partner, port=pair.port,
                                commit=runtime.commit, log_settings=lambda: runtime.config.server.log_settings)
         runtime.add_pair(session, link)

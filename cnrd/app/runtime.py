@@ -400,6 +400,8 @@ class Runtime(service.Service):
         self.gc = GcPolicy(self.reactor, s.gc_freeze_interval, s.gc_full_interval)
         with self.gc.loading():
             n = self.server.load(self.store.load(), now)
+        for session in self.sessions:
+            session.restore_queue()  # the binding updates the lease records keep queued
         log.info(
             "cnrd {version} server {name}: loaded {count} leases in {secs:.2f} s",
             version=__version__, name=s.name, count=n, secs=time.monotonic() - t0,
@@ -462,8 +464,8 @@ class Runtime(service.Service):
         for session in sessions:
             state.update(session.take_persist())
         if not leases and not events and all(v is None for v in state.values()):
-            # Only queue entries to forget: no sync needed for that, they ride
-            # along with the next commit (a resend after a crash is harmless).
+            # Only keys to forget (an older store's queue keys): no sync needed
+            # for that, they ride along with the next commit.
             for session in sessions:
                 session.restore_persist(state)
             state = {}

@@ -20,7 +20,7 @@ from cnrd.failover.recovery import Recovery
 from cnrd.failover.states import Role
 from cnrd.failover.updates import InFlight, Updates
 from cnrd.failover.wire import BindingStatus, Message, RejectReason
-from cnrd.leases.model import Lease, LeaseState
+from cnrd.leases.model import Lease, LeaseFlag, LeaseState
 from cnrd.leases.table import LeaseTable
 
 Log = Callable[[str, dict[str, Any]], None]
@@ -29,6 +29,30 @@ _O_ADDRESS, _O_STATUS = int(wire.Option.ASSIGNED_IP_ADDRESS), int(wire.Option.BI
 _O_REJECT_REASON = int(wire.Option.REJECT_REASON)
 _FREED_BY_ACK = (BindingStatus.EXPIRED, BindingStatus.RELEASED, BindingStatus.RESET)
 _FREED_STATES = (LeaseState.EXPIRED, LeaseState.RELEASED, LeaseState.RESET)
+_PENDING = int(LeaseFlag.UPDATE_PENDING)  # tested as an int: IntFlag operators build a member each time
+# Every combination of the known flags with the pending flag set, and
+# cleared, by value: a tuple index costs a tenth of building the member.
+_KNOWN = 2 * max(LeaseFlag)
+_SET = tuple(LeaseFlag(f | _PENDING) for f in range(_KNOWN))
+_CLEARED = tuple(LeaseFlag(f & ~_PENDING) for f in range(_KNOWN))
+
+
+def _pending(flags: LeaseFlag) -> LeaseFlag:
+    """``flags`` with UPDATE_PENDING (bits this version does not know are kept)."""
+    return _SET[flags] if flags < _KNOWN else LeaseFlag(flags | _PENDING)
+
+
+def _not_pending(flags: LeaseFlag) -> LeaseFlag:
+    """``flags`` without UPDATE_PENDING."""
+    return _CLEARED[flags] if flags < _KNOWN else LeaseFlag(flags & ~_PENDING)
+
+
+def flagged_queue(table: LeaseTable, scopes: set[str]) -> list[int]:
+    """The update queue a restart finds in the lease records of ``scopes``: the leases
+    flagged ``UPDATE_PENDING``, by address."""
+    none = LeaseFlag.NONE  # most leases: an identity test skips them (1,000,000 in 0.04 s)
+    return sorted(lease.address for lease in table.leases.values()
+                  if lease.flags is not none and lease.flags & _PENDING and lease.scope in scopes)
 
 
 class Exchange:
@@ -50,20 +74,63 @@ class Exchange:
         # here until the backup acknowledges the FREE update, so neither
         # server can hand one out while the other still may.
         self.reclaiming: set[int] = set()
-        # Leases whose partner time a BNDACK raised in place, to be written
-        # with the next commit (see bndack).
+        # Leases a BNDACK changed in place (their partner time, the pending
+        # flag cleared), to be written with the next commit (see bndack).
         self.acked_times: set[int] = set()
 
     def lease_changed(self, lease: Lease, what: str) -> None:
-        """A durable lease change: queue its update (offers are not bindings)."""
+        """A durable lease change: queue its update (offers are not bindings).
+
+        The lease is flagged ``UPDATE_PENDING`` before its record is written
+        (the table packs it at the commit), so the queue entry is exactly
+        as durable as the change it sends.
+        """
         if lease.scope in self.scopes and lease.state is not LeaseState.OFFERED:
             self._updates.queue(lease.address)
+            lease.flags = _pending(lease.flags)
+
+    def restore_queue(self, addresses: list[int]) -> list[int]:
+        """Queue, after a restart, the updates of ``addresses`` (leases flagged pending, or a
+        queue stored the old way); the ones whose lease must be written (flagged) to keep it."""
+        write = []
+        for address in addresses:
+            self._updates.queue(address)
+            lease = self.table.get(address)
+            if lease is not None and not lease.flags & _PENDING:
+                lease.flags = _pending(lease.flags)
+                write.append(address)
+        return write
+
+    def clear_pending(self, addresses: list[int]) -> list[int]:
+        """Unflag ``addresses`` (a queue discarded with the role it was made in); the leases to write."""
+        write = []
+        for address in addresses:
+            lease = self.table.get(address)
+            if lease is not None and lease.flags & _PENDING:
+                lease.flags = _not_pending(lease.flags)
+                write.append(address)
+        return write
+
+    def _keep_flag(self, address: int) -> None:
+        """``address``'s lease carries ``UPDATE_PENDING`` exactly while an update for it is
+        outstanding; a flag cleared is written with the next commit (mark_acked_times)."""
+        lease = self.table.get(address)
+        if lease is None:
+            return
+        flags = lease.flags
+        new = _pending(flags) if self._updates.is_outstanding(address) else _not_pending(flags)
+        if new is not flags:
+            lease.flags = new
+            self.acked_times.add(address)
 
     def reclaim(self, addresses: list[int]) -> None:
-        """Main: ask the backup to give these BACKUP addresses back (BNDUPD FREE, draft §5.4)."""
+        """Main: ask the backup to give these BACKUP addresses back (BNDUPD FREE, draft §5.4).
+
+        Not flagged pending: after a restart the addresses are simply the backup's again.
+        """
         for address in addresses:
             self.reclaiming.add(address)
-            self._updates.queue(address, durable=False)
+            self._updates.queue(address)
 
     def link_lost(self) -> None:
         """Reclaims not acknowledged are dropped: the addresses stay the backup's."""
@@ -107,7 +174,6 @@ class Exchange:
                     # The partner knows: the address is free for any client (draft §5.11).
                     self.table.update(address, durable=True, from_partner=True, state=LeaseState.AVAILABLE,
                                       partner_time=max(update.pet, lease.partner_time))
-                    self.acked_times.discard(address)
                 elif update.pet > lease.partner_time:
                     # Not indexed and not part of the lease's class: set in
                     # place.  Losing it in a crash only shortens the next
@@ -116,10 +182,14 @@ class Exchange:
                     # it rides along with the next commit (mark_acked_times).
                     lease.partner_time = update.pet
                     self.acked_times.add(address)
+        # The pending flag goes with the same write; lost in a crash, the
+        # update is sent once more after the restart (the partner's answer
+        # to a binding it already has is the same).
+        self._keep_flag(address)
         self._settled(address, now)
 
     def mark_acked_times(self) -> int:
-        """Mark the leases whose partner time BNDACKs raised for the next commit; how many.
+        """Mark the leases BNDACKs changed (partner time, pending flag) for the next commit; how many.
 
         The adapter's commit calls this whenever it writes lease changes
         anyway, and the session's tick once a second, so acknowledgements
@@ -151,6 +221,7 @@ class Exchange:
                 # progress the partner now knows this binding (it sent it).
                 self._updates.withdraw(address)
                 self.reclaiming.discard(address)
+                self._keep_flag(address)
                 self._settled(address, now)
             if decision.reject is not None:
                 reason, text = decision.reject
@@ -159,6 +230,7 @@ class Exchange:
                                   scope=pool.scope, **decision.fields)
                 if decision.keep_ours:
                     self._updates.queue(address)
+                    self._keep_flag(address)
         self._updates.count_received()
         if reason is not None:
             self._log("failover-bndupd-reject", {"pair": self.name, "address": address, "reason": int(reason),
@@ -177,7 +249,8 @@ class Exchange:
             extra = recovery.missed(self.table, scopes)
             due.update(extra)
         for address in extra:
-            self._updates.queue(address, durable=False)
+            # Not flagged pending: after a crash the partner asks again.
+            self._updates.queue(address)
         # Addresses already in flight count once their current update is acked.
         xid = self._recovery.answer(msg.xid, due)
         if xid is not None:

@@ -30,7 +30,7 @@ from typing import Any
 from cnrd.config import FailoverPairConfig
 from cnrd.config.timespec import format_iso
 from cnrd.failover import pool, record, wire
-from cnrd.failover.exchange import Exchange
+from cnrd.failover.exchange import Exchange, flagged_queue
 from cnrd.failover.gate import ALL_MAIN, Gate, main_hba
 from cnrd.failover.link import Due, Link
 from cnrd.failover.recovery import Recovery
@@ -38,7 +38,7 @@ from cnrd.failover.states import (
     LABELS, S, Role, on_comm_fail, on_partner_down_command, on_partner_state, on_recover_wait_done,
     on_safe_period, on_upddone, startup,
 )
-from cnrd.failover.updates import Updates, queue_key
+from cnrd.failover.updates import Updates
 from cnrd.failover.wire import FailoverWireError, Message, MessageType, Option, RejectReason
 from cnrd.leases.model import Lease
 from cnrd.leases.table import LeaseTable
@@ -200,7 +200,7 @@ class FailoverSession:
         self.last_rebalance = 0
         self._recover_warned = 0
         self.link = Link(now, pair.failover_poll_timeout)
-        self.updates = Updates(pair.name, stored_queue)
+        self.updates = Updates(pair.name)
         self.recovery = Recovery()
         self.exchange = Exchange(pair.name, role, table, list(scopes), updates=self.updates,
                                  recovery=self.recovery, send=self._send, next_xid=self.link.next_xid,
@@ -212,15 +212,34 @@ class FailoverSession:
         # Who the relationship is between, kept beside the record so that a
         # renamed pair can find its state again (record.renamed_from).
         self._persist[record.peers_key(self.name)] = record.pack_peers(pair.main, pair.backup)
+        self._legacy_queue = list(stored_queue)
+        self.restore_queue()
         if renamed_from_keys and not self.discarded_queue:
-            # Built from the old name's state and queue: the first commit
-            # writes them under our name and deletes every old key in the
-            # same transaction, so a crash leaves exactly one copy.
+            # Built from the old name's state: the first commit writes it
+            # under our name and deletes every old key in the same
+            # transaction, so a crash leaves exactly one copy.
             self._persist_state()
-            for address in self.updates.pending:
-                self._persist[queue_key(self.name, address)] = b""
             for k in renamed_from_keys:
                 self._persist.setdefault(k, None)
+
+    def restore_queue(self) -> None:
+        """Queue the binding updates the store kept: the leases of our scopes
+        flagged ``UPDATE_PENDING``, and ``stored_queue`` (the queue keys of a
+        store written before the flag; flagged now, so the commit that
+        deletes the keys writes the flags).  After a role change the flags
+        are cleared instead: the old relationship's updates mean nothing now.
+
+        Called when the session is made and again once the lease table is
+        loaded (the runtime loads it when it starts); doing it twice queues
+        nothing twice.
+        """
+        flagged = flagged_queue(self._table, set(self.exchange.scopes))
+        if self.discarded_queue:
+            write = self.exchange.clear_pending(flagged)
+        else:
+            write = self.exchange.restore_queue(sorted(set(flagged).union(self._legacy_queue)))
+        for address in write:
+            self._table.mark_durable(address)
 
     # -- what others read ----------------------------------------------------
     @property
@@ -272,9 +291,8 @@ class FailoverSession:
         return out
 
     def take_persist(self) -> dict[str, bytes | None]:
-        """State values (server state, the update queue) for the next commit."""
+        """State values (the server state, keys to delete) for the next commit."""
         p, self._persist = self._persist, {}
-        p.update(self.updates.take_persist())
         return p
 
     def restore_persist(self, values: dict[str, bytes | None]) -> None:

@@ -4,8 +4,12 @@ Every durable lease change queues its address; :meth:`Updates.next_due`
 hands out the addresses to send while the partner's max-unacked window
 allows, at most one update per address in flight (ISC matches
 acknowledgements by address), and :meth:`Updates.acked` settles a BNDACK.
-The queue is kept durable under :func:`queue_key` so a restart sends what
-was never acknowledged.
+
+The queue lives in memory.  What makes it durable is the lease record:
+:class:`cnrd.failover.exchange.Exchange` writes each queued lease with
+``LeaseFlag.UPDATE_PENDING`` and clears it once the partner acknowledged,
+so a restart queues the leases that carry it, and the queue costs no
+record of its own.
 
 Pure module: it holds addresses and transaction ids, not leases.
 """
@@ -17,9 +21,11 @@ from collections.abc import Iterable
 from typing import NamedTuple
 
 
-def queue_key(pair: str, address: int) -> str:
-    """The lease-store key that keeps ``address`` queued for relationship ``pair``."""
-    return f"failover/{pair}/q/{address:08x}"
+def legacy_queue_prefix(pair: str) -> str:
+    """Where a store written before the queue moved into the lease records
+    kept relationship ``pair``'s queue: a key per address (8 hex digits).
+    Read once at start, then deleted."""
+    return f"failover/{pair}/q/"
 
 
 class InFlight(NamedTuple):
@@ -40,24 +46,15 @@ class Updates:
         self.inflight: dict[int, int] = {}  # address -> xid
         self._after_ack: set[int] = set()  # changed again while an update was in flight
         self.sent_updates = self.acked_updates = self.rejected_updates = self.received_updates = 0
-        self._persist: dict[str, bytes | None] = {}
 
-    def queue(self, address: int, durable: bool = True) -> None:
-        """Queue a binding update; ``durable`` ones survive a restart (lease changes).
-
-        Updates answering the partner's UPDREQALL are not made durable: after a
-        crash the partner asks again, and a million queue keys would be wasted.
-        """
+    def queue(self, address: int) -> None:
+        """Queue a binding update for ``address`` (once, however often it changes before it is sent)."""
         if address not in self.pending:
             self.pending[address] = None
-            if durable:
-                self._persist[queue_key(self.pair, address)] = b""
 
     def next_due(self, window: int) -> int | None:
         """The next address to send an update for, if the window has room; None when done."""
         while self.pending and len(self.unacked) < window:
-            # The queue key stays until the partner acknowledges: an update in
-            # flight when we crash is sent again after the restart.
             address, _ = self.pending.popitem(last=False)
             if address in self.inflight:
                 # One update per address in flight; the newer binding goes
@@ -88,8 +85,6 @@ class Updates:
         if address in self._after_ack:
             self._after_ack.discard(address)
             self.queue(address)
-        if address not in self.pending:
-            self._persist[queue_key(self.pair, address)] = None
         if rejected:
             self.rejected_updates += 1
         else:
@@ -100,6 +95,10 @@ class Updates:
         """Forget our in-flight update for ``address``: the partner's binding won."""
         xid = self.inflight.pop(address)
         del self.unacked[xid]
+
+    def is_outstanding(self, address: int) -> bool:
+        """Whether an update for ``address`` is queued or awaiting an acknowledgement."""
+        return address in self.pending or address in self.inflight or address in self._after_ack
 
     def outstanding(self) -> set[int]:
         """Addresses queued or awaiting an acknowledgement."""
@@ -118,8 +117,3 @@ class Updates:
     def count_received(self) -> None:
         """A BNDUPD arrived from the partner (accepted or not)."""
         self.received_updates += 1
-
-    def take_persist(self) -> dict[str, bytes | None]:
-        """Queue keys to write (b"") or delete (None) in the next commit."""
-        p, self._persist = self._persist, {}
-        return p

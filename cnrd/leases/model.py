@@ -57,6 +57,11 @@ class LeaseFlag(enum.IntFlag):
     # An outstanding offer of an address from the failover backup's share:
     # withdrawn, the address goes back to that share (LeaseTable.withdraw_offer).
     OFFERED_FROM_BACKUP = 8
+    # Failover: a binding update for this lease is queued or not yet
+    # acknowledged by the partner.  Written with the lease, it is the
+    # durable update queue: a restart sends the updates of the leases that
+    # carry it (cnrd.failover.exchange keeps it in line with the queue).
+    UPDATE_PENDING = 16
 
 
 def client_key(client_id: bytes | None, hw: bytes) -> bytes:

@@ -16,7 +16,7 @@ from cnrd.dhcp.server import DhcpServer, RxInfo
 from cnrd.failover import wire
 from cnrd.failover.session import FailoverSession
 from cnrd.failover.states import S, Role
-from cnrd.leases.model import LeaseState
+from cnrd.leases.model import LeaseFlag, LeaseState
 from cnrd.leases.table import LeaseTable
 from tests.dhcp.helpers import IFACE, mac, request, u32
 
@@ -265,9 +265,11 @@ def test_unacked_updates_survive_restart_through_the_persisted_queue():
     main.server.handle(request(M.REQUEST, mac(3), o50=u32(offer.packet.yiaddr),
                                o54=u32(ip_to_int("10.1.0.1"))), bc, link.now)
     main.persisted.update(main.session.take_persist())  # the commit
-    queue = [int(k.rsplit("/", 1)[1], 16) for k, v in main.persisted.items() if "/q/" in k and v is not None]
-    assert offer.packet.yiaddr in queue
-    reborn = restart(main, Role.MAIN, link.now, queue)
+    # The lease's record carries the queue entry: no key of its own.
+    assert main.table.get(offer.packet.yiaddr).flags & LeaseFlag.UPDATE_PENDING
+    assert not [k for k in main.persisted if "/q/" in k]
+    reborn = restart(main, Role.MAIN, link.now, ())
+    assert offer.packet.yiaddr in reborn.session.updates.pending
     link.a = reborn
     link.connect()
     assert states(reborn, backup) == (S.NORMAL, S.NORMAL)
@@ -451,8 +453,11 @@ def test_acknowledged_partner_time_needs_no_commit_of_its_own_and_rides_with_the
     # make the lease dirty (no sync), and the next commit or tick writes it.
     main, backup, link = pair()
     link.connect()
+    main.session.exchange.mark_acked_times()  # the commits after the handshake's updates
+    main.table.take_dirty()
     now = link.now
     yi = dora(main, 1, now)
+    assert main.table.get(yi).flags & LeaseFlag.UPDATE_PENDING  # written with the ACK's commit
     main.session.pump(now)
     out = main.session.take()
     main.table.take_dirty()  # the commit before the BNDUPD left
@@ -469,7 +474,8 @@ def test_acknowledged_partner_time_needs_no_commit_of_its_own_and_rides_with_the
     assert not main.table.has_dirty  # nothing to sync for it
     assert main.session.exchange.mark_acked_times() == 1
     dirty, _ = main.table.take_dirty()
-    assert [(l.address, l.partner_time) for l in dirty] == [(yi, now + 3660)]
+    # one record: the partner time and the pending flag cleared
+    assert [(l.address, l.partner_time, l.flags) for l in dirty] == [(yi, now + 3660, LeaseFlag.NONE)]
     assert main.session.exchange.mark_acked_times() == 0  # marked once
 
 

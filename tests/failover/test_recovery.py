@@ -18,7 +18,7 @@ from cnrd.dhcp.server import DhcpServer, RxInfo
 from cnrd.failover import wire
 from cnrd.failover.session import FailoverSession
 from cnrd.failover.states import S, Role
-from cnrd.leases.model import Lease, LeaseState
+from cnrd.leases.model import Lease, LeaseFlag, LeaseState
 from cnrd.leases.table import LeaseTable
 from tests.dhcp.helpers import IFACE, mac, request, u32
 from tests.failover.test_peer import CONFIG, T0, Link
@@ -58,10 +58,10 @@ class Side:
         if lose_database:
             return Side(self.role, now, extra=self.extra, **kw)
         self.persisted.update(self.session.take_persist())
-        queue = [int(k.rsplit("/", 1)[1], 16) for k, v in self.persisted.items() if "/q/" in k and v is not None]
+        # The update queue comes back with the lease records (their UPDATE_PENDING flags).
         packed = [lease.pack() for lease in self.table.leases.values() if lease.state is not LeaseState.OFFERED]
         return Side(self.role, now, extra=self.extra, stored=self.persisted.get("failover/examplepair/state"),
-                    queue=queue, leases=packed, **kw)
+                    leases=packed, **kw)
 
     def track(self) -> None:
         label = self.session.status().label
@@ -406,3 +406,61 @@ def test_main_with_an_empty_store_and_no_history_waits_for_its_partner():
         main.session.tick(T0 + t)
     assert main.session.state is S.RECOVER
     assert Clients().dora(main, 1, T0 + 20) is None
+
+
+# -- the update queue in the lease records (LeaseFlag.UPDATE_PENDING) -----------------------
+
+def pending(side: Side) -> set[int]:
+    """The addresses whose lease record carries the pending flag (what a restart queues)."""
+    return {a for a, lease in side.table.leases.items() if lease.flags & LeaseFlag.UPDATE_PENDING}
+
+
+def test_the_pending_flag_is_the_queue_and_leaves_with_the_acknowledgement():
+    main, backup, link = normal_pair()
+    clients = Clients()
+    assert pending(main) == set()  # the handshake's updates were all acknowledged
+    link.drop()
+    granted = {clients.dora(main, n, link.now) for n in range(1, 4)}
+    assert pending(main) == granted  # written with the ACKs: no key of their own
+    assert not [k for k in main.persisted if "/q/" in k]
+    link.advance(5)
+    reborn = main.restart(link.now)
+    link.a = reborn
+    assert set(reborn.session.updates.pending) == granted  # the records alone bring the queue back
+    link.connect()
+    assert (reborn.session.state, backup.session.state) == (S.NORMAL, S.NORMAL)
+    assert pending(reborn) == set()
+    audit(clients, [reborn, backup], link.now)
+
+
+def test_a_lease_changed_while_its_update_is_in_flight_stays_pending_until_the_second_ack():
+    main, backup, link = normal_pair()
+    clients = Clients()
+    yi = clients.dora(main, 1, link.now)
+    main.session.pump(link.now)
+    assert yi in main.session.updates.inflight
+    clients.dora(main, 1, link.now + 1)  # the client renews before the first update is acknowledged
+    link.carry(main, backup, main.session.take())  # the first update reaches the backup
+    link._flush(backup, main)  # and its BNDACK comes back
+    # the newer binding is still to be sent, so the flag stays
+    assert main.session.updates.is_outstanding(yi) and yi in pending(main)
+    link.settle()
+    assert pending(main) == set()
+
+
+def test_answers_to_an_update_request_are_not_flagged():
+    main, backup, link = normal_pair()
+    clients = Clients()
+    for n in range(1, 4):
+        clients.dora(main, n, link.now)
+    link.settle()
+    assert pending(main) == set()
+    link.drop()
+    link.advance(10)
+    fresh = backup.restart(link.now, lose_database=True)
+    link.b = fresh
+    link.connect()  # the fresh backup asks for everything (UPDREQALL)
+    assert any(m.type == wire.MessageType.UPDREQALL for m in fresh.wire_log)
+    # the main sent its whole table without marking a lease as pending: after a
+    # crash the backup would ask again, and a restart must not resend it all
+    assert pending(main) == set()

@@ -15,7 +15,7 @@ from cnrd.config import loads
 from cnrd.failover import record
 from cnrd.failover.session import FailoverSession
 from cnrd.failover.states import S, Role
-from cnrd.failover.updates import queue_key
+from cnrd.leases.model import LeaseFlag, LeaseState
 from cnrd.leases.table import LeaseTable
 from cnrd.text import ip_to_int
 from tests.failover.test_peer import CONFIG
@@ -170,7 +170,7 @@ def test_renamed_pair_with_the_same_roles_keeps_its_normal_history():
     assert not session.discarded_queue
     out = session.take_persist()
     assert record.unpack(out[record.key("newname")]).previous is S.NORMAL
-    assert out[queue_key("newname", ip_to_int("10.1.0.140"))] == b""
+    assert list(session.updates.pending) == [ip_to_int("10.1.0.140")]  # the queue is not under a name
     assert out[record.peers_key("newname")] == store[record.peers_key("examplepair")]
     for k in store:
         assert out[k] is None  # every key of the old name goes in the same commit
@@ -182,11 +182,17 @@ def test_role_change_still_discards_the_state_and_the_queue():
     store = persisted(backup)
     # The same server is now the main of the pair (CNR: a role change discards the state).
     pair = loads(CONFIG.format(name="main")).failover_pairs["examplepair"]
-    session = FailoverSession(pair, Role.MAIN, LeaseTable(), ["lan"], now=link.now + 5,
+    table = LeaseTable()
+    flagged = ip_to_int("10.1.0.150")
+    table.update(flagged, durable=False, state=LeaseState.LEASED, scope="lan", flags=LeaseFlag.UPDATE_PENDING)
+    session = FailoverSession(pair, Role.MAIN, table, ["lan"], now=link.now + 5,
                               stored_state=store[record.key("examplepair")], stored_queue=[1, 2])
     assert session.discarded_queue
     assert (session.state, session.previous, session.talked) == (S.STARTUP, S.RECOVER, False)
     assert session.updates.pending == {}
+    # The old relationship's pending flags are cleared, and written with the first commit.
+    assert table.get(flagged).flags == LeaseFlag.NONE
+    assert [lease.address for lease in table.take_dirty()[0]] == [flagged]
     # and a renamed pair whose role changed does not adopt the old name's state
     items = sorted(store.items())
     assert record.renamed_from("newname", main=pair.main, backup=pair.backup, role=Role.MAIN,
