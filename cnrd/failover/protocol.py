@@ -283,7 +283,7 @@ class FailoverService(service.MultiService):
             for msg in out.send:
                 if msg.type == MessageType.BNDUPD:
                     unacked[msg.xid] = sent_at
-                self._write(link.tcp, msg)
+            self._write(link.tcp, out.send)
         if not out.acks and not out.close:
             # The commit collects session.take_persist() with the lease changes.
             self.commit(lambda ok: None)
@@ -293,8 +293,7 @@ class FailoverService(service.MultiService):
             if link is None or self.link is not link:
                 return  # that link is gone; the partner resends what it did not see acked
             if ok:
-                for msg in out.acks:
-                    self._write(link.tcp, msg)
+                self._write(link.tcp, out.acks)
             else:
                 log.error("failover {pair}: store commit failed; {n} BNDACKs withheld", pair=session.name,
                           n=len(out.acks))
@@ -303,11 +302,18 @@ class FailoverService(service.MultiService):
 
         self.commit(durable)
 
-    def _write(self, transport: ITransport, msg: wire.Message) -> None:
-        if msg.type in (MessageType.BNDUPD, MessageType.BNDACK) and self.detail_on():
-            log.info("failover {pair}: sending DHCP{type} {msg}", pair=self.session.name,
-                     type=MessageType(msg.type).name, msg=_describe(msg))
-        transport.write(wire.encode(msg))
+    def _write(self, transport: ITransport, messages: list[wire.Message]) -> None:
+        """Encode ``messages`` and hand them to ``transport`` in one write (one
+        buffer append and one send for a whole window of updates)."""
+        if not messages:
+            return
+        if self.detail_on():
+            for msg in messages:
+                if msg.type in (MessageType.BNDUPD, MessageType.BNDACK):
+                    log.info("failover {pair}: sending DHCP{type} {msg}", pair=self.session.name,
+                             type=MessageType(msg.type).name, msg=_describe(msg))
+        encode = wire.encode
+        transport.write(b"".join([encode(msg) for msg in messages]))
 
 
 def _retry(attempt: int) -> float:
