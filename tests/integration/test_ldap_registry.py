@@ -207,15 +207,22 @@ def started(n: Net, *entries: str) -> Net:
     return n
 
 
-def wait_ldap_state(n: Net, state: str, timeout: float = 15) -> dict:
-    """Poll /ready (bounded) until its ldap state is ``state``; the last answer."""
+def wait_ldap_state(n: Net, state: str, timeout: float = 15, reason: str | None = None) -> dict:
+    """Poll /ready (bounded) until its ldap state is ``state`` (with a reason matching
+    the regex ``reason``, when given); the last answer.
+
+    A server that has not tried the directory yet is degraded too ("not connected
+    yet"): a test of why the connection failed waits for that reason.
+    """
     last: dict = {}
 
     def reached() -> bool:
         nonlocal last
         status, last = ready(n.srv, n.token)
         assert status == 200, (status, last)  # LDAP down is degraded, never unready
-        return last.get("ldap", {}).get("state") == state
+        ldap = last.get("ldap", {})
+        return ldap.get("state") == state and (
+            reason is None or re.search(reason, ldap.get("reason", ""), re.I) is not None)
 
     wait_for(reached, timeout, interval=0.2, what=f"/ready to report ldap {state} (last: {last})")
     return last
@@ -373,7 +380,7 @@ def test_starttls_refuses_a_certificate_from_another_ca(lab: Lab) -> None:
     try:
         iface = n.client_if()
         started(n, client_ldif(n.cli.mac(iface), "laptop-6", "guests"))
-        body = wait_ldap_state(n, "degraded")
+        body = wait_ldap_state(n, "degraded", reason=r"certificate|tls|verif")
         assert re.search(r"certificate|tls|verif", body["ldap"].get("reason", ""), re.I), body
         assert metric(n.srv, "cnrd_ldap_up") == 0
         # client-lookup-failure = default: answered without its class rather than dropped
