@@ -28,8 +28,8 @@ from cnrd.failover import record
 from cnrd.failover.listen import FailoverListener
 from cnrd.failover.protocol import FailoverService
 from cnrd.failover.session import FailoverSession
-from cnrd.failover.updates import legacy_queue_prefix
 from cnrd.failover.states import Role
+from cnrd.failover.updates import legacy_queue_prefix
 from cnrd.text import int_to_ip
 from cnrd.app.runtime import Reactor, Runtime
 
@@ -81,7 +81,7 @@ def add_failover(top: service.MultiService, runtime: Runtime, config: Config, re
                                       stored=store.state_items("failover/"))
             if old is not None:
                 stored_name, stored_state = old, store.get_state(record.key(old))
-        # The update queue is in the lease records (the session reads it once
+        # The update queue is in the lease records (the exchange reads it once
         # they are loaded), but a store written before may hold queue keys:
         # the session takes them over and the first commit deletes them.
         prefix = legacy_queue_prefix(stored_name)

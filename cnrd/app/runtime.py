@@ -401,7 +401,7 @@ class Runtime(service.Service):
         with self.gc.loading():
             n = self.server.load(self.store.load(), now)
         for session in self.sessions:
-            session.restore_queue()  # the binding updates the lease records keep queued
+            session.exchange.restore_queue()  # the binding updates the lease records keep queued
         log.info(
             "cnrd {version} server {name}: loaded {count} leases in {secs:.2f} s",
             version=__version__, name=s.name, count=n, secs=time.monotonic() - t0,

@@ -12,7 +12,7 @@ Pure module.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from cnrd.failover import bindings, recovery, wire
@@ -47,9 +47,8 @@ def _not_pending(flags: LeaseFlag) -> LeaseFlag:
     return _CLEARED[flags] if flags < _KNOWN else LeaseFlag(flags & ~_PENDING)
 
 
-def flagged_queue(table: LeaseTable, scopes: set[str]) -> list[int]:
-    """The update queue a restart finds in the lease records of ``scopes``: the leases
-    flagged ``UPDATE_PENDING``, by address."""
+def _flagged(table: LeaseTable, scopes: set[str]) -> list[int]:
+    """The leases of ``scopes`` flagged ``UPDATE_PENDING``, by address."""
     none = LeaseFlag.NONE  # most leases: an identity test skips them (1,000,000 in 0.04 s)
     return sorted(lease.address for lease in table.leases.values()
                   if lease.flags is not none and lease.flags & _PENDING and lease.scope in scopes)
@@ -60,7 +59,7 @@ class Exchange:
 
     def __init__(self, name: str, role: Role, table: LeaseTable, scopes: list[str], *, updates: Updates,
                  recovery: Recovery, send: Callable[[Message, int], None], next_xid: Callable[[], int],
-                 log: Log) -> None:
+                 log: Log, stored_queue: Iterable[int] = (), discard_stored: bool = False) -> None:
         self.name = name
         self.role = role
         self.table = table
@@ -77,6 +76,10 @@ class Exchange:
         # Leases a BNDACK changed in place (their partner time, the pending
         # flag cleared), to be written with the next commit (see bndack).
         self.acked_times: set[int] = set()
+        # Queue keys of an older store (one per address), and whether the
+        # stored queue belongs to a role this server no longer has.
+        self._stored_queue = list(stored_queue)
+        self._discard_stored = discard_stored
 
     def lease_changed(self, lease: Lease, what: str) -> None:
         """A durable lease change: queue its update (offers are not bindings).
@@ -89,27 +92,33 @@ class Exchange:
             self._updates.queue(lease.address)
             lease.flags = _pending(lease.flags)
 
-    def restore_queue(self, addresses: list[int]) -> list[int]:
-        """Queue, after a restart, the updates of ``addresses`` (leases flagged pending, or a
-        queue stored the old way); the ones whose lease must be written (flagged) to keep it."""
-        write = []
-        for address in addresses:
-            self._updates.queue(address)
-            lease = self.table.get(address)
-            if lease is not None and not lease.flags & _PENDING:
-                lease.flags = _pending(lease.flags)
-                write.append(address)
-        return write
+    def restore_queue(self) -> None:
+        """Queue the binding updates the store kept: the leases of our scopes
+        flagged ``UPDATE_PENDING``, and the stored queue keys (their leases
+        flagged now, so the commit that deletes the keys writes the flags).
+        After a role change the flags are cleared instead: the old
+        relationship's updates mean nothing now.  Every lease changed here
+        is marked for the next commit.
 
-    def clear_pending(self, addresses: list[int]) -> list[int]:
-        """Unflag ``addresses`` (a queue discarded with the role it was made in); the leases to write."""
-        write = []
-        for address in addresses:
+        Called when the session is made and again once the lease table is
+        loaded (the runtime loads it when it starts); doing it twice queues
+        nothing twice.
+        """
+        flagged = _flagged(self.table, set(self.scopes))
+        if self._discard_stored:
+            due, change = flagged, _not_pending
+        else:
+            due, change = sorted(set(flagged).union(self._stored_queue)), _pending
+            for address in due:
+                self._updates.queue(address)
+        for address in due:
             lease = self.table.get(address)
-            if lease is not None and lease.flags & _PENDING:
-                lease.flags = _not_pending(lease.flags)
-                write.append(address)
-        return write
+            if lease is None:
+                continue
+            new = change(lease.flags)
+            if new is not lease.flags:
+                lease.flags = new
+                self.table.mark_durable(address)
 
     def _keep_flag(self, address: int) -> None:
         """``address``'s lease carries ``UPDATE_PENDING`` exactly while an update for it is

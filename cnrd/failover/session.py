@@ -30,7 +30,7 @@ from typing import Any
 from cnrd.config import FailoverPairConfig
 from cnrd.config.timespec import format_iso
 from cnrd.failover import pool, record, wire
-from cnrd.failover.exchange import Exchange, flagged_queue
+from cnrd.failover.exchange import Exchange
 from cnrd.failover.gate import ALL_MAIN, Gate, main_hba
 from cnrd.failover.link import Due, Link
 from cnrd.failover.recovery import Recovery
@@ -200,11 +200,11 @@ class FailoverSession:
         self.last_rebalance = 0
         self._recover_warned = 0
         self.link = Link(now, pair.failover_poll_timeout)
-        self.updates = Updates(pair.name)
+        self.updates = Updates()
         self.recovery = Recovery()
         self.exchange = Exchange(pair.name, role, table, list(scopes), updates=self.updates,
                                  recovery=self.recovery, send=self._send, next_xid=self.link.next_xid,
-                                 log=self._log)
+                                 log=self._log, stored_queue=stored_queue, discard_stored=self.discarded_queue)
         self._reclaim = pool.Reclaim()
         self._out = Output()
         self._persist: dict[str, bytes | None] = {}  # state values for the next commit (None deletes)
@@ -212,8 +212,7 @@ class FailoverSession:
         # Who the relationship is between, kept beside the record so that a
         # renamed pair can find its state again (record.renamed_from).
         self._persist[record.peers_key(self.name)] = record.pack_peers(pair.main, pair.backup)
-        self._legacy_queue = list(stored_queue)
-        self.restore_queue()
+        self.exchange.restore_queue()
         if renamed_from_keys and not self.discarded_queue:
             # Built from the old name's state: the first commit writes it
             # under our name and deletes every old key in the same
@@ -221,25 +220,6 @@ class FailoverSession:
             self._persist_state()
             for k in renamed_from_keys:
                 self._persist.setdefault(k, None)
-
-    def restore_queue(self) -> None:
-        """Queue the binding updates the store kept: the leases of our scopes
-        flagged ``UPDATE_PENDING``, and ``stored_queue`` (the queue keys of a
-        store written before the flag; flagged now, so the commit that
-        deletes the keys writes the flags).  After a role change the flags
-        are cleared instead: the old relationship's updates mean nothing now.
-
-        Called when the session is made and again once the lease table is
-        loaded (the runtime loads it when it starts); doing it twice queues
-        nothing twice.
-        """
-        flagged = flagged_queue(self._table, set(self.exchange.scopes))
-        if self.discarded_queue:
-            write = self.exchange.clear_pending(flagged)
-        else:
-            write = self.exchange.restore_queue(sorted(set(flagged).union(self._legacy_queue)))
-        for address in write:
-            self._table.mark_durable(address)
 
     # -- what others read ----------------------------------------------------
     @property

@@ -17,7 +17,6 @@ Pure module: it holds addresses and transaction ids, not leases.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
 from typing import NamedTuple
 
 
@@ -39,9 +38,8 @@ class InFlight(NamedTuple):
 class Updates:
     """Our outgoing binding updates for one relationship."""
 
-    def __init__(self, pair: str, stored_queue: Iterable[int] = ()) -> None:
-        self.pair = pair
-        self.pending: OrderedDict[int, None] = OrderedDict((a, None) for a in stored_queue)
+    def __init__(self) -> None:
+        self.pending: OrderedDict[int, None] = OrderedDict()
         self.unacked: dict[int, InFlight] = {}  # by xid
         self.inflight: dict[int, int] = {}  # address -> xid
         self._after_ack: set[int] = set()  # changed again while an update was in flight

@@ -153,6 +153,14 @@ def normal_pair(extra: str = ""):
     return main, backup, link
 
 
+def rejoin_with_empty_store(backup: Side, link: TrackedLink) -> Side:
+    """``backup`` restarted after losing its lease database, and connected again."""
+    fresh = backup.restart(link.now, lose_database=True)
+    link.b = fresh
+    link.connect()
+    return fresh
+
+
 def backup_share(side: Side) -> set[int]:
     return {l.address for l in side.table.leases.values() if l.state is LeaseState.BACKUP}
 
@@ -303,9 +311,7 @@ def test_lost_database_recovers_everything_and_waits_mclt():
         if partner_state == "PARTNER-DOWN":
             assert main.session.set_partner_down(link.now)
         link.advance(10)
-        fresh = backup.restart(link.now, lose_database=True)
-        link.b = fresh
-        link.connect()
+        fresh = rejoin_with_empty_store(backup, link)
         assert fresh.states[:2] == ["STARTUP", "RECOVER"]
         assert any(m.type == wire.MessageType.UPDREQALL for m in fresh.wire_log)
         assert fresh.session.state is S.RECOVER_WAIT  # MCLT from its start
@@ -457,9 +463,7 @@ def test_answers_to_an_update_request_are_not_flagged():
     assert pending(main) == set()
     link.drop()
     link.advance(10)
-    fresh = backup.restart(link.now, lose_database=True)
-    link.b = fresh
-    link.connect()  # the fresh backup asks for everything (UPDREQALL)
+    fresh = rejoin_with_empty_store(backup, link)  # it asks for everything (UPDREQALL)
     assert any(m.type == wire.MessageType.UPDREQALL for m in fresh.wire_log)
     # the main sent its whole table without marking a lease as pending: after a
     # crash the backup would ask again, and a restart must not resend it all
